@@ -1,0 +1,133 @@
+"""SEW ResNet-18/34/50 from SpikingJelly, configured for direct-encoded classification over T time steps.
+
+The network is SpikingJelly's own ``SEWResNet`` (subclassed, not re-implemented), so module names and
+``state_dict`` keys are those of SpikingJelly's model zoo. Differences are configuration only:
+
+- ``stem="imagenet"`` keeps the 7×7/2 conv and the max-pool (224×224 inputs); ``stem="cifar"`` uses a 3×3/1
+  conv and no max-pool, for small inputs (32×32 CIFAR, 28×28 Fashion-MNIST, 8×8 digits).
+- ``width_multiplier`` scales the stage widths (64, 128, 256, 512), rebuilding the stages with SpikingJelly's
+  ``_make_layer`` and blocks; 0.25 gives a CPU-sized model for small data.
+- ``forward`` takes ``[B, C, H, W]`` (repeated over T: direct encoding) or ``[T, B, C, H, W]`` and returns the
+  logits averaged over T, ``[B, num_classes]``. Call ``spikingjelly.activation_based.functional.reset_net``
+  after every batch, as in any SpikingJelly training loop.
+"""
+from __future__ import annotations
+
+import torch
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from spikingjelly.activation_based.model import sew_resnet
+from torch import nn
+
+from . import register_model
+
+NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
+SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
+CONNECT_FUNCTIONS = ("ADD", "AND", "IAND")
+STEMS = ("imagenet", "cifar")
+
+
+class SEWResNetClassifier(sew_resnet.SEWResNet):
+    """SpikingJelly's SEWResNet in multi-step mode with direct encoding and a time-averaged output."""
+
+    def __init__(self, block, layers, T: int, stem: str, in_channels: int, width_multiplier: float, **kwargs):
+        super().__init__(block, layers, **kwargs)
+        self.T = T
+        widths = [max(1, round(w * width_multiplier)) for w in (64, 128, 256, 512)]
+        k, s, p = (7, 2, 3) if stem == "imagenet" else (3, 1, 1)
+        replaced = stem == "cifar" or in_channels != 3 or widths[0] != 64
+        if replaced:
+            self.conv1 = layer.Conv2d(in_channels, widths[0], kernel_size=k, stride=s, padding=p, bias=False)
+            self.bn1 = self._norm_layer(widths[0])
+        if stem == "cifar":
+            self.maxpool = nn.Identity()
+        if widths != [64, 128, 256, 512]:
+            # Rebuild the stages narrower with SpikingJelly's own _make_layer and blocks.
+            neuron_kwargs = {k: v for k, v in kwargs.items() if k not in ("num_classes", "cnf", "spiking_neuron")}
+            self.inplanes, self.dilation = widths[0], 1
+            for i, (width, blocks) in enumerate(zip(widths, layers)):
+                stage = self._make_layer(
+                    block, width, blocks, stride=1 if i == 0 else 2, cnf=kwargs.get("cnf"),
+                    spiking_neuron=kwargs["spiking_neuron"], **neuron_kwargs,
+                )
+                setattr(self, f"layer{i + 1}", stage)
+            self.fc = layer.Linear(widths[3] * block.expansion, kwargs.get("num_classes", 1000))
+        for m in self.modules() if replaced else ():  # SpikingJelly's initialisation for replaced modules
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        functional.set_step_mode(self, "m")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.unsqueeze(0).expand(self.T, *x.shape)
+        elif x.dim() == 5:
+            if x.shape[0] != self.T:
+                raise ValueError(f"input has T={x.shape[0]} time steps but the model was built with T={self.T}")
+        else:
+            raise ValueError(f"input must be [B, C, H, W] or [T, B, C, H, W], got shape {tuple(x.shape)}")
+        return super().forward(x).mean(0)
+
+
+def _build(
+    block: type[nn.Module],
+    layers: list[int],
+    *,
+    T: int = 4,
+    cnf: str = "ADD",
+    neuron_type: str = "if",
+    surrogate_function: str = "atan",
+    surrogate_alpha: float | None = None,
+    detach_reset: bool = True,
+    tau: float = 2.0,
+    v_threshold: float = 1.0,
+    v_reset: float | None = 0.0,
+    num_classes: int = 1000,
+    stem: str = "imagenet",
+    in_channels: int = 3,
+    width_multiplier: float = 1.0,
+) -> SEWResNetClassifier:
+    if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
+        raise ValueError(f"T must be an int > 0, got {T!r}")
+    if cnf not in CONNECT_FUNCTIONS:
+        raise ValueError(f"cnf must be one of {CONNECT_FUNCTIONS}, got {cnf!r}")
+    if neuron_type not in NEURONS:
+        raise ValueError(f"neuron_type must be one of {sorted(NEURONS)}, got {neuron_type!r}")
+    if surrogate_function not in SURROGATES:
+        raise ValueError(f"surrogate_function must be one of {sorted(SURROGATES)}, got {surrogate_function!r}")
+    if not isinstance(width_multiplier, (int, float)) or not 0 < width_multiplier <= 4:
+        raise ValueError(f"width_multiplier must be a number in (0, 4], got {width_multiplier!r}")
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    sg = SURROGATES[surrogate_function]
+    neuron_kwargs = dict(
+        surrogate_function=sg() if surrogate_alpha is None else sg(alpha=surrogate_alpha),
+        detach_reset=detach_reset,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+    )
+    if neuron_type == "lif":
+        neuron_kwargs["tau"] = tau
+    elif neuron_type == "plif":
+        neuron_kwargs["init_tau"] = tau
+    return SEWResNetClassifier(
+        block, layers, T=T, stem=stem, in_channels=in_channels, width_multiplier=width_multiplier, num_classes=num_classes, cnf=cnf,
+        spiking_neuron=NEURONS[neuron_type], **neuron_kwargs,
+    )
+
+
+@register_model
+def sew_resnet18(**kwargs) -> SEWResNetClassifier:
+    """SEW ResNet-18 (11.69M parameters with the ImageNet stem and 1000 classes)."""
+    return _build(sew_resnet.BasicBlock, [2, 2, 2, 2], **kwargs)
+
+
+@register_model
+def sew_resnet34(**kwargs) -> SEWResNetClassifier:
+    return _build(sew_resnet.BasicBlock, [3, 4, 6, 3], **kwargs)
+
+
+@register_model
+def sew_resnet50(**kwargs) -> SEWResNetClassifier:
+    return _build(sew_resnet.Bottleneck, [3, 4, 6, 3], **kwargs)

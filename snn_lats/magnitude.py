@@ -1,0 +1,108 @@
+"""``MagnitudePruner``: gradual magnitude pruning (GMP, Zhu & Gupta 2017), the baseline every comparison needs."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import BasePruner
+from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
+from .parametrizations import BinaryMask
+
+
+def _check_ratio(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+class MagnitudePruner(BasePruner):
+    """Masks the smallest-magnitude weights, with the cubic sparsity ramp of Zhu & Gupta:
+
+        s_t = s_f + (s_i − s_f)·(1 − (t − t_0) / (total_steps − t_0))³,
+
+    updating the masks every ``frequency`` optimizer steps from ``start_step`` (t_0) to ``total_steps``. Masked
+    weights get zero gradient and stay pruned. ``global_pruning=False`` gives every layer the same sparsity
+    (Zhu & Gupta's setting); ``True`` ranks all pruned weights together.
+
+    Args:
+        pruning_ratio: the final sparsity s_f of the pruned layers.
+        total_steps: the step at which s_f is reached.
+        initial_ratio: s_i, the sparsity applied at ``start_step``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        pruning_ratio: float,
+        total_steps: int,
+        *,
+        start_step: int = 0,
+        initial_ratio: float = 0.0,
+        frequency: int = 100,
+        global_pruning: bool = False,
+        ignored_layers: IgnoredLayers = None,
+        layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
+    ):
+        self.pruning_ratio = _check_ratio(pruning_ratio, "pruning_ratio")
+        self.initial_ratio = _check_ratio(initial_ratio, "initial_ratio")
+        if self.initial_ratio > self.pruning_ratio:
+            raise ValueError(f"initial_ratio={initial_ratio} must not exceed pruning_ratio={pruning_ratio}")
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+            raise ValueError(f"total_steps must be an int > 0, got {total_steps!r}")
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < total_steps:
+            raise ValueError(f"start_step must be an int in [0, total_steps={total_steps}), got {start_step!r}")
+        if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency <= 0:
+            raise ValueError(f"frequency must be an int > 0, got {frequency!r}")
+        self.total_steps, self.start_step, self.frequency = total_steps, start_step, frequency
+        self.global_pruning = bool(global_pruning)
+
+        super().__init__(model, ignored_layers, layer_types)
+        self._register(lambda name, module: BinaryMask(module.weight.shape).to(module.weight.device))
+        if start_step == 0:
+            self._update_masks(self.target_sparsity(0))
+
+    def target_sparsity(self, step: int) -> float:
+        """s_t of the cubic ramp (0 before ``start_step``)."""
+        if step < self.start_step:
+            return 0.0
+        x = min((step - self.start_step) / (self.total_steps - self.start_step), 1.0)
+        return self.pruning_ratio + (self.initial_ratio - self.pruning_ratio) * (1 - x) ** 3
+
+    @torch.no_grad()
+    def _update_masks(self, sparsity: float) -> None:
+        entries = list(self.parametrizations())
+        # Rank the masked weights, so pruned weights (score 0) stay pruned as sparsity grows.
+        scores = [(module.parametrizations.weight.original * p.mask).abs().flatten() for _, module, p in entries]
+        if self.global_pruning:
+            flat = torch.cat(scores)
+            keep = torch.ones_like(flat, dtype=torch.bool)
+            k = round(sparsity * flat.numel())
+            if k:
+                keep[torch.topk(flat, k, largest=False).indices] = False
+            for (_, _, p), piece in zip(entries, keep.split([s.numel() for s in scores])):
+                p.mask.copy_(piece.view_as(p.mask))
+            return
+        for (_, _, p), score in zip(entries, scores):
+            keep = torch.ones_like(score, dtype=torch.bool)
+            k = round(sparsity * score.numel())
+            if k:
+                keep[torch.topk(score, k, largest=False).indices] = False
+            p.mask.copy_(keep.view_as(p.mask))
+
+    def step(self) -> None:
+        """Count one optimizer step and update the masks when the ramp says so. Call after ``optimizer.step()``."""
+        self._check_not_squashed("step()")
+        self.step_count += 1
+        t = self.step_count
+        if self.start_step <= t <= self.total_steps and ((t - self.start_step) % self.frequency == 0 or t == self.total_steps):
+            self._update_masks(self.target_sparsity(t))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step counter (the masks are buffers in the model's ``state_dict``)."""
+        return self._base_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base_state(state)

@@ -1,0 +1,102 @@
+"""Weight parametrizations registered through ``torch.nn.utils.parametrize``.
+
+``SoftThreshold`` is LATS's ``W = sign(θ)·relu(|θ| − d)`` with the reference's straight-through gradient
+(dW/dθ = 1 everywhere, so pruned weights keep learning and can regrow). ``BinaryMask`` is ``W = θ·m`` for
+magnitude pruning. The latent θ stays the module's original ``Parameter`` object (parametrize keeps it as
+``parametrizations.weight.original``), so optimizers built before or after preparation stay valid.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+
+class _SoftThresholdSTE(torch.autograd.Function):
+    """Forward: the soft-threshold operator. Backward: identity (the LATS/STDS ``PseudoRelu``)."""
+
+    @staticmethod
+    def forward(ctx, theta: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        # θ − clamp(θ, −d, d) equals sign(θ)·relu(|θ| − d) bit for bit, with exact zeros inside [−d, d],
+        # in two elementwise passes instead of five.
+        d = threshold.to(theta.dtype)
+        return theta - theta.clamp(-d, d)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return grad_output, None
+
+
+class SoftThreshold(nn.Module):
+    """Soft-threshold parametrization with a per-layer threshold ``d_l = scale · d``.
+
+    Buffers (saved in the model's ``state_dict``):
+        threshold: the effective threshold ``d_l`` of this layer, written by the pruner after every step.
+        scale: the per-layer multiplier of the global threshold (1 by default).
+        mask: only once frozen (early pruning): W = θ·mask from then on, so pruned weights stay exactly zero.
+    """
+
+    def __init__(self, scale: float = 1.0, threshold: float = 0.0):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("threshold", torch.tensor(float(threshold) * float(scale)))
+        self.register_buffer("mask", None)
+
+    @property
+    def frozen(self) -> bool:
+        return self.mask is not None
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        if self.mask is not None:
+            return theta * self.mask
+        return _SoftThresholdSTE.apply(theta, self.threshold)
+
+    @torch.no_grad()
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        """θ = sign(W)·(|W| + d): the latent tensor whose soft threshold is ``weight`` again.
+
+        Used when the parametrization is registered and whenever ``module.weight = W`` is assigned, so a
+        trained dense model keeps its function (weights exactly zero stay zero).
+        """
+        if self.mask is not None:
+            return weight * self.mask
+        return weight + torch.sign(weight) * self.threshold.to(weight.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint taken after freezing has a mask, one taken before has none: follow the checkpoint, so
+        # model.load_state_dict works whatever this module's state and whatever the order of loading.
+        saved = state_dict.get(prefix + "mask")
+        if saved is not None and self.mask is None:
+            self.mask = torch.empty_like(saved, device=self.threshold.device)
+        elif saved is None and self.mask is not None:
+            self.mask = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        frozen = ", frozen" if self.frozen else ""
+        return f"threshold={float(self.threshold):.6g}, scale={float(self.scale):.4g}{frozen}"
+
+
+class BinaryMask(nn.Module):
+    """``W = θ · mask``; the mask is a buffer the pruner rewrites. Gradients of masked weights are zero."""
+
+    def __init__(self, shape: torch.Size):
+        super().__init__()
+        self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return theta * self.mask
+
+    def extra_repr(self) -> str:
+        density = float(self.mask.float().mean()) if self.mask.numel() else 1.0
+        return f"density={density:.4f}"
+
+
+def pruning_parametrization(module: nn.Module) -> SoftThreshold | BinaryMask | None:
+    """The snn_lats parametrization on ``module.weight``, or None."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    for p in module.parametrizations.weight:
+        if isinstance(p, (SoftThreshold, BinaryMask)):
+            return p
+    return None

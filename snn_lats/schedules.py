@@ -1,0 +1,307 @@
+"""Threshold schedules: how the global soft threshold d grows with the optimizer step.
+
+Under plain SGD the soft-threshold step is one ISTA step for ``L(W) + λ_k‖W‖₁`` with ``λ_k = Δd_k / η_k``
+(``shared/reference/lats_paper.md`` §1.2). A schedule therefore *is* a choice of the L1 path λ_k:
+
+- ``ConstantSchedule``: d = D from the first step; λ = 0 afterwards.
+- ``SLATSSchedule``: d = D·(x + sin(πx)/π), increments ∝ 1 + cos(πx), i.e. λ constant under an ideal
+  per-step cosine LR.
+- ``LATSSchedule``: the exact per-epoch form of the reference code, increments ∝ that epoch's cosine LR.
+- ``PGHSchedule``: increments ∝ β^x·(1 + cos(πx)); λ changes geometrically (β < 1: early pruning).
+- ``LRProportionalSchedule``: d += λ·η_k with the optimizer's actual LR, so λ is exactly constant under any
+  LR schedule (warm-up, step, one-cycle).
+- ``CallableSchedule``: any ``step -> d``.
+
+``step`` counts optimizer steps: the threshold for the forward passes after ``step`` steps is
+``threshold_at(step)``. Progress ``x = (step − start_step) / (total_steps − start_step)`` clamped to [0, 1].
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+SCHEDULE_NAMES = ("constant", "s-lats", "lats", "pgh", "lr")
+
+
+def _check_threshold(value: float, name: str = "final_threshold") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def _check_steps(total_steps: Any, start_step: Any) -> tuple[int, int]:
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int):
+        raise TypeError(f"total_steps must be an int, got {type(total_steps).__name__}")
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be > 0, got {total_steps}")
+    if isinstance(start_step, bool) or not isinstance(start_step, int):
+        raise TypeError(f"start_step must be an int, got {type(start_step).__name__}")
+    if not 0 <= start_step < total_steps:
+        raise ValueError(f"start_step must satisfy 0 <= start_step < total_steps={total_steps}, got {start_step}")
+    return total_steps, start_step
+
+
+class ThresholdSchedule:
+    """Base class. Subclasses give ``threshold_at(step)``; stateful ones override ``advance``."""
+
+    def threshold_at(self, step: int) -> float:
+        raise NotImplementedError
+
+    def advance(self, step: int, threshold: float, lr: float | None) -> float:
+        """The threshold after ``step`` optimizer steps, given the previous one and the LR the last step used."""
+        return self.threshold_at(step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+class _RampSchedule(ThresholdSchedule):
+    """d = D·shape(x) with x the clamped progress between ``start_step`` and ``total_steps``."""
+
+    def __init__(self, final_threshold: float, total_steps: int, start_step: int = 0):
+        self.final_threshold = _check_threshold(final_threshold)
+        self.total_steps, self.start_step = _check_steps(total_steps, start_step)
+
+    def progress(self, step: int) -> float:
+        span = self.total_steps - self.start_step
+        return min(max((step - self.start_step) / span, 0.0), 1.0)
+
+    def shape(self, x: float) -> float:
+        raise NotImplementedError
+
+    def threshold_at(self, step: int) -> float:
+        return self.final_threshold * self.shape(self.progress(step))
+
+
+class ConstantSchedule(ThresholdSchedule):
+    """d = D from ``start_step`` on (0 before). With the pruner's default compensation the model's function is
+    unchanged at preparation; without it (``compensate=False``) this is pruning at initialization."""
+
+    def __init__(self, final_threshold: float, start_step: int = 0):
+        self.final_threshold = _check_threshold(final_threshold)
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+            raise ValueError(f"start_step must be an int >= 0, got {start_step!r}")
+        self.start_step = start_step
+
+    def threshold_at(self, step: int) -> float:
+        return self.final_threshold if step >= self.start_step else 0.0
+
+
+class SLATSSchedule(_RampSchedule):
+    """S-LATS: d = D·(x + sin(πx)/π)."""
+
+    def shape(self, x: float) -> float:
+        return x + math.sin(math.pi * x) / math.pi
+
+
+class LATSSchedule(_RampSchedule):
+    """LATS, the reference's exact per-epoch form (``--gradual sinp --low-freq``).
+
+    With E epochs after ``start_step``, nb = ``steps_per_epoch``, epoch e = 0…E−1 and iteration b = 1…nb:
+    d(e, b) = D·[B(e) + b·(1 + cos(πe/E)) / (nb·(E + 1))], where
+    B(e) = Σ_{k<e} (1 + cos(πk/E)) / (E + 1) = (1 + 2e + sin(π(e − ½)/E) / sin(π/(2E))) / (2(E + 1)).
+    The increment in epoch e is proportional to a per-epoch cosine LR, and d reaches D after the last step.
+    """
+
+    def __init__(self, final_threshold: float, total_steps: int, steps_per_epoch: int, start_step: int = 0):
+        super().__init__(final_threshold, total_steps, start_step)
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be an int > 0, got {steps_per_epoch!r}")
+        span = self.total_steps - self.start_step
+        if span % steps_per_epoch:
+            raise ValueError(
+                f"steps_per_epoch={steps_per_epoch} must divide total_steps - start_step = {span}: "
+                "LATS spreads each epoch's increment over whole epochs"
+            )
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = span // steps_per_epoch
+
+    def epoch_base(self, e: int) -> float:
+        """B(e), the fraction of D reached at the start of epoch e (closed form)."""
+        E = self.epochs
+        return (1 + 2 * e + math.sin(math.pi * (e - 0.5) / E) / math.sin(math.pi / (2 * E))) / (2 * (E + 1))
+
+    def threshold_at(self, step: int) -> float:
+        n = step - self.start_step
+        if n <= 0:
+            return 0.0
+        if n >= self.epochs * self.steps_per_epoch:
+            return self.final_threshold
+        e, b = divmod(n - 1, self.steps_per_epoch)
+        b += 1
+        E, nb = self.epochs, self.steps_per_epoch
+        frac = self.epoch_base(e) + b * (1 + math.cos(math.pi * e / E)) / (nb * (E + 1))
+        return self.final_threshold * frac
+
+
+class PGHSchedule(_RampSchedule):
+    """Proximal-gradient homotopy: increments ∝ β^x·(1 + cos(πx)), normalised so f(0) = 0 and f(1) = 1.
+
+    With L = ln β: f(x) = [π²(β^x − 1) + (β^x − 2)L² + β^x·L·(L·cos πx + π·sin πx)] / [π²(β − 1) − 2L²].
+    β < 1 front-loads the threshold (early pruning); β > 1 back-loads it. β = 1 is S-LATS.
+    """
+
+    def __init__(self, final_threshold: float, total_steps: int, beta: float, start_step: int = 0):
+        super().__init__(final_threshold, total_steps, start_step)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+            raise TypeError(f"beta must be a number, got {type(beta).__name__}")
+        if not math.isfinite(beta) or beta <= 0 or beta == 1:
+            raise ValueError(
+                f"beta must be a finite number > 0 and != 1 (beta=1 is schedule='s-lats'), got {beta}"
+            )
+        self.beta = float(beta)
+
+    def shape(self, x: float) -> float:
+        beta, L, pi2 = self.beta, math.log(self.beta), math.pi**2
+        bx = beta**x
+        num = pi2 * (bx - 1) + (bx - 2) * L * L + bx * L * (L * math.cos(math.pi * x) + math.pi * math.sin(math.pi * x))
+        return num / (pi2 * (beta - 1) - 2 * L * L)
+
+
+class CallableSchedule(ThresholdSchedule):
+    """Any ``fn(step) -> d``; values must be finite and >= 0."""
+
+    def __init__(self, fn: Callable[[int], float]):
+        if not callable(fn):
+            raise TypeError(f"schedule must be callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def threshold_at(self, step: int) -> float:
+        return _check_threshold(float(self.fn(step)), name=f"schedule({step})")
+
+
+class LRProportionalSchedule(ThresholdSchedule):
+    """Constant λ: d_{k+1} = d_k + λ·η_k, with η_k the LR the optimizer actually used for step k.
+
+    ``d`` stays 0 until ``start_step``. The pruner passes η_k (read from the optimizer after its step and before
+    the LR scheduler's), so this works with any LR schedule. ``solve_l1_coefficient`` finds the λ that reaches a
+    given final threshold for a known LR scheduler.
+    """
+
+    def __init__(self, l1_coefficient: float, start_step: int = 0):
+        self.l1_coefficient = _check_threshold(l1_coefficient, name="l1_coefficient")
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+            raise ValueError(f"start_step must be an int >= 0, got {start_step!r}")
+        self.start_step = start_step
+
+    def threshold_at(self, step: int) -> float:
+        if step > self.start_step:
+            raise RuntimeError("LRProportionalSchedule has no closed form; the pruner advances it step by step")
+        return 0.0
+
+    def advance(self, step: int, threshold: float, lr: float | None) -> float:
+        if step <= self.start_step:
+            return 0.0
+        if lr is None:
+            raise ValueError("schedule='lr' needs the optimizer's learning rate: pass optimizer= to the pruner")
+        return threshold + self.l1_coefficient * lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"l1_coefficient": self.l1_coefficient}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.l1_coefficient = float(state["l1_coefficient"])
+
+
+def simulate_learning_rates(
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: Any,
+    total_steps: int,
+    steps_per_epoch: int | None = None,
+    param_group: int = 0,
+) -> list[float]:
+    """The LR of each of ``total_steps`` optimizer steps under ``lr_scheduler``, without touching either object.
+
+    The scheduler is deep-copied onto a stand-in optimizer with the same hyper-parameters. It is stepped after
+    every optimizer step, or after every ``steps_per_epoch`` steps when it is an epoch-level scheduler.
+    """
+    stand_in = torch.optim.SGD(
+        [
+            {**{k: v for k, v in group.items() if k != "params"}, "params": [torch.zeros(1, requires_grad=True)]}
+            for group in optimizer.param_groups
+        ]
+    )
+    sim = copy.deepcopy(lr_scheduler, memo={id(optimizer): stand_in})
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()" on the stand-in
+        for k in range(total_steps):
+            lrs.append(float(stand_in.param_groups[param_group]["lr"]))
+            stand_in.step()
+            if steps_per_epoch is None or (k + 1) % steps_per_epoch == 0:
+                sim.step()
+    return lrs
+
+
+def solve_l1_coefficient(final_threshold: float, learning_rates: list[float], start_step: int = 0) -> float:
+    """λ such that Σ_{k>=start_step} λ·η_k = D, i.e. the constant-λ path that ends exactly at D."""
+    total = math.fsum(learning_rates[start_step:])
+    if total <= 0:
+        raise ValueError("the learning rates after start_step sum to 0: no λ can reach the final threshold")
+    return final_threshold / total
+
+
+def build_schedule(
+    schedule: str | Callable[[int], float] | ThresholdSchedule,
+    *,
+    final_threshold: float | None,
+    total_steps: int | None,
+    start_step: int = 0,
+    steps_per_epoch: int | None = None,
+    beta: float | None = None,
+    l1_coefficient: float | None = None,
+    learning_rates: list[float] | None = None,
+) -> ThresholdSchedule:
+    """Turn the pruner's ``schedule=`` argument into a schedule object, checking the arguments it needs."""
+    if isinstance(schedule, ThresholdSchedule):
+        return schedule
+    if not isinstance(schedule, str):
+        return CallableSchedule(schedule)
+    name = schedule.lower()
+
+    def need(value: Any, arg: str) -> Any:
+        if value is None:
+            raise ValueError(f"schedule={schedule!r} needs {arg}=")
+        return value
+
+    if name == "constant":
+        return ConstantSchedule(need(final_threshold, "final_threshold"), start_step)
+    if name in ("s-lats", "slats"):
+        return SLATSSchedule(need(final_threshold, "final_threshold"), need(total_steps, "total_steps"), start_step)
+    if name == "lats":
+        return LATSSchedule(
+            need(final_threshold, "final_threshold"),
+            need(total_steps, "total_steps"),
+            need(steps_per_epoch, "steps_per_epoch"),
+            start_step,
+        )
+    if name == "pgh":
+        return PGHSchedule(
+            need(final_threshold, "final_threshold"), need(total_steps, "total_steps"), need(beta, "beta"), start_step
+        )
+    if name == "lr":
+        if l1_coefficient is None:
+            if final_threshold is None or learning_rates is None:
+                raise ValueError(
+                    "schedule='lr' needs l1_coefficient=, or final_threshold= with lr_scheduler= and total_steps= "
+                    "to solve for it"
+                )
+            l1_coefficient = solve_l1_coefficient(_check_threshold(final_threshold), learning_rates, start_step)
+        elif final_threshold is not None:
+            raise ValueError("schedule='lr' takes l1_coefficient= or final_threshold=, not both")
+        return LRProportionalSchedule(l1_coefficient, start_step)
+    raise ValueError(f"schedule must be one of {SCHEDULE_NAMES}, a callable or a ThresholdSchedule, got {schedule!r}")

@@ -1,0 +1,213 @@
+"""``SoftThresholdPruner``: LATS soft-threshold pruning (implicit ISTA) for any PyTorch or SpikingJelly model."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import BasePruner
+from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
+from .parametrizations import SoftThreshold
+from .schedules import ThresholdSchedule, build_schedule, simulate_learning_rates
+
+LayerScale = Mapping[str, float] | Callable[[str, nn.Module], float] | None
+
+
+class SoftThresholdPruner(BasePruner):
+    """Reparameterize every prunable weight as ``W = sign(θ)·relu(|θ| − d)`` and grow ``d`` on a schedule.
+
+    Args:
+        model: the network to prune (before DDP wrapping). SpikingJelly layers are covered through
+            ``nn.Conv2d`` / ``nn.Linear``.
+        final_threshold: D, the threshold the schedule ends at. The only sparsity knob: sweep it per model.
+        schedule: ``"s-lats"`` (default), ``"lats"`` (needs ``steps_per_epoch``), ``"pgh"`` (needs ``beta``),
+            ``"lr"`` (constant λ: needs ``l1_coefficient``, or ``final_threshold`` with ``lr_scheduler``),
+            ``"constant"``, a callable ``step -> d``, or a :class:`~snn_lats.schedules.ThresholdSchedule`.
+        total_steps: the optimizer step at which the schedule reaches D.
+        ignored_layers: module names or modules left dense (a container ignores everything inside it).
+        layer_types: the layer classes to prune.
+        layer_scale: per-layer multipliers of the global d: a ``{name: scale}`` dict (others get 1) or a
+            callable ``(name, module) -> scale``.
+        start_step: d stays 0 until this step (delayed start).
+        steps_per_epoch: for ``"lats"``; with ``schedule="lr"`` and ``lr_scheduler`` it marks an epoch-level
+            LR scheduler.
+        beta: the PGH base (β < 1 front-loads pruning: early pruning).
+        l1_coefficient: λ for ``schedule="lr"``.
+        optimizer: needed by ``schedule="lr"``; for any schedule it lets the pruner report the implied λ.
+        lr_scheduler: with ``schedule="lr"`` and ``final_threshold``: solve for the λ that reaches D exactly at
+            ``total_steps`` under this LR schedule.
+        compensate: map the dense weights through ``right_inverse`` at preparation, so the model's function is
+            unchanged even when the schedule starts above 0. ``False`` with ``schedule="constant"`` is pruning
+            at initialization.
+        freeze_at: after this many steps, fix the masks: pruned weights stay exactly zero and the rest train
+            freely (early pruning).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        final_threshold: float | None = None,
+        schedule: str | Callable[[int], float] | ThresholdSchedule = "s-lats",
+        total_steps: int | None = None,
+        *,
+        ignored_layers: IgnoredLayers = None,
+        layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
+        layer_scale: LayerScale = None,
+        start_step: int = 0,
+        steps_per_epoch: int | None = None,
+        beta: float | None = None,
+        l1_coefficient: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_scheduler: Any = None,
+        compensate: bool = True,
+        freeze_at: int | None = None,
+    ):
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)):
+            raise TypeError(f"total_steps must be an int, got {type(total_steps).__name__}")
+        if total_steps is not None and total_steps <= 0:
+            raise ValueError(f"total_steps must be > 0, got {total_steps}")
+        if freeze_at is not None and (isinstance(freeze_at, bool) or not isinstance(freeze_at, int) or freeze_at < 0):
+            raise ValueError(f"freeze_at must be an int >= 0 or None, got {freeze_at!r}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+
+        learning_rates = None
+        if lr_scheduler is not None:
+            if optimizer is None or total_steps is None:
+                raise ValueError("lr_scheduler= needs optimizer= and total_steps= as well")
+            learning_rates = simulate_learning_rates(optimizer, lr_scheduler, total_steps, steps_per_epoch)
+        self.schedule = build_schedule(
+            schedule,
+            final_threshold=final_threshold,
+            total_steps=total_steps,
+            start_step=start_step,
+            steps_per_epoch=steps_per_epoch,
+            beta=beta,
+            l1_coefficient=l1_coefficient,
+            learning_rates=learning_rates,
+        )
+        if getattr(self.schedule, "l1_coefficient", None) is not None and optimizer is None:
+            raise ValueError("schedule='lr' reads the learning rate: pass optimizer=")
+
+        super().__init__(model, ignored_layers, layer_types)
+        self.scales = self._resolve_scales(layer_scale)
+        self.optimizer = optimizer
+        self.freeze_at = freeze_at
+        self.compensate = bool(compensate)
+        self.threshold = self.schedule.advance(0, 0.0, None)
+        self.last_lr: float | None = None
+        self.last_increment = 0.0
+        self._lr_group: tuple[int, int] | None = None  # (id(optimizer), group index) cache
+
+        initial = self.threshold if self.compensate else 0.0
+        self._register(
+            lambda name, module: SoftThreshold(self.scales[name], initial).to(module.weight.device, module.weight.dtype)
+        )
+        self._write_threshold(self.threshold)
+        if freeze_at == 0:
+            self.freeze()
+
+    def _resolve_scales(self, layer_scale: LayerScale) -> dict[str, float]:
+        if layer_scale is None:
+            return dict.fromkeys(self.layers, 1.0)
+        if callable(layer_scale):
+            scales = {name: layer_scale(name, module) for name, module in self.layers.items()}
+        elif isinstance(layer_scale, Mapping):
+            unknown = sorted(set(layer_scale) - set(self.layers))
+            if unknown:
+                raise ValueError(f"layer_scale names layers that are not pruned: {unknown}")
+            scales = {name: layer_scale.get(name, 1.0) for name in self.layers}
+        else:
+            raise TypeError(f"layer_scale must be a dict or a callable, got {type(layer_scale).__name__}")
+        for name, value in scales.items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"layer_scale for {name!r} must be a finite number >= 0, got {value!r}")
+        return {name: float(v) for name, v in scales.items()}
+
+    @torch.no_grad()
+    def _write_threshold(self, value: float) -> None:
+        for name, _, p in self.parametrizations():
+            p.threshold.fill_(value * self.scales[name])
+
+    @property
+    def frozen(self) -> bool:
+        """True once the masks are fixed (``freeze_at`` or ``freeze()``)."""
+        return not self.squashed and all(p.frozen for _, _, p in self.parametrizations())
+
+    @property
+    def l1_coefficient(self) -> float | None:
+        """The implied L1 coefficient of the last step, λ = Δd / lr. None before a step or without an optimizer."""
+        if self.last_lr is None or self.last_lr == 0:
+            return None
+        return self.last_increment / self.last_lr
+
+    def _current_lr(self) -> float | None:
+        """The LR of the param group holding the pruned weights, as used by the step just taken."""
+        if self.optimizer is None:
+            return None
+        groups = self.optimizer.param_groups
+        if self._lr_group is None or self._lr_group[0] != id(self.optimizer):
+            ids = {id(p) for p in self.weights()}
+            found = [i for i, g in enumerate(groups) if any(id(p) in ids for p in g["params"])]
+            if not found:
+                raise ValueError("optimizer does not hold the pruned weights (parametrizations.weight.original)")
+            lrs = {float(groups[i]["lr"]) for i in found}
+            if len(lrs) > 1:
+                raise ValueError(f"pruned weights sit in param groups with different learning rates {sorted(lrs)}")
+            self._lr_group = (id(self.optimizer), found[0])
+        return float(groups[self._lr_group[1]]["lr"])
+
+    def step(self) -> None:
+        """Advance the threshold by one optimizer step. Call after ``optimizer.step()``, before the LR scheduler."""
+        self._check_not_squashed("step()")
+        lr = self._current_lr()
+        self.step_count += 1
+        previous = self.threshold
+        if not self.frozen:
+            self.threshold = self.schedule.advance(self.step_count, previous, lr)
+            self._write_threshold(self.threshold)
+        self.last_lr = lr
+        self.last_increment = self.threshold - previous
+        if self.freeze_at is not None and self.step_count >= self.freeze_at and not self.frozen:
+            self.freeze()
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Fix the current masks: θ becomes the current W, and W = θ·mask from now on."""
+        for _, module, p in self.parametrizations():
+            if p.frozen:
+                continue
+            weight = module.weight
+            module.parametrizations.weight.original.copy_(weight)
+            p.mask = weight != 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pruner's own state (the thresholds and θ are also in the model's ``state_dict``)."""
+        return {
+            **self._base_state(),
+            "threshold": self.threshold,
+            "last_lr": self.last_lr,
+            "last_increment": self.last_increment,
+            "schedule_type": type(self.schedule).__name__,
+            "schedule": self.schedule.state_dict(),
+            "scales": dict(self.scales),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict`; the schedule then continues exactly."""
+        self._load_base_state(state)
+        if state.get("schedule_type") != type(self.schedule).__name__:
+            raise ValueError(
+                f"state_dict was saved with schedule {state.get('schedule_type')}, "
+                f"this pruner uses {type(self.schedule).__name__}"
+            )
+        self.schedule.load_state_dict(state["schedule"])
+        self.scales = {name: float(state["scales"][name]) for name in self.layers}
+        self.threshold = float(state["threshold"])
+        self.last_lr = state["last_lr"]
+        self.last_increment = float(state["last_increment"])
+        if not self.squashed:
+            self._write_threshold(self.threshold)

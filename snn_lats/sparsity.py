@@ -1,0 +1,76 @@
+"""Weight sparsity per layer and overall."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
+from .parametrizations import pruning_parametrization
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    zeros: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.zeros / self.total if self.total else 0.0
+
+
+@dataclass
+class SparsityReport:
+    """``layers[name]`` holds zeros/total/fraction; ``sparsity`` is the global fraction over those layers."""
+
+    layers: dict[str, LayerSparsity] = field(default_factory=dict)
+
+    @property
+    def zeros(self) -> int:
+        return sum(layer.zeros for layer in self.layers.values())
+
+    @property
+    def total(self) -> int:
+        return sum(layer.total for layer in self.layers.values())
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "layers": {n: {"zeros": s.zeros, "total": s.total, "fraction": s.fraction} for n, s in self.layers.items()},
+            "zeros": self.zeros,
+            "total": self.total,
+            "sparsity": self.sparsity,
+        }
+
+    def __str__(self) -> str:
+        width = max([len(n) for n in self.layers] + [5])
+        lines = [f"{'layer':<{width}}  {'zeros':>12}  {'total':>12}  sparsity"]
+        lines += [f"{n:<{width}}  {s.zeros:>12,}  {s.total:>12,}  {s.fraction:8.4f}" for n, s in self.layers.items()]
+        lines.append(f"{'total':<{width}}  {self.zeros:>12,}  {self.total:>12,}  {self.sparsity:8.4f}")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def sparsity_report(
+    model: nn.Module,
+    layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
+    ignored_layers: IgnoredLayers = None,
+) -> SparsityReport:
+    """Count exact zeros in the effective weights.
+
+    On a model prepared by an snn_lats pruner the report covers exactly the pruned layers, so the global figure
+    is over what is pruned (the LATS convention). On a plain or squashed model it covers every layer of
+    ``layer_types`` minus ``ignored_layers``.
+    """
+    layers = find_prunable_layers(model, layer_types, ignored_layers)
+    pruned = {n: m for n, m in layers.items() if pruning_parametrization(m) is not None}
+    report = SparsityReport()
+    for name, module in (pruned or layers).items():
+        weight = module.weight
+        report.layers[name] = LayerSparsity(int((weight == 0).sum()), weight.numel())
+    return report
