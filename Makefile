@@ -3,6 +3,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+LEGACY_SJ := $(VENV)/sj-legacy
+
 .PHONY: install demo test bench clean
 
 # Re-installs only when pyproject.toml changes.
@@ -16,7 +18,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m experiments.demo
 
-test: $(STAMP)
+# SpikingJelly 0.0.0.0.14 beside 2.x (pure Python, 5 MB), for the side-by-side compatibility test.
+$(LEGACY_SJ): $(STAMP)
+	$(PY) -m pip install -q --upgrade --no-deps --target $(LEGACY_SJ) spikingjelly==0.0.0.0.14 \
+		|| echo "could not install spikingjelly 0.0.0.0.14: its test will skip"
+
+test: $(STAMP) $(LEGACY_SJ)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -8,6 +8,8 @@ from torch.nn.utils import parametrize
 import snn_lats
 from snn_lats.parametrizations import SoftThreshold
 
+from .conftest import TinyCNN
+
 
 def _train(model, pruner, optimizer, steps, lr_scheduler=None, seed=1):
     gen = torch.Generator().manual_seed(seed)
@@ -206,7 +208,7 @@ def test_step_after_squash_is_an_error(tiny_cnn):
 
 
 def _resume_setup(schedule_kwargs):
-    model = __import__("tests.conftest", fromlist=["TinyCNN"]).TinyCNN()
+    model = TinyCNN()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=40)
     pruner = snn_lats.SoftThresholdPruner(model, optimizer=optimizer, total_steps=40, ignored_layers=["fc"],

@@ -1,0 +1,61 @@
+"""Run by tests/test_spikingjelly.py with SpikingJelly 0.0.0.0.14 first on PYTHONPATH.
+
+Checks by feature, not by version string, that the old API is the one loaded, then runs the pruning flow.
+"""
+import inspect
+import warnings
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation in 0.0.0.0.14
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from spikingjelly.activation_based import functional, neuron, surrogate  # noqa: E402
+from spikingjelly.activation_based.model import sew_resnet  # noqa: E402
+
+import models  # noqa: E402
+import snn_lats  # noqa: E402
+
+# 0.0.0.0.14 features: a `backend` argument, functional.set_backend, and no reset cache.
+assert "backend" in inspect.signature(neuron.LIFNode.__init__).parameters, "not spikingjelly 0.0.0.0.14"
+assert hasattr(functional, "set_backend") and not hasattr(functional, "invalidate_reset_cache")
+
+torch.manual_seed(0)
+model = models.create_model("sew_resnet18", T=4, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10,
+                            width_multiplier=0.25)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.05, total_steps=5, ignored_layers=["fc"],
+                                      optimizer=optimizer)
+x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+for _ in range(5):
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    functional.reset_net(model)
+    pruner.step()
+assert pruner.sparsity_report().sparsity > 0.2
+
+# A neuron added after a first reset_net is reset too: 0.0.0.0.14 walks the modules on every call.
+model.extra_sn = neuron.LIFNode(step_mode="m")
+model.extra_sn(torch.ones(2, 3))
+functional.reset_net(model)
+assert not isinstance(model.extra_sn.v, torch.Tensor) or model.extra_sn.v.abs().sum() == 0
+del model.extra_sn
+
+# Squash, then load strictly into SpikingJelly 0.0.0.0.14's own SEW ResNet-18.
+net = sew_resnet.sew_resnet18(cnf="ADD", spiking_neuron=neuron.IFNode, surrogate_function=surrogate.ATan(),
+                              detach_reset=True)
+functional.set_step_mode(net, "m")
+pruner = snn_lats.SoftThresholdPruner(net, final_threshold=0.02, schedule="constant", compensate=False,
+                                      ignored_layers=["fc"])
+inp = torch.rand(4, 2, 3, 32, 32)
+net.eval()
+with torch.no_grad():
+    before = net(inp)
+functional.reset_net(net)
+pruner.squash()
+with torch.no_grad():
+    after = net(inp)
+assert torch.allclose(before, after, atol=1e-6, rtol=0)
+fresh = sew_resnet.sew_resnet18(cnf="ADD", spiking_neuron=neuron.IFNode)
+fresh.load_state_dict(net.state_dict(), strict=True)
+print("legacy spikingjelly OK")
