@@ -5,7 +5,6 @@ import difflib
 from collections.abc import Iterable, Sequence
 
 from torch import nn
-from torch.nn.utils import parametrize
 
 # SpikingJelly's layer.Conv2d / layer.Linear subclass these, so isinstance covers them in both versions.
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
@@ -53,7 +52,3 @@ def find_prunable_layers(
         if isinstance(module, layer_types) and id(module) not in ignored_ids and hasattr(module, "weight")
     }
 
-
-def layer_class(module: nn.Module) -> type[nn.Module]:
-    """The module's class before parametrize swapped it for ``Parametrized<Cls>``."""
-    return parametrize.type_before_parametrizations(module)

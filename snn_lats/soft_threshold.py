@@ -130,7 +130,7 @@ class SoftThresholdPruner(BasePruner):
     @torch.no_grad()
     def _write_threshold(self, value: float) -> None:
         for name, _, p in self.parametrizations():
-            p.threshold.fill_(value * self.scales[name])
+            p.set_threshold(value * self.scales[name])
 
     @property
     def frozen(self) -> bool:

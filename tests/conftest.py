@@ -25,3 +25,17 @@ class TinyCNN(nn.Module):
 @pytest.fixture
 def tiny_cnn():
     return TinyCNN()
+
+
+def train_steps(model, pruner, optimizer, steps, lr_scheduler=None, seed=1):
+    """``steps`` SGD steps of TinyCNN-shaped random data, stepping the pruner after the optimizer."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(4, 1, 8, 8, generator=gen)
+        y = torch.randint(0, 10, (4,), generator=gen)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        pruner.step()
+        if lr_scheduler is not None:
+            lr_scheduler.step()

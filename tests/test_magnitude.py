@@ -5,18 +5,7 @@ from torch.nn.utils import parametrize
 
 import snn_lats
 
-from .conftest import TinyCNN
-
-
-def _train(model, pruner, optimizer, steps, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        x = torch.randn(4, 1, 8, 8, generator=gen)
-        y = torch.randint(0, 10, (4,), generator=gen)
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        pruner.step()
+from .conftest import TinyCNN, train_steps
 
 
 def test_cubic_ramp_matches_zhu_gupta():
@@ -33,7 +22,7 @@ def test_every_layer_follows_the_ramp_at_each_update():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     pruner = snn_lats.MagnitudePruner(model, pruning_ratio=0.8, total_steps=40, frequency=10)
     for block in range(4):
-        _train(model, pruner, optimizer, 10, seed=block)  # ends on an update step (10, 20, 30, 40)
+        train_steps(model, pruner, optimizer, 10, seed=block)  # ends on an update step (10, 20, 30, 40)
         s = pruner.target_sparsity(pruner.step_count)
         for name, _, p in pruner.parametrizations():
             assert int((~p.mask).sum()) == round(s * p.mask.numel()), (name, pruner.step_count)
@@ -72,9 +61,9 @@ def test_pruned_weights_stay_zero_and_squash_loads_strictly():
     model = TinyCNN()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     pruner = snn_lats.MagnitudePruner(model, pruning_ratio=0.7, total_steps=20, frequency=5)
-    _train(model, pruner, optimizer, 20)
+    train_steps(model, pruner, optimizer, 20)
     mask = model.conv2.weight.detach() == 0
-    _train(model, pruner, optimizer, 10, seed=3)  # past total_steps: masks fixed
+    train_steps(model, pruner, optimizer, 10, seed=3)  # past total_steps: masks fixed
     assert torch.equal(model.conv2.weight.detach() == 0, mask)
     model.eval()
     x = torch.randn(2, 1, 8, 8)
@@ -94,12 +83,12 @@ def test_resume_is_exact(tmp_path):
         return model, optimizer, snn_lats.MagnitudePruner(model, pruning_ratio=0.7, total_steps=30, frequency=4)
 
     model, optimizer, pruner = setup()
-    _train(model, pruner, optimizer, 15, seed=1)
-    _train(model, pruner, optimizer, 15, seed=2)
+    train_steps(model, pruner, optimizer, 15, seed=1)
+    train_steps(model, pruner, optimizer, 15, seed=2)
     straight = model.state_dict()
 
     model, optimizer, pruner = setup()
-    _train(model, pruner, optimizer, 15, seed=1)
+    train_steps(model, pruner, optimizer, 15, seed=1)
     torch.save({"model": model.state_dict(), "opt": optimizer.state_dict(), "pruner": pruner.state_dict()},
                tmp_path / "c.pth")
     model, optimizer, pruner = setup()
@@ -107,7 +96,7 @@ def test_resume_is_exact(tmp_path):
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["opt"])
     pruner.load_state_dict(ckpt["pruner"])
-    _train(model, pruner, optimizer, 15, seed=2)
+    train_steps(model, pruner, optimizer, 15, seed=2)
     for key, value in straight.items():
         assert torch.equal(value, model.state_dict()[key]), key
 

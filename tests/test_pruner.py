@@ -8,20 +8,7 @@ from torch.nn.utils import parametrize
 import snn_lats
 from snn_lats.parametrizations import SoftThreshold
 
-from .conftest import TinyCNN
-
-
-def _train(model, pruner, optimizer, steps, lr_scheduler=None, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        x = torch.randn(4, 1, 8, 8, generator=gen)
-        y = torch.randint(0, 10, (4,), generator=gen)
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        pruner.step()
-        if lr_scheduler is not None:
-            lr_scheduler.step()
+from .conftest import TinyCNN, train_steps
 
 
 def test_forward_is_the_soft_threshold_operator(tiny_cnn):
@@ -61,7 +48,7 @@ def test_optimizer_built_before_or_after_prepare_stays_valid(tiny_cnn, build_opt
         assert theta is params_before[f"{name}.weight"]
     assert {id(p) for p in tiny_cnn.parameters()} == {id(p) for p in params_before.values()}
     snapshot = tiny_cnn.conv2.parametrizations.weight.original.detach().clone()
-    _train(tiny_cnn, pruner, optimizer, 10)
+    train_steps(tiny_cnn, pruner, optimizer, 10)
     assert not torch.equal(tiny_cnn.conv2.parametrizations.weight.original, snapshot)
     assert pruner.sparsity_report().sparsity > 0
     assert pruner.l1_coefficient is not None and pruner.l1_coefficient > 0
@@ -141,12 +128,12 @@ def test_freeze_at_fixes_masks_and_pruned_weights_stay_zero(tiny_cnn):
     optimizer = torch.optim.SGD(tiny_cnn.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, schedule="pgh", beta=0.1,
                                           total_steps=40, freeze_at=10, optimizer=optimizer)
-    _train(tiny_cnn, pruner, optimizer, 10)
+    train_steps(tiny_cnn, pruner, optimizer, 10)
     assert pruner.frozen
     frozen_threshold = pruner.threshold
     mask = tiny_cnn.conv2.weight.detach() == 0
     assert mask.any()
-    _train(tiny_cnn, pruner, optimizer, 15, seed=2)
+    train_steps(tiny_cnn, pruner, optimizer, 15, seed=2)
     assert pruner.threshold == frozen_threshold and pruner.l1_coefficient == 0
     w = tiny_cnn.conv2.weight.detach()
     assert torch.equal(w == 0, mask)  # pruned stay exactly zero, survivors stay nonzero (they train freely)
@@ -169,7 +156,7 @@ def test_squash_keeps_outputs_and_loads_into_plain_model(tiny_cnn):
     pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.05, total_steps=10)
     optimizer = torch.optim.SGD(tiny_cnn.parameters(), lr=0.1)
     pruner.optimizer = optimizer
-    _train(tiny_cnn, pruner, optimizer, 10)
+    train_steps(tiny_cnn, pruner, optimizer, 10)
     tiny_cnn.eval()
     x = torch.randn(5, 1, 8, 8)
     before = tiny_cnn(x)
@@ -228,13 +215,13 @@ def _resume_setup(schedule_kwargs):
 def test_resume_continues_the_schedule_exactly(tmp_path, schedule_kwargs):
     torch.manual_seed(0)
     model, optimizer, lr_scheduler, pruner = _resume_setup(schedule_kwargs)
-    _train(model, pruner, optimizer, 20, lr_scheduler, seed=1)
-    _train(model, pruner, optimizer, 20, lr_scheduler, seed=2)
+    train_steps(model, pruner, optimizer, 20, lr_scheduler, seed=1)
+    train_steps(model, pruner, optimizer, 20, lr_scheduler, seed=2)
     straight = {k: v.clone() for k, v in model.state_dict().items()}
 
     torch.manual_seed(0)
     model, optimizer, lr_scheduler, pruner = _resume_setup(schedule_kwargs)
-    _train(model, pruner, optimizer, 20, lr_scheduler, seed=1)
+    train_steps(model, pruner, optimizer, 20, lr_scheduler, seed=1)
     path = tmp_path / "ckpt.pth"
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "lr_scheduler": lr_scheduler.state_dict(), "pruner": pruner.state_dict()}, path)
@@ -247,7 +234,7 @@ def test_resume_continues_the_schedule_exactly(tmp_path, schedule_kwargs):
     optimizer.load_state_dict(ckpt["optimizer"])
     lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
     pruner.load_state_dict(ckpt["pruner"])
-    _train(model, pruner, optimizer, 20, lr_scheduler, seed=2)
+    train_steps(model, pruner, optimizer, 20, lr_scheduler, seed=2)
 
     resumed = model.state_dict()
     assert straight.keys() == resumed.keys()
@@ -336,3 +323,30 @@ def test_optimizer_without_the_pruned_weights_is_an_error(tiny_cnn):
     pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, total_steps=10, optimizer=optimizer)
     with pytest.raises(ValueError, match="optimizer does not hold the pruned weights"):
         pruner.step()
+
+
+def test_fast_and_tensor_threshold_paths_are_bit_identical():
+    from snn_lats.parametrizations import _SoftThresholdSTE
+
+    theta = torch.randn(100_000)
+    for d in (0.0, 0.013, 0.5):
+        d32 = torch.tensor(d)
+        fast = _SoftThresholdSTE.apply(theta, d32.item())
+        tensor_path = _SoftThresholdSTE.apply(theta, d32)
+        reference = torch.sign(theta) * torch.relu(theta.abs() - d32)
+        assert torch.equal(fast, tensor_path) and torch.equal(fast, reference)
+
+
+def test_torch_compile_does_not_recompile_as_the_threshold_grows():
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    model = TinyCNN()
+    pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.1, total_steps=5)
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    x = torch.randn(2, 1, 8, 8)
+    for _ in range(5):
+        torch.testing.assert_close(compiled(x), model(x), atol=1e-6, rtol=0)
+        pruner.step()
+    assert counter.frame_count == 1
