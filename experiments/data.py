@@ -20,3 +20,49 @@ def digits(seed: int = 0, test_fraction: float = 0.2) -> tuple[TensorDataset, Te
         torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=seed, stratify=y.numpy()
     )
     return TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[test_idx], y[test_idx])
+
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
+def fashion_mnist(root: str = FASHION_MNIST_DIR, train: bool = False) -> TensorDataset:
+    """Fashion-MNIST from its original IDX files (Debian's package, or torchvision's raw folder) as [N, 1, 28, 28]."""
+    import gzip
+    import os
+
+    import numpy as np
+
+    prefix = "train" if train else "t10k"
+    images = os.path.join(root, f"{prefix}-images-idx3-ubyte.gz")
+    labels = os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz")
+    for path in (images, labels):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Fashion-MNIST file {path} not found (apt-get install dataset-fashion-mnist)")
+    with gzip.open(images) as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).copy()
+    with gzip.open(labels) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return TensorDataset(torch.from_numpy(x).view(-1, 1, 28, 28).float() / 255, torch.from_numpy(y))
+
+
+def eval_dataset(spec: str):
+    """``digits`` | ``fashion-mnist[:DIR]`` | ``cifar10:DIR`` | ``imagefolder:DIR`` (ImageNet-style val transforms)."""
+    name, _, path = spec.partition(":")
+    if name == "digits":
+        return digits()[1]
+    if name == "fashion-mnist":
+        return fashion_mnist(path or FASHION_MNIST_DIR, train=False)
+    if name in ("cifar10", "imagefolder"):
+        import os
+
+        import torchvision.transforms as T
+        from torchvision import datasets
+
+        if not path or not os.path.isdir(path):
+            raise FileNotFoundError(f"--data {spec}: directory {path!r} does not exist")
+        if name == "cifar10":
+            norm = T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+            return datasets.CIFAR10(path, train=False, download=False, transform=T.Compose([T.ToTensor(), norm]))
+        norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        return datasets.ImageFolder(path, T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm]))
+    raise ValueError(f"--data must be digits, fashion-mnist[:DIR], cifar10:DIR or imagefolder:DIR, got {spec!r}")

@@ -5,7 +5,7 @@
 
 The threshold d rises from 0 to D over the run with S-LATS, whose increments follow the per-step cosine LR,
 so the implied L1 coefficient λ = Δd/lr stays flat. The run folder gets summary.json (and the per-layer
-sparsity) at the end.
+sparsity) and model.pth (the squashed model) at the end.
 """
 from __future__ import annotations
 
@@ -63,10 +63,9 @@ def main() -> None:
     train_set, test_set = digits(seed=args.seed)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True)
     test_loader = DataLoader(test_set, batch_size=256)
-    model = models.create_model(
-        "sew_resnet18", T=args.T, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10,
-        width_multiplier=0.25,
-    )
+    model_kwargs = dict(T=args.T, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10,
+                        width_multiplier=0.25)
+    model = models.create_model("sew_resnet18", **model_kwargs)
     total_steps = args.epochs * len(train_loader)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -113,10 +112,14 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "snn_lats": snn_lats.__version__},
     }
     write_json_atomic(out / "summary.json", summary)
+    tmp = out / "model.pth.tmp"
+    torch.save({"model": model.state_dict(), "model_name": "sew_resnet18", "model_kwargs": model_kwargs}, tmp)
+    os.replace(tmp, out / "model.pth")
     print(f"\ntest accuracy {accuracy:.4f} (squashed {squashed_accuracy:.4f}) | weight sparsity {report.sparsity:.4f} "
           f"| final d {pruner.threshold:.4f} | lambda {mean_lambda:.3e} (rel. std "
           f"{summary['l1_coefficient_rel_std']:.2%}) | {summary['seconds']:.0f}s")
-    print(f"summary written to {out / 'summary.json'}")
+    print(f"summary written to {out / 'summary.json'}; squashed model in {out / 'model.pth'}")
+    print(f"spike-level sparsity: python -m experiments.benchmark_sparsity --checkpoint {out / 'model.pth'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,144 @@
+"""Spike-level sparsity of a (pruned) model: weight sparsity, firing rates, exact SOPs, MACs and energy.
+
+    python -m experiments.benchmark_sparsity --checkpoint runs/demo-<time>/model.pth --data digits --out runs/sparsity
+    python -m experiments.benchmark_sparsity --model sew_resnet18 --model-kwargs '{"T": 4}' \\
+        --checkpoint ckpt.pth --data imagefolder:/data/imagenet/val --max-batches 50
+
+The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When it
+stores "model_name" and "model_kwargs" (as the demo's model.pth does) --model is not needed. Prints a per-layer
+table and writes sparsity.json, sparsity.csv and plots (per-layer weight density, firing rate and operations,
+pruned against dense) into --out. --dense-checkpoint adds a dense model's firing rates and SOPs to the plots.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import models
+from experiments.data import eval_dataset
+from snn_lats.checkpoint import load_checkpoint, load_plain_weights, model_state_from_checkpoint
+from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, MetricsReport, measure
+
+
+def build_model(checkpoint: dict, model_name: str | None, model_kwargs: dict | None) -> torch.nn.Module:
+    name = model_name or (checkpoint.get("model_name") if isinstance(checkpoint, dict) else None)
+    if name is None:
+        raise ValueError("the checkpoint does not name its model: pass --model (and --model-kwargs)")
+    kwargs = model_kwargs if model_kwargs is not None else (checkpoint.get("model_kwargs") or {})
+    model = models.create_model(name, **kwargs)
+    load_plain_weights(model, model_state_from_checkpoint(checkpoint))
+    return model
+
+
+def run(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace, desc: str) -> MetricsReport:
+    batches = tqdm(loader, desc=desc, total=min(len(loader), args.max_batches or len(loader)),
+                   disable=not sys.stderr.isatty())
+    return measure(model, batches, e_ac_pj=args.e_ac, e_mac_pj=args.e_mac, per_channel=args.per_channel,
+                   max_batches=args.max_batches)
+
+
+def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    syn = {n: r for n, r in report.layers.items() if r["type"] != "neuron"}
+    neurons = {n: r for n, r in report.layers.items() if r["type"] == "neuron"}
+    written = []
+
+    def bars(ax, names, pruned, reference, labels, ylabel, log=False):
+        idx = range(len(names))
+        ax.bar([i - 0.2 for i in idx], reference, width=0.4, label=labels[0], color="#bbbbbb")
+        ax.bar([i + 0.2 for i in idx], pruned, width=0.4, label=labels[1], color="#1f77b4")
+        ax.set_xticks(list(idx), names, rotation=90, fontsize=7)
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.legend()
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(syn)), 4))
+    bars(ax, list(syn), [1 - r["weight_sparsity"] for r in syn.values()], [1.0] * len(syn),
+         ("dense", "pruned"), "weight density")
+    ax.set_title("weight density per layer")
+    fig.tight_layout()
+    written.append(out / "weight_density.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(syn)), 4))
+    ref = ([dense.layers[n]["sops"] + dense.layers[n]["macs"] for n in syn] if dense
+           else [r["dense_macs"] for r in syn.values()])
+    bars(ax, list(syn), [max(r["sops"] + r["macs"], 1) for r in syn.values()], [max(v, 1) for v in ref],
+         ("dense model SOPs+MACs" if dense else "dense ANN MACs", "pruned SOPs+MACs"), "operations", log=True)
+    ax.set_title("synaptic operations per layer")
+    fig.tight_layout()
+    written.append(out / "operations.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    if neurons:
+        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(neurons)), 4))
+        if dense:
+            bars(ax, list(neurons), [r["firing_rate"] for r in neurons.values()],
+                 [dense.layers[n]["firing_rate"] for n in neurons], ("dense model", "pruned"), "firing rate")
+        else:
+            ax.bar(range(len(neurons)), [r["firing_rate"] for r in neurons.values()], color="#1f77b4")
+            ax.set_xticks(range(len(neurons)), list(neurons), rotation=90, fontsize=7)
+            ax.set_ylabel("firing rate")
+        ax.set_title("firing rate per spiking layer")
+        fig.tight_layout()
+        written.append(out / "firing_rate.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
+
+
+def main(argv: list[str] | None = None) -> MetricsReport:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--model", default=None, help=f"one of {models.list_models()}")
+    parser.add_argument("--model-kwargs", type=json.loads, default=None, help="JSON dict for create_model")
+    parser.add_argument("--dense-checkpoint", type=Path, default=None, help="a dense model to compare against")
+    parser.add_argument("--data", default="digits", help="digits | fashion-mnist[:DIR] | cifar10:DIR | imagefolder:DIR")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--max-batches", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--per-channel", action="store_true", help="also record per-channel firing rates")
+    parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per accumulate (default 45 nm)")
+    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="pJ per multiply-accumulate (default 45 nm)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=Path("runs/sparsity"))
+    args = parser.parse_args(argv)
+    if args.batch_size <= 0:
+        parser.error(f"--batch-size must be > 0, got {args.batch_size}")
+    if args.max_batches is not None and args.max_batches <= 0:
+        parser.error(f"--max-batches must be > 0, got {args.max_batches}")
+
+    loader = DataLoader(eval_dataset(args.data), batch_size=args.batch_size, num_workers=args.workers)
+    model = build_model(load_checkpoint(args.checkpoint), args.model, args.model_kwargs).to(args.device)
+    report = run(model, loader, args, "pruned")
+    dense = None
+    if args.dense_checkpoint is not None:
+        dense_model = build_model(load_checkpoint(args.dense_checkpoint), args.model, args.model_kwargs)
+        dense = run(dense_model.to(args.device), loader, args, "dense")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(report)
+    report.to_json(args.out / "sparsity.json")
+    report.to_csv(args.out / "sparsity.csv")
+    if dense is not None:
+        dense.to_json(args.out / "sparsity_dense.json")
+    for path in [args.out / "sparsity.json", args.out / "sparsity.csv", *plot(report, dense, args.out)]:
+        print(f"wrote {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

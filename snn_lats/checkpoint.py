@@ -1,0 +1,88 @@
+"""Reading model weights from checkpoints: prepared (parametrized) or plain, strictly, with clear errors."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+_PARAM = ".parametrizations.weight."
+
+
+def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Turn the keys of a pruner-prepared model into the plain keys of an untouched one, computing W.
+
+    ``X.parametrizations.weight.original`` (θ) with ``X.parametrizations.weight.0.threshold`` becomes
+    ``X.weight`` = sign(θ)·relu(|θ| − d); with ``…0.mask`` (magnitude pruning, frozen masks) it becomes θ·mask.
+    Plain state_dicts pass through unchanged. Works offline, without building the model.
+    """
+    out: dict[str, torch.Tensor] = {}
+    prepared: set[str] = set()
+    for key in state_dict:
+        if key.endswith(_PARAM + "original"):
+            prepared.add(key[: -len(_PARAM + "original")])
+    for key, value in state_dict.items():
+        prefix = key.split(_PARAM)[0] if _PARAM in key else None
+        if prefix is None or prefix not in prepared:
+            out[key] = value
+            continue
+        suffix = key[len(prefix + _PARAM):]
+        if suffix not in ("original", "0.threshold", "0.scale", "0.mask"):
+            raise ValueError(f"cannot squash {key!r}: only snn_lats's own parametrization is understood")
+    for prefix in prepared:
+        theta = state_dict[prefix + _PARAM + "original"]
+        mask = state_dict.get(prefix + _PARAM + "0.mask")
+        threshold = state_dict.get(prefix + _PARAM + "0.threshold")
+        if mask is not None:
+            out[prefix + ".weight"] = theta * mask
+        elif threshold is not None:
+            d = threshold.to(theta.dtype)
+            out[prefix + ".weight"] = theta - theta.clamp(-d, d)
+        else:
+            raise ValueError(f"{prefix}: parametrized weight without threshold or mask")
+    return out
+
+
+def model_state_from_checkpoint(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """The model's state_dict inside a checkpoint dict (key ``model``, ``state_dict`` or ``model_state``), or the
+    object itself if it is already a state_dict."""
+    if isinstance(checkpoint, Mapping):
+        for key in ("model", "state_dict", "model_state"):
+            if isinstance(checkpoint.get(key), Mapping):
+                return dict(checkpoint[key])
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            return dict(checkpoint)
+    raise ValueError("checkpoint holds no model state_dict (looked for keys 'model', 'state_dict', 'model_state')")
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` with a clear error for a missing, truncated or corrupt file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated zips and bad pickles
+        raise ValueError(f"checkpoint {os.fspath(path)!r} is corrupt or truncated: {exc}") from exc
+
+
+def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load a (squashed or prepared) state_dict strictly into an unprepared model; name every mismatching key."""
+    state = squash_state_dict(state_dict)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
+        parts = [f"{label} ({len(items)}): {_first(items)}"
+                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                      ("shape mismatches", shapes)) if items]
+        raise ValueError("checkpoint does not match the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def _first(items: list[str], n: int = 8) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... and {len(items) - n} more" if len(items) > n else "")

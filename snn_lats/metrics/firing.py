@@ -1,0 +1,74 @@
+"""Firing rates of spiking neuron layers, reduced on the fly (no spike tensor is kept)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from spikingjelly.activation_based import neuron
+from torch import nn
+
+from .synops import exact_sum, is_multi_step
+
+# SpikingJelly's neurons in both versions; snn_lats's fused neurons register here too.
+SPIKING_NEURON_TYPES: tuple[type[nn.Module], ...] = (neuron.BaseNode,)
+
+
+@dataclass
+class FiringCounter:
+    """Spike and element counts overall, per time step, and optionally per channel."""
+
+    module: nn.Module
+    per_channel: bool = False
+    spikes_per_step: list[float] = field(default_factory=list)
+    elements_per_step: list[int] = field(default_factory=list)
+    channel_spikes: torch.Tensor | None = None
+    channel_elements: int = 0
+    step_in_batch: int = 0  # single-step mode: how many calls since the last reset
+
+    @torch.no_grad()
+    def update(self, out: torch.Tensor) -> None:
+        multi = is_multi_step(self.module)
+        # [T, B, per-sample] (multi-step) or [1, B, per-sample]: sum within each sample first, exactly in float32
+        per_sample = out.reshape(out.shape[0] if multi else 1, out.shape[int(multi)], -1)
+        per_step = exact_sum(per_sample, 2, bound=1.0).sum(1).tolist()
+        if multi:
+            steps = range(len(per_step))
+            numel = out[0].numel()
+            channel_dim = 2
+        else:
+            steps = [self.step_in_batch]
+            self.step_in_batch += 1
+            numel = out.numel()
+            channel_dim = 1
+        for t, spikes in zip(steps, per_step):
+            while len(self.spikes_per_step) <= t:
+                self.spikes_per_step.append(0.0)
+                self.elements_per_step.append(0)
+            self.spikes_per_step[t] += spikes
+            self.elements_per_step[t] += numel
+        if self.per_channel and out.dim() > channel_dim:
+            spatial = exact_sum(out.flatten(channel_dim + 1), -1, bound=1.0) if out.dim() > channel_dim + 1 \
+                else out.double()
+            counts = spatial.sum(tuple(range(channel_dim)))
+            self.channel_spikes = counts if self.channel_spikes is None else self.channel_spikes + counts
+            self.channel_elements += out.numel() // out.shape[channel_dim]
+
+    @property
+    def spikes(self) -> float:
+        return sum(self.spikes_per_step)
+
+    @property
+    def elements(self) -> int:
+        return sum(self.elements_per_step)
+
+    def summary(self) -> dict:
+        rates = [s / n if n else 0.0 for s, n in zip(self.spikes_per_step, self.elements_per_step)]
+        result = {
+            "firing_rate": self.spikes / self.elements if self.elements else 0.0,
+            "firing_rate_per_step": rates,
+            "spikes": self.spikes,
+            "neuron_updates": self.elements,
+        }
+        if self.per_channel and self.channel_spikes is not None:
+            result["firing_rate_per_channel"] = (self.channel_spikes / self.channel_elements).tolist()
+        return result

@@ -1,0 +1,129 @@
+"""Exact synaptic-operation counts for conv and linear layers, on the weights as they are (pruned zeros skipped).
+
+For a conv with nonzero-weight mask M and input x, the accumulates that reach a nonzero weight, summed over all
+outputs, are Σ_{n,o,p} Σ_{c,k} M[o,c,k]·x[n,c,p·s+k·d] = Σ_{c,k} fanout[c,k]·U[c,k], where fanout[c,k] counts the
+nonzero weights that input channel c feeds through kernel offset k, and U[c,k] = Σ_n Σ_p x[n,c,p·s+k·d] is the
+batch-summed input unfolded over the output grid. That is exactly Σ conv(x, M) but costs an unfold of one
+input-sized tensor instead of a second convolution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INPUT_KINDS = ("binary", "integer", "real")
+
+
+def classify_and_sum(x: torch.Tensor) -> tuple[str, torch.Tensor | None]:
+    """The input's kind and, unless it is ``real``, ``Σ_n |x[n]|`` over the first dimension in float64.
+
+    ``binary``: all 0/1 (spikes); ``integer``: whole numbers such as SEW ADD's 0/1/2; ``real``: anything else.
+    A spike input costs a min/max pass, one fused x − x² pass with its max, and the sum the SOP count needs
+    anyway; nothing is converted to float64. For x in [0, 1], x − x² is 0 exactly at 0 and 1 and stays > 0 in
+    floating point for every value in between (x² rounds to at most x, and the subtraction is exact).
+    """
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if lo >= 0 and hi <= 1:
+        if x.is_floating_point() and float(torch.addcmul(x, x, x, value=-1).amax()) > 0:
+            return "real", None
+        return "binary", exact_sum(x, 0, bound=1.0)
+    if x.is_floating_point() and not torch.equal(x, torch.round(x)):
+        return "real", None
+    return "integer", exact_sum(x.abs() if lo < 0 else x, 0, bound=max(abs(lo), abs(hi)))
+
+
+def exact_sum(x: torch.Tensor, dim: int | tuple[int, ...], bound: float) -> torch.Tensor:
+    """Sum whole-number data over ``dim`` exactly, as float64, without converting all of ``x`` to float64.
+
+    float32 holds every integer up to 2^24, so summing n values of magnitude <= ``bound`` in float32 is exact
+    while n·bound < 2^24; only then is the (small) result widened. Otherwise accumulate in float64.
+    """
+    dims = (dim,) if isinstance(dim, int) else dim
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    if x.dtype == torch.float32 and n * bound < 2**24:
+        return x.sum(dims).double()
+    return x.sum(dims, dtype=torch.float64)
+
+
+def input_kind(x: torch.Tensor) -> str:
+    """``binary`` (all 0/1: spikes), ``integer`` (whole numbers, e.g. SEW ADD's 0/1/2) or ``real``."""
+    return classify_and_sum(x.reshape(-1))[0]
+
+
+def _wider(a: str | None, b: str) -> str:
+    return b if a is None or INPUT_KINDS.index(b) > INPUT_KINDS.index(a) else a
+
+
+def is_multi_step(module: nn.Module) -> bool:
+    return getattr(module, "step_mode", "s") == "m"
+
+
+@dataclass
+class SynapseCounter:
+    """Per-layer accumulator: accumulates (SOPs) from spike or integer inputs, MACs from real inputs."""
+
+    module: nn.Module
+    fanout: torch.Tensor  # [C_in, K] for conv, [in_features] for linear: nonzero weights each input feeds
+    nonzero: int
+    weights: int
+    sops: float = 0.0
+    macs: float = 0.0
+    dense_macs_per_sample: float | None = None
+    kind: str | None = None
+    calls: int = field(default=0)
+
+    @classmethod
+    @torch.no_grad()
+    def for_module(cls, module: nn.Module) -> SynapseCounter:
+        mask = module.weight != 0
+        if isinstance(module, nn.Conv2d):
+            c_out, c_in_g = mask.shape[:2]
+            g = module.groups
+            fanout = mask.reshape(g, c_out // g, c_in_g, -1).sum(1, dtype=torch.float64).reshape(c_in_g * g, -1)
+        elif isinstance(module, nn.Linear):
+            fanout = mask.sum(0, dtype=torch.float64)
+        else:
+            raise TypeError(f"SynapseCounter supports nn.Conv2d and nn.Linear, got {type(module).__name__}")
+        return cls(module, fanout, int(mask.sum()), mask.numel())
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        m = self.module
+        time_steps = x.shape[0] if is_multi_step(m) else 1
+        samples = x.shape[1] if is_multi_step(m) else x.shape[0]
+        if isinstance(m, nn.Conv2d):
+            x = x.reshape(-1, *x.shape[-3:])
+            positions = out.shape[-1] * out.shape[-2]  # output positions per image
+            self.dense_macs_per_sample = self.weights * positions
+            pairs = self.nonzero * positions * x.shape[0]
+        else:
+            x = x.reshape(-1, m.in_features)
+            self.dense_macs_per_sample = self.weights * (x.shape[0] // (time_steps * samples))
+            pairs = self.nonzero * x.shape[0]
+        kind, summed = classify_and_sum(x)
+        self.kind = _wider(self.kind, kind)
+        self.calls += 1
+        if kind == "real":
+            self.macs += pairs
+        elif isinstance(m, nn.Conv2d):
+            self.sops += float((self._unfolded(summed) * self.fanout).sum())
+        else:
+            self.sops += float((summed * self.fanout).sum())
+
+    def _unfolded(self, xbar: torch.Tensor) -> torch.Tensor:
+        """U[c, k] = Σ_p xbar[c, p·stride + k·dilation − padding] for the batch-summed input xbar [C, H, W]."""
+        m = self.module
+        xbar = xbar.unsqueeze(0)
+        if isinstance(m.padding, str) or m.padding_mode != "zeros":
+            mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+            xbar = F.pad(xbar, m._reversed_padding_repeated_twice, mode=mode)
+            padding = 0
+        else:
+            padding = m.padding
+        cols = F.unfold(xbar, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
+        return cols.sum(-1).reshape(xbar.shape[1], -1)
