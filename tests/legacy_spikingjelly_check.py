@@ -58,4 +58,22 @@ with torch.no_grad():
 assert torch.allclose(before, after, atol=1e-6, rtol=0)
 fresh = sew_resnet.sew_resnet18(cnf="ADD", spiking_neuron=neuron.IFNode)
 fresh.load_state_dict(net.state_dict(), strict=True)
+# Spike-level metrics on 0.0.0.0.14: firing rates equal its own OutputMonitor, SOPs are counted.
+from spikingjelly.activation_based import monitor  # noqa: E402
+
+from snn_lats.metrics import measure  # noqa: E402
+
+fresh.eval()
+functional.set_step_mode(fresh, "m")
+mon = monitor.OutputMonitor(fresh, neuron.BaseNode, function_on_output=lambda s: s.detach().double().mean().item())
+with torch.no_grad():
+    fresh(inp * 4)
+functional.reset_net(fresh)
+reference = {name: mon[name][0] for name in mon.monitored_layers}
+mon.remove_hooks()
+report = measure(fresh, [inp * 4])
+assert len(reference) == 20 and any(v > 0 for v in reference.values())
+for name, rate in reference.items():
+    assert abs(report.layers[name]["firing_rate"] - rate) < 1e-12, name
+assert report.total["sops"] > 0 and report.layers["layer1.1.conv1"]["input_kind"] == "integer"
 print("legacy spikingjelly OK")
