@@ -2,6 +2,7 @@
 
 Soft-threshold pruning as implicit ISTA (LATS, Chen et al. ICLR 2023) and a gradual-magnitude baseline.
 """
+from .checkpoint import export_dense, load_dense, squash_state_dict
 from .layers import find_prunable_layers
 from .magnitude import MagnitudePruner
 from .parametrizations import BinaryMask, SoftThreshold
@@ -33,6 +34,9 @@ __all__ = [
     "SoftThresholdPruner",
     "SparsityReport",
     "ThresholdSchedule",
+    "export_dense",
     "find_prunable_layers",
+    "load_dense",
     "sparsity_report",
+    "squash_state_dict",
 ]

@@ -86,3 +86,56 @@ def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
 def _first(items: list[str], n: int = 8) -> str:
     shown = ", ".join(items[:n])
     return shown + (f", ... and {len(items) - n} more" if len(items) > n else "")
+
+
+def _prepared_layers(model: nn.Module) -> dict[str, nn.Module]:
+    from .parametrizations import pruning_parametrization
+
+    return {name: m for name, m in model.named_modules() if pruning_parametrization(m) is not None}
+
+
+@torch.no_grad()
+def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load a dense state_dict (plain keys) into a pruner-prepared model, through ``right_inverse``.
+
+    Each pruned layer's dense weight W becomes θ = sign(W)·(|W| + d) for the current threshold d, so the model
+    computes exactly what the dense checkpoint computed (up to float rounding when d > 0). Everything else loads
+    as usual. Keys follow the unprepared model: SpikingJelly's model zoo layout for SEW ResNets, torchvision's
+    for ResNet-50. Missing or unexpected keys are listed in the error; nothing is changed then.
+    """
+    prepared = _prepared_layers(model)
+    if not prepared:
+        raise ValueError("load_dense: the model is not prepared by an snn_lats pruner; "
+                         "use model.load_state_dict for a plain model")
+    state = dict(model_state_from_checkpoint(state_dict)) if not _is_state_dict(state_dict) else dict(state_dict)
+    if any(_PARAM in key for key in state):
+        raise ValueError("load_dense expects a dense state_dict with plain keys; this one is from a prepared model "
+                         "(load it with model.load_state_dict)")
+    expected = set(export_dense(model, clone=False))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        parts = [f"{label} ({len(keys)}): {_first(keys)}"
+                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)) if keys]
+        raise ValueError("load_dense: state_dict does not match the model: " + "; ".join(parts))
+    for name, module in prepared.items():
+        key = f"{name}.weight" if name else "weight"
+        weight = state.pop(key)
+        if weight.shape != module.weight.shape:
+            raise ValueError(f"load_dense: {key} has shape {tuple(weight.shape)}, the model {tuple(module.weight.shape)}")
+        setattr(module, "weight", weight.to(module.parametrizations.weight.original))  # goes through right_inverse
+    # The rest (biases, BN, ...) was checked key by key above; non-strict only because the prepared layers'
+    # parametrization entries are not in a dense state_dict.
+    model.load_state_dict(state, strict=False)
+
+
+def export_dense(model: nn.Module, clone: bool = True) -> dict[str, torch.Tensor]:
+    """The model's weights with plain keys and pruned weights squashed (exact zeros), leaving the model as it is.
+
+    Loads strictly into the untouched architecture. Works on prepared and on plain models.
+    """
+    state = squash_state_dict(model.state_dict())
+    return {k: v.detach().clone() for k, v in state.items()} if clone else state
+
+
+def _is_state_dict(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())

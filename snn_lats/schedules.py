@@ -207,7 +207,8 @@ class LRProportionalSchedule(ThresholdSchedule):
         if step <= self.start_step:
             return 0.0
         if lr is None:
-            raise ValueError("schedule='lr' needs the optimizer's learning rate: pass optimizer= to the pruner")
+            raise ValueError("schedule='lr' reads the optimizer's learning rate at every step: pass optimizer= to "
+                             "the pruner or set pruner.optimizer before the first step()")
         return threshold + self.l1_coefficient * lr
 
     def state_dict(self) -> dict[str, Any]:

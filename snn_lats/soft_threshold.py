@@ -36,7 +36,8 @@ class SoftThresholdPruner(BasePruner):
             LR scheduler.
         beta: the PGH base (β < 1 front-loads pruning: early pruning).
         l1_coefficient: λ for ``schedule="lr"``.
-        optimizer: needed by ``schedule="lr"``; for any schedule it lets the pruner report the implied λ.
+        optimizer: needed by ``schedule="lr"`` from the first ``step()`` on (here, or set ``pruner.optimizer``
+            later, e.g. once a framework has built it); for any schedule it lets the pruner report λ.
         lr_scheduler: with ``schedule="lr"`` and ``final_threshold``: solve for the λ that reaches D exactly at
             ``total_steps`` under this LR schedule.
         compensate: map the dense weights through ``right_inverse`` at preparation, so the model's function is
@@ -89,8 +90,6 @@ class SoftThresholdPruner(BasePruner):
             l1_coefficient=l1_coefficient,
             learning_rates=learning_rates,
         )
-        if getattr(self.schedule, "l1_coefficient", None) is not None and optimizer is None:
-            raise ValueError("schedule='lr' reads the learning rate: pass optimizer=")
 
         super().__init__(model, ignored_layers, layer_types)
         self.scales = self._resolve_scales(layer_scale)
@@ -164,11 +163,13 @@ class SoftThresholdPruner(BasePruner):
         """Advance the threshold by one optimizer step. Call after ``optimizer.step()``, before the LR scheduler."""
         self._check_not_squashed("step()")
         lr = self._current_lr()
-        self.step_count += 1
         previous = self.threshold
-        if not self.frozen:
-            self.threshold = self.schedule.advance(self.step_count, previous, lr)
-            self._write_threshold(self.threshold)
+        frozen = self.frozen
+        threshold = previous if frozen else self.schedule.advance(self.step_count + 1, previous, lr)
+        self.step_count += 1  # only now: a step that raised above leaves the pruner as it was
+        if not frozen:
+            self.threshold = threshold
+            self._write_threshold(threshold)
         self.last_lr = lr
         self.last_increment = self.threshold - previous
         if self.freeze_at is not None and self.step_count >= self.freeze_at and not self.frozen:

@@ -290,7 +290,6 @@ def test_assigning_a_dense_weight_goes_through_right_inverse(tiny_cnn):
         ({"final_threshold": 0.1, "total_steps": 10, "schedule": "pgh", "beta": 0.0}, ValueError, "beta"),
         ({"final_threshold": 0.1, "total_steps": 10, "schedule": "pgh", "beta": -2.0}, ValueError, "beta"),
         ({"final_threshold": 0.1, "total_steps": 10, "schedule": "pgh", "beta": 1.0}, ValueError, "beta"),
-        ({"schedule": "lr", "l1_coefficient": 0.1}, ValueError, "optimizer"),
         ({"schedule": "lr"}, ValueError, "l1_coefficient"),
         ({"schedule": "lr", "l1_coefficient": -1.0}, ValueError, "l1_coefficient"),
         ({"final_threshold": 0.1, "total_steps": 10, "start_step": 10}, ValueError, "start_step"),
@@ -350,3 +349,13 @@ def test_torch_compile_does_not_recompile_as_the_threshold_grows():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-6, rtol=0)
         pruner.step()
     assert counter.frame_count == 1
+
+
+def test_lr_schedule_without_an_optimizer_fails_at_the_first_step(tiny_cnn):
+    pruner = snn_lats.SoftThresholdPruner(tiny_cnn, schedule="lr", l1_coefficient=0.1)
+    with pytest.raises(ValueError, match=r"optimizer=.*pruner.optimizer"):
+        pruner.step()
+    assert pruner.step_count == 0 and pruner.threshold == 0.0  # the failed step changed nothing
+    pruner.optimizer = torch.optim.SGD(tiny_cnn.parameters(), lr=0.5)
+    pruner.step()
+    assert pruner.threshold == pytest.approx(0.05)
