@@ -40,3 +40,12 @@ __all__ = [
     "sparsity_report",
     "squash_state_dict",
 ]
+
+
+def __getattr__(name: str):
+    # snn_lats.metrics / snn_lats.integrations on first use, without importing them (and SpikingJelly) eagerly
+    if name in ("metrics", "integrations"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'snn_lats' has no attribute {name!r}")
