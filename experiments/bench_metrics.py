@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from spikingjelly.activation_based import functional
 
 import models
+from experiments.timing import device_from_args, timed
 from snn_lats.metrics import measure
 
 CONFIGS = {
@@ -35,16 +35,6 @@ def plain_pass(model, batches):
     for x in batches:
         model(x)
         functional.reset_net(model)
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def bench(config, device, repeats, batches_per_pass):
@@ -77,9 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats <= 0 or args.batches_per_pass <= 0:
         parser.error("--repeats and --batches-per-pass must be > 0")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    device = device_from_args(parser, args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"{'config':<22} {'batch':>5} {'plain ms':>9} {'measured ms':>12} {'ratio':>6} {'A/A':>6}")
     rows = []

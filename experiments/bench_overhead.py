@@ -15,7 +15,6 @@ import copy
 import itertools
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 import models
+from experiments.timing import device_from_args, timed
 import snn_lats
 
 CONFIGS = {
@@ -41,16 +41,6 @@ def train_step(model, optimizer, x, y, pruner=None):
     functional.reset_net(model)  # no-op for ANNs
     if pruner is not None:
         pruner.step()
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def bench(config: str, device: torch.device, repeats: int, warmup: int) -> dict:
@@ -98,9 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats <= 0 or args.warmup < 0:
         parser.error("--repeats must be > 0 and --warmup >= 0")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    device = device_from_args(parser, args.device)
 
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
