@@ -29,4 +29,4 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return _REGISTRY[name](**kwargs)
 
 
-from . import resnet, sew_resnet  # noqa: E402,F401  (registers the builders)
+from . import mobilenet_v1, resnet, sew_resnet  # noqa: E402,F401  (registers the builders)

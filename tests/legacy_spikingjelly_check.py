@@ -76,4 +76,21 @@ assert len(reference) == 20 and any(v > 0 for v in reference.values())
 for name, rate in reference.items():
     assert abs(report.layers[name]["firing_rate"] - rate) < 1e-12, name
 assert report.total["sops"] > 0 and report.layers["layer1.1.conv1"]["input_kind"] == "integer"
+# Fused neurons on 0.0.0.0.14: exact against its LIFNode, reset by reset_net, swapped into a SEW ResNet.
+from snn_lats.snn import MultiStepLIFNode, use_fused_neurons  # noqa: E402
+
+x_seq = torch.randn(6, 4, 33) * 1.5
+old = neuron.LIFNode(surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m", backend="torch")
+new = MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True)
+assert torch.equal(old(x_seq), new(x_seq)) and torch.allclose(old.v, new.v, atol=1e-6, rtol=0)
+functional.reset_net(torch.nn.Sequential(new))
+assert not isinstance(new.v, torch.Tensor)
+small = models.create_model("sew_resnet18", T=2, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10,
+                            width_multiplier=0.125)
+twin = models.create_model("sew_resnet18", T=2, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10,
+                           width_multiplier=0.125)
+twin.load_state_dict(small.state_dict())
+assert len(use_fused_neurons(twin).replaced) == 20
+probe = torch.rand(3, 1, 8, 8) * 3
+assert torch.equal(small(probe), twin(probe))
 print("legacy spikingjelly OK")

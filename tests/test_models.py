@@ -5,13 +5,15 @@ import models
 
 
 def test_registry_lists_models_and_rejects_unknown_names():
-    assert {"resnet50", "sew_resnet18", "sew_resnet34", "sew_resnet50"} <= set(models.list_models())
+    assert {"mobilenet_v1", "resnet50", "sew_resnet18", "sew_resnet34", "sew_resnet50"} <= set(models.list_models())
     assert models.list_models("sew_*") == ["sew_resnet18", "sew_resnet34", "sew_resnet50"]
     with pytest.raises(ValueError, match=r"unknown model 'sew_resnet19'.*sew_resnet18.*valid names"):
         models.create_model("sew_resnet19")
 
 
-@pytest.mark.parametrize("name, params", [("sew_resnet18", 11_689_512), ("resnet50", 25_557_032)])
+@pytest.mark.parametrize("name, params", [("sew_resnet18", 11_689_512), ("resnet50", 25_557_032),
+                                          ("mobilenet_v1", 4_231_976), ("sew_resnet34", 21_797_672),
+                                          ("sew_resnet50", 25_557_032)])
 def test_imagenet_parameter_counts(name, params):
     model = models.create_model(name)
     assert sum(p.numel() for p in model.parameters()) == params
@@ -48,3 +50,37 @@ def test_sew_resnet_bad_input():
         models.create_model("sew_resnet18", cnf="OR")
     with pytest.raises(ValueError, match="stem"):
         models.create_model("sew_resnet18", stem="mnist")
+
+
+@pytest.mark.parametrize("name, kwargs, shape", [
+    ("sew_resnet18", dict(T=2, stem="cifar", num_classes=4, width_multiplier=0.125), (2, 3, 16, 16)),
+    ("sew_resnet34", dict(T=2, stem="cifar", num_classes=4, width_multiplier=0.125, cnf="AND"), (2, 3, 16, 16)),
+    ("sew_resnet50", dict(T=2, stem="cifar", num_classes=4, width_multiplier=0.125, cnf="IAND", neuron_type="plif",
+                          surrogate_function="sigmoid"), (2, 3, 16, 16)),
+    ("sew_resnet18", dict(T=2, num_classes=4, width_multiplier=0.125, neuron_type="lif", v_reset=None), (1, 3, 64, 64)),
+    ("resnet50", dict(num_classes=4), (2, 3, 32, 32)),
+    ("mobilenet_v1", dict(num_classes=4, width_multiplier=0.25), (2, 3, 32, 32)),
+])
+def test_every_model_runs_forward_and_backward(name, kwargs, shape):
+    from spikingjelly.activation_based import functional
+
+    model = models.create_model(name, **kwargs)
+    out = model(torch.rand(shape) * 3)
+    assert out.shape == (shape[0], 4) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    functional.reset_net(model)
+
+
+def test_sew_resnet_neuron_options_reach_every_neuron():
+    from spikingjelly.activation_based import neuron, surrogate
+
+    model = models.create_model("sew_resnet18", neuron_type="lif", tau=3.0, v_threshold=0.5, v_reset=None,
+                                detach_reset=False, surrogate_function="sigmoid", surrogate_alpha=5.0,
+                                width_multiplier=0.125)
+    nodes = [m for m in model.modules() if isinstance(m, neuron.BaseNode)]
+    assert len(nodes) == 20
+    for node in nodes:
+        assert type(node) is neuron.LIFNode and node.tau == 3.0 and node.v_threshold == 0.5
+        assert node.v_reset is None and node.detach_reset is False
+        assert isinstance(node.surrogate_function, surrogate.Sigmoid) and node.surrogate_function.alpha == 5.0

@@ -9,7 +9,7 @@ from torch import nn
 
 from .synops import exact_sum, is_multi_step
 
-# SpikingJelly's neurons in both versions; snn_lats's fused neurons register here too.
+# SpikingJelly's neurons in both versions; snn_lats's fused neurons subclass BaseNode, so they count too.
 SPIKING_NEURON_TYPES: tuple[type[nn.Module], ...] = (neuron.BaseNode,)
 
 

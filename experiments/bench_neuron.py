@@ -1,0 +1,106 @@
+"""Forward+backward time of a multi-step LIF layer: our cupy kernels, our torch backend, SpikingJelly's fastest.
+
+    python -m experiments.bench_neuron --device cuda          # on a GPU machine with cupy-cuda13x
+    python -m experiments.bench_neuron --device cpu --shapes 4,8,64,56,56
+
+SpikingJelly's fastest path is its LIFNode as installed: Triton or native CUDA in 2.x (chosen by the device),
+backend='cupy' in 0.0.0.0.14. All variants run interleaved in one process, per dtype (fp32, fp16) and shape.
+Bandwidth: the fused kernels move T·N·(4·b + 8) + 16·N bytes per forward+backward (b = bytes per input element:
+x, spikes, grad_spikes and grad_x in the input dtype; the charged potentials h written and read in fp32; v and its
+gradient in fp32); the table divides that by the time and by the bandwidth of a device-to-device copy measured
+in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from spikingjelly.activation_based import neuron, surrogate
+
+from experiments.timing import device_from_args, timed
+from snn_lats.snn import MultiStepLIFNode
+from snn_lats.snn.cuda_kernels import cupy_available
+
+DEFAULT_SHAPES = ["4,32,64,56,56", "4,32,128,28,28", "8,16,256,14,14"]
+
+
+def spikingjelly_fastest() -> tuple[str, neuron.LIFNode]:
+    kwargs = dict(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m")
+    if "backend" in inspect.signature(neuron.LIFNode.__init__).parameters:  # 0.0.0.0.14
+        backend = "cupy" if cupy_available() else "torch"
+        return f"spikingjelly 0.0.0.0.14 ({backend})", neuron.LIFNode(backend=backend, **kwargs)
+    return "spikingjelly 2.x (auto: native/Triton on GPU)", neuron.LIFNode(**kwargs)
+
+
+def fwd_bwd(node, x, grad):
+    x = x.detach().requires_grad_()
+    out = node(x)
+    out.backward(grad)
+    node.reset()
+
+
+def copy_bandwidth(device, n_bytes=1 << 30) -> float:
+    buf = torch.empty(n_bytes // 4, device=device)
+    times = [timed(lambda: buf.clone(), device) for _ in range(10)]
+    return 2 * n_bytes / statistics.median(times)  # read + write
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="T,B,C,H,W")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16"], choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    device = device_from_args(parser, args.device)
+    if args.repeats <= 0:
+        parser.error("--repeats must be > 0")
+    sj_name, sj_node = spikingjelly_fastest()
+    variants = {"ours torch": MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True,
+                                               backend="torch"), sj_name: sj_node}
+    if device.type == "cuda" and cupy_available():
+        variants = {"ours cupy": MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True,
+                                                  backend="cupy"), **variants}
+    bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
+    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"
+          + (f", measured copy bandwidth {bandwidth / 1e9:.0f} GB/s" if bandwidth else ""))
+    rows = []
+    for shape_text in args.shapes:
+        shape = tuple(int(v) for v in shape_text.split(","))
+        for dtype_name in args.dtypes:
+            dtype = getattr(torch, dtype_name)
+            x = (torch.randn(shape, device=device) * 1.5).to(dtype)
+            grad = torch.randn_like(x)
+            names = list(variants)
+            for node in variants.values():  # warm-up (compiles kernels)
+                node.to(device)
+                fwd_bwd(node, x, grad)
+            times = {n: [] for n in names}
+            for r in range(args.repeats):
+                for name in names[r % len(names):] + names[: r % len(names)]:
+                    times[name].append(timed(lambda: fwd_bwd(variants[name], x, grad), device))
+            t_steps, n = shape[0], x[0].numel()
+            moved = t_steps * n * (4 * x.element_size() + 8) + 16 * n
+            for name in names:
+                ms = statistics.median(times[name]) * 1e3
+                row = {"shape": shape_text, "dtype": dtype_name, "variant": name, "ms": ms,
+                       "speedup_vs_ours_torch": statistics.median(times["ours torch"]) * 1e3 / ms,
+                       "speedup_vs_spikingjelly": statistics.median(times[sj_name]) * 1e3 / ms}
+                if name == "ours cupy" and bandwidth:
+                    row["gb_per_s"] = moved / (ms / 1e3) / 1e9
+                    row["fraction_of_copy_bandwidth"] = moved / (ms / 1e3) / bandwidth
+                rows.append(row)
+                extra = f"  {row['gb_per_s']:.0f} GB/s ({row['fraction_of_copy_bandwidth']:.0%})" if "gb_per_s" in row else ""
+                print(f"{shape_text:>16} {dtype_name:>8} {name:<44} {ms:9.3f} ms  x{row['speedup_vs_ours_torch']:.2f} "
+                      f"vs ours-torch  x{row['speedup_vs_spikingjelly']:.2f} vs SJ{extra}", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Fused multi-step spiking neurons (CuPy kernels, PyTorch reference) that plug into SpikingJelly."""
+from .neurons import BACKENDS, MultiStepIFNode, MultiStepLIFNode, surrogate_spec
+from .swap import SwapReport, use_fused_neurons
+
+__all__ = ["BACKENDS", "MultiStepIFNode", "MultiStepLIFNode", "SwapReport", "surrogate_spec", "use_fused_neurons"]

@@ -1,0 +1,109 @@
+"""``MultiStepLIFNode`` / ``MultiStepIFNode``: drop-in replacements for SpikingJelly's LIF/IF nodes.
+
+They subclass SpikingJelly's ``neuron.BaseNode`` (so ``functional.reset_net``, monitors and
+``snn_lats.metrics`` treat them as neurons in both SpikingJelly versions) and run all T steps in one call:
+
+- ``backend="cupy"``: one fused CUDA kernel forward, one backward (CUDA tensors, CuPy installed);
+- ``backend="torch"``: the reference, on any device;
+- ``backend=None`` (default): ``cupy`` for CUDA tensors when CuPy works, ``torch`` otherwise.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from spikingjelly.activation_based import neuron, surrogate
+
+from . import cuda_kernels
+from .reference import SURROGATES, NeuronConfig, TorchMultiStep
+
+BACKENDS = ("cupy", "torch")
+
+
+def surrogate_spec(fn) -> tuple[str, float]:
+    """``("atan" | "sigmoid", alpha)`` for a SpikingJelly surrogate object or a name (default alpha)."""
+    if isinstance(fn, str):
+        if fn not in SURROGATES:
+            raise ValueError(f"surrogate_function must be one of {SURROGATES} or surrogate.ATan/Sigmoid, got {fn!r}")
+        return fn, 2.0 if fn == "atan" else 4.0
+    for name, cls in (("atan", surrogate.ATan), ("sigmoid", surrogate.Sigmoid)):
+        if type(fn) is cls:
+            return name, float(fn.alpha)
+    raise ValueError(f"surrogate_function must be surrogate.ATan or surrogate.Sigmoid (or 'atan'/'sigmoid'), "
+                     f"got {type(fn).__name__}")
+
+
+class _FusedNode(neuron.BaseNode):
+    def __init__(self, tau: float | None, decay_input: bool, v_threshold: float, v_reset: float | None,
+                 surrogate_function, detach_reset: bool, step_mode: str, backend: str | None):
+        name, alpha = surrogate_spec(surrogate_function)
+        if isinstance(surrogate_function, str):
+            surrogate_function = surrogate.ATan(alpha) if name == "atan" else surrogate.Sigmoid(alpha)
+        super().__init__(v_threshold=v_threshold, v_reset=v_reset, surrogate_function=surrogate_function,
+                         detach_reset=detach_reset, step_mode=step_mode)
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None (automatic), got {backend!r}")
+        if tau is not None and not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 1):
+            raise ValueError(f"tau must be a number > 1, got {tau!r}")
+        self.tau = None if tau is None else float(tau)
+        self.decay_input = bool(decay_input)
+        self.kernel_backend = backend  # not `backend`: SpikingJelly 0.0.0.0.14 validates that name as its own
+        self.config = NeuronConfig(self.tau, self.decay_input, float(v_threshold),
+                                   None if v_reset is None else float(v_reset), bool(detach_reset), name, alpha)
+
+    def neuronal_charge(self, x: torch.Tensor):  # the fused paths do not use SpikingJelly's per-step hooks
+        raise NotImplementedError
+
+    def resolve_backend(self, x: torch.Tensor) -> str:
+        if self.kernel_backend == "cupy":
+            if not x.is_cuda:
+                raise ValueError(f"backend='cupy' needs CUDA tensors, got a tensor on {x.device}; "
+                                 "use backend='torch' or None (automatic)")
+            if not cuda_kernels.cupy_available():
+                raise RuntimeError("backend='cupy' needs CuPy with a working GPU: pip install cupy-cuda13x")
+            return "cupy"
+        if self.kernel_backend == "torch":
+            return "torch"
+        return "cupy" if x.is_cuda and x.dtype in cuda_kernels.DTYPES and cuda_kernels.cupy_available() else "torch"
+
+    def _initial_v(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.v, torch.Tensor) and self.v.shape == x.shape:
+            return self.v.float()
+        fill = self.v if isinstance(self.v, float) else (0.0 if self.v_reset is None else self.v_reset)
+        return torch.full(x.shape, float(fill), dtype=torch.float32, device=x.device)
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if x_seq.dim() < 2:
+            raise ValueError(f"multi-step input must be [T, ...], got shape {tuple(x_seq.shape)}")
+        v = self._initial_v(x_seq[0])
+        fn = cuda_kernels.CupyMultiStep if self.resolve_backend(x_seq) == "cupy" else TorchMultiStep
+        spikes, self.v = fn.apply(x_seq, v, self.config)
+        return spikes
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.multi_step_forward(x.unsqueeze(0)).squeeze(0)
+
+    def extra_repr(self) -> str:
+        tau = "" if self.tau is None else f", tau={self.tau}, decay_input={self.decay_input}"
+        return (f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, detach_reset={self.detach_reset}"
+                f"{tau}, surrogate={self.config.surrogate}(alpha={self.config.alpha}), step_mode={self.step_mode}, "
+                f"backend={self.kernel_backend or 'auto'}")
+
+
+class MultiStepLIFNode(_FusedNode):
+    """LIF: H[t] = V[t−1] + (X[t] − (V[t−1] − V_reset)) / τ (``decay_input=True``), else
+    V[t−1] − (V[t−1] − V_reset)/τ + X[t]; spike when H ≥ V_th; hard reset to ``v_reset`` or, with
+    ``v_reset=None``, soft reset V = H − V_th."""
+
+    def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: float | None = 0.0, surrogate_function=surrogate.Sigmoid(), detach_reset: bool = False,
+                 step_mode: str = "m", backend: str | None = None):
+        super().__init__(tau, decay_input, v_threshold, v_reset, surrogate_function, detach_reset, step_mode, backend)
+
+
+class MultiStepIFNode(_FusedNode):
+    """IF: H[t] = V[t−1] + X[t], with LIF's firing and reset."""
+
+    def __init__(self, v_threshold: float = 1.0, v_reset: float | None = 0.0, surrogate_function=surrogate.Sigmoid(),
+                 detach_reset: bool = False, step_mode: str = "m", backend: str | None = None):
+        super().__init__(None, False, v_threshold, v_reset, surrogate_function, detach_reset, step_mode, backend)

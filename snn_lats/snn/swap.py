@@ -1,0 +1,55 @@
+"""``use_fused_neurons``: swap SpikingJelly LIF/IF nodes in any model for snn_lats's fused ones."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spikingjelly.activation_based import functional, neuron
+from torch import nn
+
+from .neurons import MultiStepIFNode, MultiStepLIFNode, surrogate_spec
+
+
+@dataclass
+class SwapReport:
+    replaced: list[str] = field(default_factory=list)
+    unsupported: dict[str, str] = field(default_factory=dict)  # module name -> reason
+
+    def __str__(self) -> str:
+        lines = [f"replaced {len(self.replaced)} neuron layers with fused ones"]
+        lines += [f"  kept {name}: {reason}" for name, reason in self.unsupported.items()]
+        return "\n".join(lines)
+
+
+def _fused_equivalent(node: nn.Module, backend: str | None) -> nn.Module:
+    """The fused node with ``node``'s settings; raises ValueError with the reason when there is none."""
+    if type(node) not in (neuron.LIFNode, neuron.IFNode):
+        raise ValueError(f"{type(node).__name__} has no fused equivalent (only LIFNode and IFNode)")
+    if getattr(node, "store_v_seq", False):
+        raise ValueError("store_v_seq=True is not supported by the fused nodes")
+    surrogate_spec(node.surrogate_function)  # raises for surrogates the kernels do not implement
+    common = dict(v_threshold=node.v_threshold, v_reset=node.v_reset, surrogate_function=node.surrogate_function,
+                  detach_reset=node.detach_reset, step_mode=node.step_mode, backend=backend)
+    if type(node) is neuron.LIFNode:
+        return MultiStepLIFNode(tau=node.tau, decay_input=node.decay_input, **common)
+    return MultiStepIFNode(**common)
+
+
+def use_fused_neurons(model: nn.Module, backend: str | None = None) -> SwapReport:
+    """Replace every SpikingJelly ``LIFNode`` / ``IFNode`` in ``model`` by ``MultiStepLIFNode`` /
+    ``MultiStepIFNode`` with the same settings (threshold, reset, τ, decay_input, detach_reset, surrogate,
+    step mode), in place. Other neuron types, and settings the kernels do not cover, are kept and listed in the
+    returned report's ``unsupported``. SpikingJelly 2.x's ``reset_net`` cache is refreshed."""
+    report = SwapReport()
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            if not isinstance(child, neuron.BaseNode) or isinstance(child, (MultiStepLIFNode, MultiStepIFNode)):
+                continue
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            try:
+                setattr(parent, child_name, _fused_equivalent(child, backend))
+                report.replaced.append(name)
+            except ValueError as exc:
+                report.unsupported[name] = str(exc)
+    if hasattr(functional, "invalidate_reset_cache"):  # 2.x caches the resettable modules per network
+        functional.invalidate_reset_cache(model)
+    return report
