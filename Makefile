@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.demo
+	$(PY) -m experiments.train -c experiments/configs/demo_digits.yaml
 
 # SpikingJelly 0.0.0.0.14 beside 2.x (pure Python, 5 MB), for the side-by-side compatibility test.
 $(LEGACY_SJ): $(STAMP)

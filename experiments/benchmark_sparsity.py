@@ -1,11 +1,11 @@
 """Spike-level sparsity of a (pruned) model: weight sparsity, firing rates, exact SOPs, MACs and energy.
 
-    python -m experiments.benchmark_sparsity --checkpoint runs/demo-<time>/model.pth --data digits --out runs/sparsity
+    python -m experiments.benchmark_sparsity --checkpoint runs/demo/checkpoint_best.pth --data digits --out runs/sparsity
     python -m experiments.benchmark_sparsity --model sew_resnet18 --model-kwargs '{"T": 4}' \\
         --checkpoint ckpt.pth --data imagefolder:/data/imagenet/val --max-batches 50
 
 The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When it
-stores "model_name" and "model_kwargs" (as the demo's model.pth does) --model is not needed. Prints a per-layer
+stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed. Prints a per-layer
 table and writes sparsity.json, sparsity.csv and plots (per-layer weight density, firing rate and operations,
 pruned against dense) into --out. --dense-checkpoint adds a dense model's firing rates and SOPs to the plots.
 """

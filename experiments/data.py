@@ -66,3 +66,49 @@ def eval_dataset(spec: str):
         norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         return datasets.ImageFolder(path, T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm]))
     raise ValueError(f"--data must be digits, fashion-mnist[:DIR], cifar10:DIR or imagefolder:DIR, got {spec!r}")
+
+
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagenet")
+
+
+def build_datasets(name: str, path: str | None = None):
+    """(train, val, num_classes, in_channels) for ``name``; a missing path or empty folder fails before training."""
+    import os
+
+    if name not in DATASETS:
+        raise ValueError(f"--data must be one of {DATASETS}, got {name!r}")
+    if name == "digits":
+        train, val = digits()
+        return train, val, 10, 1
+    if name == "fashion-mnist":
+        root = path or FASHION_MNIST_DIR
+        return fashion_mnist(root, train=True), fashion_mnist(root, train=False), 10, 1
+    if not path or not os.path.isdir(path):
+        raise FileNotFoundError(f"--data {name}: --data-path {path!r} is not a directory")
+    import torchvision.transforms as T
+    from torchvision import datasets
+
+    if name in ("cifar10", "cifar100"):
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        norm = T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+        train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        val_tf = T.Compose([T.ToTensor(), norm])
+        try:
+            train = cls(path, train=True, download=False, transform=train_tf)
+            val = cls(path, train=False, download=False, transform=val_tf)
+        except RuntimeError as exc:
+            raise FileNotFoundError(f"--data {name}: no {name} files under {path!r} ({exc})") from exc
+        return train, val, 10 if name == "cifar10" else 100, 3
+    norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    train_tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    val_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])
+    folders = {split: os.path.join(path, split) for split in ("train", "val")}
+    for split, folder in folders.items():
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--data imagenet: {folder!r} does not exist (ImageFolder layout: train/ and val/)")
+    try:
+        train = datasets.ImageFolder(folders["train"], train_tf)
+        val = datasets.ImageFolder(folders["val"], val_tf)
+    except FileNotFoundError as exc:  # torchvision's message for a folder without images
+        raise FileNotFoundError(f"--data imagenet: {exc}") from exc
+    return train, val, len(train.classes), 3

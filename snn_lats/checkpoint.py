@@ -139,3 +139,21 @@ def export_dense(model: nn.Module, clone: bool = True) -> dict[str, torch.Tensor
 
 def _is_state_dict(obj: Mapping) -> bool:
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, flushed to disk, then renamed over ``path``.
+
+    A crash at any point leaves either the previous file or the new one, never a truncated one.
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

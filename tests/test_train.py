@@ -1,0 +1,175 @@
+"""The training pipeline: exact resume after a real kill, atomic checkpoints, DDP on gloo, bad input."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments import train
+
+ROOT = Path(__file__).parents[1]
+TINY = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "lif", "--width-multiplier", "0.125",
+        "--method", "s-lats", "--final-threshold", "0.05", "--batch-size", "32", "--lr", "0.1", "--device", "cpu",
+        "--max-steps-per-epoch", "6", "--seed", "3"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def _model_state(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_resume_after_a_real_kill_is_bit_identical(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    result = _run([*TINY, "--epochs", "4", "--output-dir", str(straight)])
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--epochs", "4", "--output-dir",
+                             str(killed)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoint_last.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # a real kill, somewhere in epoch 2 (or later)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    stopped_at = torch.load(killed / "checkpoint_last.pth", weights_only=True)["epoch"]
+    assert stopped_at < 3, "the run finished before it could be killed"
+
+    result = _run([*TINY, "--epochs", "4", "--output-dir", str(killed), "--resume", "auto"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resumed from {killed / 'checkpoint_last.pth'} at epoch {stopped_at + 1}" in result.stdout
+    expected, got = _model_state(straight / "checkpoint_last.pth"), _model_state(killed / "checkpoint_last.pth")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    a = torch.load(straight / "checkpoint_last.pth", weights_only=True)
+    b = torch.load(killed / "checkpoint_last.pth", weights_only=True)
+    assert a["pruner"] == b["pruner"] and a["step"] == b["step"] == 24
+    log = (killed / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,train_loss") and [line.split(",")[0] for line in log[1:]] == ["1", "2", "3", "4"]
+
+
+KILL_DURING_SAVE = """
+import sys, torch
+from snn_lats.checkpoint import save_checkpoint
+path = sys.argv[1]
+save_checkpoint({"i": 0, "w": torch.zeros(4_000_000)}, path)
+print("ready", flush=True)
+i = 0
+while True:  # keep rewriting the checkpoint until killed
+    i += 1
+    save_checkpoint({"i": i, "w": torch.full((4_000_000,), float(i))}, path)
+"""
+
+
+def test_killing_during_a_checkpoint_write_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint_last.pth"
+    for delay in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, str(path)], cwd=ROOT, env=ENV,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ckpt = torch.load(path, weights_only=True)  # whole: the previous or the new one, never a torn file
+        assert torch.equal(ckpt["w"], torch.full((4_000_000,), float(ckpt["i"])))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_gloo_agree_with_each_other_and_with_one_process(tmp_path):
+    common = [*TINY, "--epochs", "2", "--max-steps-per-epoch", "8", "--dump-rank-state"]
+    two = tmp_path / "two"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "experiments.train",
+                             *common, "--batch-size", "16", "--output-dir", str(two)],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(two / f"rank{r}_state.pth", weights_only=True) for r in (0, 1))
+    assert rank0["threshold"] == rank1["threshold"] > 0
+    compared = 0
+    for key, value in rank0["model"].items():
+        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue  # BN running stats are per rank after the last step (DDP broadcasts them before a forward)
+        assert torch.equal(value, rank1["model"][key]), key  # weights θ and thresholds (so masks) identical
+        compared += 1
+    assert compared > 40
+    one = tmp_path / "one"
+    result = _run([*common, "--batch-size", "32", "--output-dir", str(one)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    acc_two = json.loads((two / "summary.json").read_text())["acc1"]
+    acc_one = json.loads((one / "summary.json").read_text())["acc1"]
+    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+    assert abs(acc_two - acc_one) < 10.0, (acc_two, acc_one)  # same global batch; BN sees half batches per rank
+
+
+NO_THRESHOLD = [a for i, a in enumerate(TINY) if a != "--final-threshold" and TINY[i - 1] != "--final-threshold"]
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        ([*TINY, "--model", "resnet5"], r"--model must be one of"),
+        ([*TINY, "--method", "stdS"], r"--method must be one of"),
+        ([*TINY, "--batch-size", "0"], r"--batch-size must be > 0"),
+        ([*TINY, "--batch-size", "-4"], r"--batch-size must be > 0"),
+        ([*TINY, "--data", "mnist"], r"--data must be one of"),
+        (NO_THRESHOLD, r"--method s-lats needs --final-threshold"),
+    ],
+)
+def test_bad_arguments_fail_before_training(argv, pattern, capsys, tmp_path):
+    import re
+
+    with pytest.raises(SystemExit) as exc:
+        train.main([*argv, "--output-dir", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert re.search(pattern, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_config_key_and_missing_config(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: sew_resnet18\nlearning_rate: 0.1\n")
+    with pytest.raises(SystemExit):
+        train.main(["-c", str(config)])
+    assert "unknown keys ['learning_rate']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["-c", str(tmp_path / "nope.yaml")])
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_missing_or_empty_datasets_fail_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        train.main([*TINY, "--data", "imagenet", "--data-path", str(tmp_path / "nowhere"), "--output-dir",
+                    str(tmp_path / "out")])
+    (tmp_path / "imagenet" / "train" / "n01440764").mkdir(parents=True)
+    (tmp_path / "imagenet" / "val" / "n01440764").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="(?i)found no valid file"):
+        train.main([*TINY, "--data", "imagenet", "--data-path", str(tmp_path / "imagenet"), "--output-dir",
+                    str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_checkpoint_stops_the_resume_with_a_clear_error(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint_last.pth").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        train.main([*TINY, "--epochs", "1", "--output-dir", str(out), "--resume", "auto"])
+    assert (out / "checkpoint_last.pth").read_bytes() == b"PK\x03\x04 truncated"  # not overwritten
