@@ -76,16 +76,18 @@ def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
         shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
-        parts = [f"{label} ({len(items)}): {_first(items)}"
-                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                      ("shape mismatches", shapes)) if items]
-        raise ValueError("checkpoint does not match the model: " + "; ".join(parts))
+        raise ValueError("checkpoint does not match the model: " + _mismatch(missing, unexpected, shapes))
     model.load_state_dict(state, strict=True)
 
 
-def _first(items: list[str], n: int = 8) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (f", ... and {len(items) - n} more" if len(items) > n else "")
+def _mismatch(missing: list[str], unexpected: list[str], shapes: list[str] = ()) -> str:
+    """'missing keys (2): a, b; unexpected keys (1): c; ...', each list cut after 8 entries."""
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            shown = ", ".join(items[:8]) + (f", ... and {len(items) - 8} more" if len(items) > 8 else "")
+            parts.append(f"{label} ({len(items)}): {shown}")
+    return "; ".join(parts)
 
 
 def _prepared_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -114,9 +116,7 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
     expected = set(export_dense(model, clone=False))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        parts = [f"{label} ({len(keys)}): {_first(keys)}"
-                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)) if keys]
-        raise ValueError("load_dense: state_dict does not match the model: " + "; ".join(parts))
+        raise ValueError("load_dense: state_dict does not match the model: " + _mismatch(missing, unexpected))
     for name, module in prepared.items():
         key = f"{name}.weight" if name else "weight"
         weight = state.pop(key)
