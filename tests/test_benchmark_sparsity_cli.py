@@ -55,3 +55,22 @@ def test_cli_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="--data"):
         benchmark_sparsity.main(["--checkpoint", str(tmp_path / "anonymous.pth"), "--data", "mnist",
                                  "--out", str(tmp_path)])
+
+
+def test_cli_reads_the_training_pipelines_checkpoint(tmp_path, capsys):
+    from experiments import train
+
+    run = tmp_path / "run"
+    train.main(["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "if", "--width-multiplier",
+                "0.125", "--method", "pai", "--final-threshold", "0.08", "--epochs", "1", "--batch-size", "64",
+                "--max-steps-per-epoch", "3", "--device", "cpu", "--output-dir", str(run)])
+    report = benchmark_sparsity.main(["--checkpoint", str(run / "checkpoint_best.pth"), "--max-batches", "1",
+                                      "--out", str(tmp_path / "sparsity")])
+    # No --model flags were needed: the checkpoint names its model and kwargs, and its prepared weights are squashed
+    # offline. Pruning at initialization with D=0.08 leaves every conv sparse and the SNN classifier dense.
+    checkpoint = torch.load(run / "checkpoint_best.pth", weights_only=True)
+    assert checkpoint["model_name"] == "sew_resnet18" and checkpoint["model_kwargs"]["width_multiplier"] == 0.125
+    convs = [n for n, r in report.layers.items() if r["type"] == "conv"]
+    assert len(convs) == 20 and all(report.layers[n]["weight_sparsity"] > 0.1 for n in convs)
+    assert report.layers["fc"]["weight_sparsity"] == 0.0
+    assert report.total["samples"] == 128 and "layer1.0.conv1" in capsys.readouterr().out

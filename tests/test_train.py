@@ -90,13 +90,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
+LEARNS = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "if", "--width-multiplier", "0.25",
+          "--method", "s-lats", "--final-threshold", "0.02", "--lr", "0.1", "--device", "cpu", "--seed", "3",
+          "--epochs", "5", "--dump-rank-state"]  # reaches ~93% on digits in 5 epochs, so accuracies are comparable
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_on_gloo_agree_with_each_other_and_with_one_process(tmp_path):
-    common = [*TINY, "--epochs", "2", "--max-steps-per-epoch", "8", "--dump-rank-state"]
+    import json
+
     two = tmp_path / "two"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "experiments.train",
-                             *common, "--batch-size", "16", "--output-dir", str(two)],
+                             *LEARNS, "--batch-size", "32", "--output-dir", str(two)],
                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(two / f"rank{r}_state.pth", weights_only=True) for r in (0, 1))
@@ -109,14 +115,13 @@ def test_ddp_two_processes_on_gloo_agree_with_each_other_and_with_one_process(tm
         compared += 1
     assert compared > 40
     one = tmp_path / "one"
-    result = _run([*common, "--batch-size", "32", "--output-dir", str(one)])
+    result = _run([*LEARNS, "--batch-size", "64", "--output-dir", str(one)])  # the same global batch of 64
     assert result.returncode == 0, result.stderr[-2000:]
-    import json
-
-    acc_two = json.loads((two / "summary.json").read_text())["acc1"]
-    acc_one = json.loads((one / "summary.json").read_text())["acc1"]
-    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
-    assert abs(acc_two - acc_one) < 10.0, (acc_two, acc_one)  # same global batch; BN sees half batches per rank
+    two_summary, one_summary = (json.loads((d / "summary.json").read_text()) for d in (two, one))
+    assert two_summary["world_size"] == 2
+    acc_two, acc_one = two_summary["acc1"], one_summary["acc1"]
+    assert acc_two > 80 and acc_one > 80, (acc_two, acc_one)  # both learned: the comparison means something
+    assert abs(acc_two - acc_one) < 5.0, (acc_two, acc_one)  # BN sees half batches per rank, so not identical
 
 
 NO_THRESHOLD = [a for i, a in enumerate(TINY) if a != "--final-threshold" and TINY[i - 1] != "--final-threshold"]
