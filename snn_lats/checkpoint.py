@@ -109,7 +109,7 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
     if not prepared:
         raise ValueError("load_dense: the model is not prepared by an snn_lats pruner; "
                          "use model.load_state_dict for a plain model")
-    state = dict(model_state_from_checkpoint(state_dict)) if not _is_state_dict(state_dict) else dict(state_dict)
+    state = model_state_from_checkpoint(state_dict)  # a plain state_dict comes back as a copy
     if any(_PARAM in key for key in state):
         raise ValueError("load_dense expects a dense state_dict with plain keys; this one is from a prepared model "
                          "(load it with model.load_state_dict)")
@@ -136,9 +136,6 @@ def export_dense(model: nn.Module, clone: bool = True) -> dict[str, torch.Tensor
     state = squash_state_dict(model.state_dict())
     return {k: v.detach().clone() for k, v in state.items()} if clone else state
 
-
-def _is_state_dict(obj: Mapping) -> bool:
-    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:

@@ -172,7 +172,7 @@ class SoftThresholdPruner(BasePruner):
             self._write_threshold(threshold)
         self.last_lr = lr
         self.last_increment = self.threshold - previous
-        if self.freeze_at is not None and self.step_count >= self.freeze_at and not self.frozen:
+        if self.freeze_at is not None and self.step_count >= self.freeze_at and not frozen:
             self.freeze()
 
     @torch.no_grad()
