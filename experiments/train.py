@@ -40,7 +40,7 @@ import models
 import snn_lats
 from experiments.data import DATASETS, build_datasets
 from snn_lats.checkpoint import load_checkpoint, save_checkpoint
-from snn_lats.metrics import SPIKING_NEURON_TYPES, FiringCounter
+from snn_lats.metrics import new_batch, recording_firing
 
 METHODS = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp")
 SNN_MODELS = ("sew_resnet18", "sew_resnet34", "sew_resnet50")
@@ -273,26 +273,20 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, pruner, args
 @torch.no_grad()
 def evaluate(model, loader, device, rank):
     model.eval()
-    neurons = [FiringCounter(m) for m in model.modules() if isinstance(m, SPIKING_NEURON_TYPES)]
-    hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(o)) for c in neurons]
     loss = top1 = top5 = n = 0.0
-    try:
+    with recording_firing(model) as neurons:
         for x, y in progress(loader, rank, "eval"):
             x, y = x.to(device), y.to(device)
             out = model(x)
             functional.reset_net(model)
-            for c in neurons:
-                c.step_in_batch = 0
+            new_batch(neurons)
             loss += F.cross_entropy(out, y, reduction="sum").item()
             top = out.topk(min(5, out.shape[1]), dim=1).indices
             top1 += (top[:, 0] == y).sum().item()
             top5 += (top == y[:, None]).any(1).sum().item()
             n += len(y)
-    finally:
-        for h in hooks:
-            h.remove()
-    spikes = sum(c.spikes for c in neurons)
-    updates = sum(c.elements for c in neurons)
+    spikes = sum(c.spikes for c in neurons.values())
+    updates = sum(c.elements for c in neurons.values())
     loss, top1, top5, n, spikes, updates = all_reduce_sum([loss, top1, top5, n, spikes, updates], device)
     return {"loss": loss / n, "acc1": 100 * top1 / n, "acc5": 100 * top5 / n,
             "firing_rate": spikes / updates if updates else float("nan")}

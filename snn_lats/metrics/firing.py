@@ -1,6 +1,8 @@
 """Firing rates of spiking neuron layers, reduced on the fly (no spike tensor is kept)."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -72,3 +74,26 @@ class FiringCounter:
         if self.per_channel and self.channel_spikes is not None:
             result["firing_rate_per_channel"] = (self.channel_spikes / self.channel_elements).tolist()
         return result
+
+
+@contextlib.contextmanager
+def recording_firing(
+    model: nn.Module, neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES, per_channel: bool = False
+) -> Iterator[dict[str, FiringCounter]]:
+    """``{name: FiringCounter}`` for every spiking neuron layer, filled by forward hooks while the context is open.
+
+    Call :func:`new_batch` after each batch (where ``functional.reset_net`` goes) so single-step counters restart
+    at time step 0.
+    """
+    counters = {n: FiringCounter(m, per_channel) for n, m in model.named_modules() if isinstance(m, tuple(neuron_types))}
+    hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(o)) for c in counters.values()]
+    try:
+        yield counters
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def new_batch(counters: dict[str, FiringCounter]) -> None:
+    for c in counters.values():
+        c.step_in_batch = 0

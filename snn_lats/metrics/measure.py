@@ -13,7 +13,7 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from .firing import SPIKING_NEURON_TYPES, FiringCounter
+from .firing import SPIKING_NEURON_TYPES, new_batch, recording_firing
 from .synops import SynapseCounter
 
 # Energy per operation in pJ at 45 nm (Horowitz, ISSCC 2014), the values SNN papers use.
@@ -119,35 +119,32 @@ def measure(
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules()
                 if isinstance(m, (nn.Conv2d, nn.Linear))}
-    neurons = {n: FiringCounter(m, per_channel) for n, m in model.named_modules()
-               if isinstance(m, tuple(neuron_types))}
     if not synapses:
         raise ValueError("model has no nn.Conv2d or nn.Linear layer to measure")
 
     hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(i[0], o)) for c in synapses.values()]
-    hooks += [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(o)) for c in neurons.values()]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     samples = correct = labelled = seen = 0
     try:
-        for batch in batches:
-            if max_batches is not None and seen >= max_batches:
-                break
-            x, y = _split_batch(batch)
-            x = x.to(device)
-            out = model(x)
-            if neurons:
-                functional.reset_net(model)
-                for c in neurons.values():
-                    c.step_in_batch = 0
-            batch_size = x.shape[1] if x.dim() == 5 else x.shape[0]
-            samples += batch_size
-            seen += 1
-            if y is not None:
-                logits = out.mean(0) if out.dim() == 3 else out
-                correct += int((logits.argmax(-1).cpu() == y.cpu()).sum())
-                labelled += len(y)
+        with recording_firing(model, neuron_types, per_channel) as neurons:
+            for batch in batches:
+                if max_batches is not None and seen >= max_batches:
+                    break
+                x, y = _split_batch(batch)
+                x = x.to(device)
+                out = model(x)
+                if neurons:
+                    functional.reset_net(model)
+                    new_batch(neurons)
+                batch_size = x.shape[1] if x.dim() == 5 else x.shape[0]
+                samples += batch_size
+                seen += 1
+                if y is not None:
+                    logits = out.mean(0) if out.dim() == 3 else out
+                    correct += int((logits.argmax(-1).cpu() == y.cpu()).sum())
+                    labelled += len(y)
     finally:
         for h in hooks:
             h.remove()
