@@ -39,10 +39,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 import models
 import snn_lats
 from experiments.data import DATASETS, build_datasets
-from snn_lats.checkpoint import load_checkpoint, save_checkpoint
+from snn_lats.checkpoint import (export_dense, load_checkpoint, load_plain_weights, model_state_from_checkpoint,
+                                 save_checkpoint)
 from snn_lats.metrics import new_batch, recording_firing
+from snn_lats.trail import Trail
 
-METHODS = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp")
+METHODS = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp", "ltp")
 SNN_MODELS = ("sew_resnet18", "sew_resnet34", "sew_resnet50")
 
 
@@ -71,6 +73,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--pruning-start-epoch", type=int, default=0)
     g.add_argument("--pruning-ratio", type=float, default=0.9, help="final sparsity for gmp")
     g.add_argument("--ignored-layers", nargs="*", default=None, help="default: the classifier of SNNs")
+    g.add_argument("--l0-weight", type=float, default=1.0, help="λ of LTP's L0 term (ltp; larger: sparser)")
+    g.add_argument("--temperature", type=float, default=0.5, help="T0 of LTP's sigmoid, T_l = T0·Var(|w|) (ltp)")
+    g.add_argument("--threshold-lr", type=float, default=None, help="LR of LTP's thresholds (default: --lr)")
+    g.add_argument("--pretrained", default=None, help="start from this checkpoint's weights (dense or pruned)")
+    g.add_argument("--trail", action=argparse.BooleanOptionalAction, default=None,
+                   help="save every epoch's hard-masked model to OUTPUT_DIR/trail (default: on for ltp)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=64, help="per process")
@@ -118,9 +126,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
         (args.amp in ("none", "fp16", "bf16"), f"--amp must be none, fp16 or bf16, got {args.amp!r}"),
         (args.sched_interval in ("step", "epoch"), f"--sched-interval must be step or epoch, got {args.sched_interval!r}"),
-        (args.method in ("dense", "gmp", "lr") or args.final_threshold is not None,
+        (args.method in ("dense", "gmp", "lr", "ltp") or args.final_threshold is not None,
          f"--method {args.method} needs --final-threshold"),
         (0 <= args.pruning_start_epoch < args.epochs, "--pruning-start-epoch must be in [0, --epochs)"),
+        (args.l0_weight >= 0, f"--l0-weight must be >= 0, got {args.l0_weight}"),
+        (args.temperature > 0, f"--temperature must be > 0, got {args.temperature}"),
+        (args.threshold_lr is None or args.threshold_lr > 0, f"--threshold-lr must be > 0, got {args.threshold_lr}"),
+        (args.pretrained is None or os.path.isfile(args.pretrained), f"--pretrained {args.pretrained}: file not found"),
     ]
     for ok, message in checks:
         if not ok:
@@ -169,6 +181,9 @@ def build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch: int):
     ignored = args.ignored_layers if args.ignored_layers is not None else (["fc"] if args.model in SNN_MODELS else [])
     total = args.epochs * steps_per_epoch
     start = args.pruning_start_epoch * steps_per_epoch
+    if args.method == "ltp":
+        return snn_lats.LearnedThresholdPruner(model, l0_weight=args.l0_weight, temperature=args.temperature,
+                                               ignored_layers=ignored)
     if args.method == "gmp":
         return snn_lats.MagnitudePruner(model, pruning_ratio=args.pruning_ratio, total_steps=total, start_step=start,
                                         frequency=max(1, steps_per_epoch // 4), ignored_layers=ignored)
@@ -254,6 +269,8 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, pruner, args
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = F.cross_entropy(model(x), y, label_smoothing=args.label_smoothing)
+        if hasattr(pruner, "regularization"):  # LTP's L0 term, in float32
+            loss = loss + pruner.regularization()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)  # the pruner steps from the optimizer's post-hook: only on real steps
@@ -295,7 +312,7 @@ def evaluate(model, loader, device, rank):
 # --- main -------------------------------------------------------------------------------------------------------
 
 CSV_FIELDS = ["epoch", "train_loss", "val_loss", "acc1", "acc5", "sparsity", "threshold", "l1_coefficient",
-              "firing_rate", "lr", "img_per_s", "seconds"]
+              "band_fraction", "firing_rate", "lr", "img_per_s", "seconds"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -314,6 +331,10 @@ def main(argv: list[str] | None = None) -> dict:
                          "training samples")
     kwargs = model_kwargs(args, num_classes, in_channels)
     model = models.create_model(args.model, **kwargs)
+    if args.pretrained:  # into the plain model, before any pruner: LTP's threshold unit and LATS's θ follow it
+        load_plain_weights(model, model_state_from_checkpoint(load_checkpoint(args.pretrained)))
+        if rank == 0:
+            print(f"initialized from {args.pretrained}")
     if args.fused_neurons:
         report = snn_lats.snn.use_fused_neurons(model)
         if report.unsupported and rank == 0:
@@ -324,8 +345,13 @@ def main(argv: list[str] | None = None) -> dict:
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
+    pruner = None
+    if args.method == "ltp":  # its thresholds join the optimizer as a group (own LR, no decay) before the scheduler
+        pruner = build_pruner(args, model, optimizer, None, steps_per_epoch)
+        optimizer.add_param_group(pruner.param_groups(args.threshold_lr or args.lr)[1])
     lr_scheduler = build_lr_scheduler(args, optimizer, steps_per_epoch)
-    pruner = build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch)  # before DDP and compile
+    if pruner is None:
+        pruner = build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch)  # before DDP and compile
     if pruner is not None:
         optimizer.register_step_post_hook(lambda *_: pruner.step())
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
@@ -375,6 +401,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{args.model} on {args.data}: {len(train_set)} train / {len(val_set)} val, {world} process(es), "
               f"global batch {args.batch_size * world}, {steps_per_epoch} steps/epoch, method {args.method}")
 
+    trail = Trail(out / "trail") if rank == 0 and (args.trail if args.trail is not None else args.method == "ltp") \
+        else None
     row, lambdas = {}, []
     for epoch in range(state["epoch"], args.epochs):
         start = time.time()
@@ -384,9 +412,11 @@ def main(argv: list[str] | None = None) -> dict:
                                             args, epoch, device, rank, state)
         metrics = evaluate(model, loader_for_epoch(val_set, args, epoch, False, world), device, rank)
         sparsity = pruner.sparsity_report().sparsity if pruner is not None else 0.0
+        band = pruner.report().band_fraction if hasattr(pruner, "report") else None
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": metrics["loss"], "acc1": metrics["acc1"],
                "acc5": metrics["acc5"], "sparsity": sparsity, "threshold": getattr(pruner, "threshold", 0.0),
-               "l1_coefficient": getattr(pruner, "l1_coefficient", None), "firing_rate": metrics["firing_rate"],
+               "l1_coefficient": getattr(pruner, "l1_coefficient", None), "band_fraction": band,
+               "firing_rate": metrics["firing_rate"],
                "lr": lr, "img_per_s": img_s, "seconds": time.time() - start}
         lambdas.append(row["l1_coefficient"])
         best = metrics["acc1"] > state["best_acc1"]
@@ -399,6 +429,9 @@ def main(argv: list[str] | None = None) -> dict:
                           "args": vars(args), "model_name": args.model, "model_kwargs": kwargs}
             with open(out / "log.csv", "a", newline="") as f:
                 csv.writer(f).writerow([row[k] for k in CSV_FIELDS])
+            if trail is not None:  # squashed weights: what evaluation just measured, loadable by a plain model
+                trail.add(export_dense(model), epoch=epoch + 1, acc1=metrics["acc1"], sparsity=sparsity,
+                          model_name=args.model, model_kwargs=kwargs)
             save_checkpoint(checkpoint, out / "checkpoint_last.pth")
             if best:
                 save_checkpoint(checkpoint, out / "checkpoint_best.pth")
@@ -408,8 +441,11 @@ def main(argv: list[str] | None = None) -> dict:
             lam = "-" if row["l1_coefficient"] is None else f"{row['l1_coefficient']:.3e}"
             print(f"epoch {epoch + 1}/{args.epochs}  loss {train_loss:.4f}  Acc@1 {metrics['acc1']:.2f}  "
                   f"Acc@5 {metrics['acc5']:.2f}  sparsity {sparsity:.4f}  d {row['threshold']:.5f}  lambda {lam}  "
-                  f"fire {metrics['firing_rate']:.4f}  lr {lr:.4g}  {img_s:.0f} img/s  {row['seconds']:.0f}s",
-                  flush=True)
+                  f"fire {metrics['firing_rate']:.4f}  lr {lr:.4g}  {img_s:.0f} img/s  {row['seconds']:.0f}s"
+                  + ("" if band is None else f"  in-band {band:.4f}"), flush=True)
+            if band is not None and band < 0.01:
+                print("warning: under 1% of the weights are in the sigmoid's transition band, so the thresholds "
+                      "barely move (LTP's premature termination): raise --temperature", flush=True)
     if args.dump_rank_state:
         torch.save({"model": model.state_dict(), "threshold": getattr(pruner, "threshold", 0.0)},
                    out / f"rank{rank}_state.pth")

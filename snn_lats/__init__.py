@@ -1,11 +1,13 @@
 """snn_lats: prune SpikingJelly spiking networks and ordinary CNNs during training.
 
-Soft-threshold pruning as implicit ISTA (LATS, Chen et al. ICLR 2023) and a gradual-magnitude baseline.
+Soft-threshold pruning as implicit ISTA (LATS, Chen et al. ICLR 2023), learned threshold pruning (LTP, Azarian et
+al. 2020) and a gradual-magnitude baseline.
 """
 from .checkpoint import export_dense, load_dense, squash_state_dict
 from .layers import find_prunable_layers
+from .learned_threshold import LayerThreshold, LearnedThresholdPruner, ThresholdReport
 from .magnitude import MagnitudePruner
-from .parametrizations import BinaryMask, SoftThreshold
+from .parametrizations import BinaryMask, LearnedThreshold, SoftThreshold
 from .schedules import (
     CallableSchedule,
     ConstantSchedule,
@@ -27,12 +29,16 @@ __all__ = [
     "LATSSchedule",
     "LRProportionalSchedule",
     "LayerSparsity",
+    "LayerThreshold",
+    "LearnedThreshold",
+    "LearnedThresholdPruner",
     "MagnitudePruner",
     "PGHSchedule",
     "SLATSSchedule",
     "SoftThreshold",
     "SoftThresholdPruner",
     "SparsityReport",
+    "ThresholdReport",
     "ThresholdSchedule",
     "export_dense",
     "find_prunable_layers",

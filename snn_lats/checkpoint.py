@@ -15,7 +15,8 @@ def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     """Turn the keys of a pruner-prepared model into the plain keys of an untouched one, computing W.
 
     ``X.parametrizations.weight.original`` (θ) with ``X.parametrizations.weight.0.threshold`` becomes
-    ``X.weight`` = sign(θ)·relu(|θ| − d); with ``…0.mask`` (magnitude pruning, frozen masks) it becomes θ·mask.
+    ``X.weight`` = sign(θ)·relu(|θ| − d); with ``…0.mask`` (magnitude pruning, frozen masks) it becomes θ·mask;
+    with ``…0.unit`` (LTP) it becomes θ·1[θ² > threshold·unit], the hard mask.
     Plain state_dicts pass through unchanged. Works offline, without building the model.
     """
     out: dict[str, torch.Tensor] = {}
@@ -29,13 +30,16 @@ def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
             out[key] = value
             continue
         suffix = key[len(prefix + _PARAM):]
-        if suffix not in ("original", "0.threshold", "0.scale", "0.mask"):
+        if suffix not in ("original", "0.threshold", "0.scale", "0.mask", "0.unit", "0.temperature"):
             raise ValueError(f"cannot squash {key!r}: only snn_lats's own parametrization is understood")
     for prefix in prepared:
         theta = state_dict[prefix + _PARAM + "original"]
         mask = state_dict.get(prefix + _PARAM + "0.mask")
         threshold = state_dict.get(prefix + _PARAM + "0.threshold")
-        if mask is not None:
+        unit = state_dict.get(prefix + _PARAM + "0.unit")
+        if unit is not None:
+            out[prefix + ".weight"] = theta * (theta.square() > threshold * unit)
+        elif mask is not None:
             out[prefix + ".weight"] = theta * mask
         elif threshold is not None:
             d = threshold.to(theta.dtype)

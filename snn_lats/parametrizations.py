@@ -2,7 +2,7 @@
 
 ``SoftThreshold`` is LATS's ``W = sign(θ)·relu(|θ| − d)`` with the reference's straight-through gradient
 (dW/dθ = 1 everywhere, so pruned weights keep learning and can regrow). ``BinaryMask`` is ``W = θ·m`` for
-magnitude pruning. The latent θ stays the module's original ``Parameter`` object (parametrize keeps it as
+magnitude pruning. ``LearnedThreshold`` is LTP's sigmoid mask with a learnable per-layer threshold. The latent θ stays the module's original ``Parameter`` object (parametrize keeps it as
 ``parametrizations.weight.original``), so optimizers built before or after preparation stay valid.
 """
 from __future__ import annotations
@@ -104,11 +104,69 @@ class BinaryMask(nn.Module):
         return f"density={density:.4f}"
 
 
-def pruning_parametrization(module: nn.Module) -> SoftThreshold | BinaryMask | None:
+class LearnedThreshold(nn.Module):
+    """LTP (Azarian et al. 2020): a learnable threshold τ on the squared weight.
+
+    Training mode: ``W = θ·σ((θ² − τ)/T)`` with ``T = T0·Var(|θ|)`` recomputed from the current weights. The mask
+    is computed from ``θ.detach()``, so θ's gradient is the straight-through ``σ(·)·∂L/∂W`` (LTP's eq. 14) while
+    τ keeps its full gradient. Evaluation mode: the hard mask ``W = θ·1[θ² > τ]``, which ``squash`` bakes in.
+
+    τ is stored as ``threshold · unit``: ``threshold`` is the learnable parameter and ``unit`` a fixed buffer,
+    Var(|θ|) at preparation. τ's gradient through the sigmoid scales as 1/T ∝ 1/Var(|θ|), so a plain τ would need
+    a learning rate per layer (they differ by orders of magnitude); in units of ``unit`` one learning rate fits all
+    layers, and the hard mask and the loss are unchanged.
+    """
+
+    def __init__(self, temperature: float, unit: float, threshold: float = 0.0):
+        super().__init__()
+        self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+        self.register_buffer("unit", torch.tensor(float(unit)))
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """τ on the squared-weight scale (differentiable in ``threshold``)."""
+        return self.threshold * self.unit
+
+    def layer_temperature(self, theta: torch.Tensor) -> torch.Tensor:
+        """T_l = T0·Var(|θ|), without gradient."""
+        var = theta.detach().abs().var(correction=0)
+        return (self.temperature * var).clamp_min(torch.finfo(var.dtype).tiny)
+
+    def logits(self, theta: torch.Tensor) -> torch.Tensor:
+        """z = (θ² − τ)/T, differentiable in τ only."""
+        return (theta.detach().square() - self.tau) / self.layer_temperature(theta)
+
+    def hard_mask(self, theta: torch.Tensor) -> torch.Tensor:
+        return theta.detach().square() > self.tau.detach()
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return theta * torch.sigmoid(self.logits(theta)).to(theta.dtype)
+        return theta * self.hard_mask(theta)
+
+    def extra_repr(self) -> str:
+        return f"tau={float(self.tau.detach()):.4g}, temperature={float(self.temperature):.4g}"
+
+
+def pruning_parametrization(module: nn.Module) -> SoftThreshold | BinaryMask | LearnedThreshold | None:
     """The snn_lats parametrization on ``module.weight``, or None."""
     if not parametrize.is_parametrized(module, "weight"):
         return None
     for p in module.parametrizations.weight:
-        if isinstance(p, (SoftThreshold, BinaryMask)):
+        if isinstance(p, (SoftThreshold, BinaryMask, LearnedThreshold)):
             return p
     return None
+
+
+@torch.no_grad()
+def deployed_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as ``squash`` bakes it: for LTP the hard mask, even while the model is in training mode."""
+    p = pruning_parametrization(module)
+    if not isinstance(p, LearnedThreshold) or not p.training:
+        return module.weight
+    p.train(False)
+    try:
+        return module.weight
+    finally:
+        p.train(True)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
-from .parametrizations import pruning_parametrization
+from .parametrizations import deployed_weight, pruning_parametrization
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,14 @@ def sparsity_report(
     """Count exact zeros in the effective weights.
 
     On a model prepared by an snn_lats pruner the report covers exactly the pruned layers, so the global figure
-    is over what is pruned (the LATS convention). On a plain or squashed model it covers every layer of
+    is over what is pruned (the LATS convention). LTP layers count their hard mask, as evaluation and ``squash``
+    see it. On a plain or squashed model it covers every layer of
     ``layer_types`` minus ``ignored_layers``.
     """
     layers = find_prunable_layers(model, layer_types, ignored_layers)
     pruned = {n: m for n, m in layers.items() if pruning_parametrization(m) is not None}
     report = SparsityReport()
     for name, module in (pruned or layers).items():
-        weight = module.weight
+        weight = deployed_weight(module)
         report.layers[name] = LayerSparsity(int((weight == 0).sum()), weight.numel())
     return report

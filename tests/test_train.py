@@ -136,6 +136,9 @@ NO_THRESHOLD = [a for i, a in enumerate(TINY) if a != "--final-threshold" and TI
         ([*TINY, "--batch-size", "-4"], r"--batch-size must be > 0"),
         ([*TINY, "--data", "mnist"], r"--data must be one of"),
         (NO_THRESHOLD, r"--method s-lats needs --final-threshold"),
+        ([*TINY, "--method", "ltp", "--temperature", "0"], r"--temperature must be > 0"),
+        ([*TINY, "--method", "ltp", "--l0-weight", "-1"], r"--l0-weight must be >= 0"),
+        ([*TINY, "--pretrained", "/nonexistent.pth"], r"--pretrained /nonexistent.pth: file not found"),
     ],
 )
 def test_bad_arguments_fail_before_training(argv, pattern, capsys, tmp_path):
@@ -178,3 +181,46 @@ def test_corrupt_checkpoint_stops_the_resume_with_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="corrupt or truncated"):
         train.main([*TINY, "--epochs", "1", "--output-dir", str(out), "--resume", "auto"])
     assert (out / "checkpoint_last.pth").read_bytes() == b"PK\x03\x04 truncated"  # not overwritten
+
+
+def test_ltp_from_a_pretrained_run_leaves_a_trail_that_loads_into_a_plain_model(tmp_path):
+    import csv
+
+    import models
+    from experiments.data import build_datasets
+    from snn_lats.trail import read_trail
+
+    dense = tmp_path / "dense"
+    train.main([*TINY, "--method", "dense", "--epochs", "2", "--output-dir", str(dense)])
+    ltp = tmp_path / "ltp"
+    args = [*NO_THRESHOLD, "--method", "ltp", "--l0-weight", "4", "--threshold-lr", "0.2", "--epochs", "3",
+            "--pretrained", str(dense / "checkpoint_last.pth"), "--output-dir", str(ltp)]
+    train.main(args)
+    entries = read_trail(ltp / "trail")
+    with open(ltp / "log.csv") as f:
+        log = list(csv.DictReader(f))
+    assert [e.epoch for e in entries] == [1, 2, 3]
+    for entry, row in zip(entries, log):  # the trail holds what the epoch's evaluation measured
+        assert entry.acc1 == pytest.approx(float(row["acc1"])) and entry.sparsity == pytest.approx(float(row["sparsity"]))
+        assert float(row["band_fraction"]) > 0
+    assert entries[-1].sparsity > entries[0].sparsity > 0
+
+    ckpt = torch.load(ltp / "trail" / entries[-1].path, weights_only=True)
+    model = models.create_model(ckpt["model_name"], **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["model"], strict=True)  # plain keys, hard masks baked in
+    weights = [m.weight for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+               and n != "fc"]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(entries[-1].sparsity)
+    _, val, _, _ = build_datasets("digits", None)
+    model.eval()
+    from spikingjelly.activation_based import functional
+
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(val), 32):
+            x, y = val[i:i + 32]
+            correct += (model(x).argmax(1) == y).sum().item()
+            functional.reset_net(model)
+    assert 100 * correct / len(val) == pytest.approx(entries[-1].acc1)
+

@@ -1,0 +1,83 @@
+"""A trail of checkpoints, one per evaluation, each with its accuracy and sparsity, and a pick for a budget.
+
+LTP's use: every epoch's hard-masked network is kept, and the user picks the one that meets an accuracy or
+sparsity budget afterwards. The directory holds ``epoch_XXX.pth`` files and ``index.json``, both written
+atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import save_checkpoint
+
+INDEX = "index.json"
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    epoch: int
+    acc1: float
+    sparsity: float
+    path: str  # relative to the trail directory
+
+
+class Trail:
+    """Append hard-masked checkpoints to ``directory``; an epoch written twice (after a resume) is replaced."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, model_state: Mapping[str, torch.Tensor], *, epoch: int, acc1: float, sparsity: float,
+            **extra: Any) -> TrailEntry:
+        """Save ``{"model": model_state, "epoch", "acc1", "sparsity", **extra}`` and index it."""
+        entry = TrailEntry(int(epoch), float(acc1), float(sparsity), f"epoch_{int(epoch):03d}.pth")
+        save_checkpoint({"model": dict(model_state), **asdict(entry), **extra}, self.directory / entry.path)
+        entries = [e for e in read_trail(self.directory) if e.epoch != entry.epoch] if self._has_index() else []
+        entries = sorted(entries + [entry], key=lambda e: e.epoch)
+        tmp = self.directory / f"{INDEX}.tmp.{os.getpid()}"
+        tmp.write_text(json.dumps([asdict(e) for e in entries], indent=1))
+        os.replace(tmp, self.directory / INDEX)
+        return entry
+
+    def _has_index(self) -> bool:
+        return (self.directory / INDEX).is_file()
+
+
+def read_trail(directory: str | os.PathLike) -> list[TrailEntry]:
+    """The entries of a trail directory, by epoch."""
+    index = Path(directory) / INDEX
+    if not index.is_file():
+        raise FileNotFoundError(f"{os.fspath(directory)!r} holds no trail ({INDEX} not found)")
+    try:
+        return [TrailEntry(**e) for e in json.loads(index.read_text())]
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{os.fspath(index)!r} is not a valid trail index: {exc}") from exc
+
+
+def pick(entries: list[TrailEntry], min_acc: float | None = None,
+         min_sparsity: float | None = None) -> TrailEntry | None:
+    """The best entry that meets the budget, or None if none does.
+
+    With ``min_sparsity`` (alone or with ``min_acc``): the highest accuracy among those at least that sparse. With
+    ``min_acc`` alone: the sparsest among those at least that accurate. Ties go to the other figure, then to the
+    later epoch. Accuracy is in the entries' unit (percent in the training pipeline); sparsity is a fraction.
+    """
+    if min_acc is None and min_sparsity is None:
+        raise ValueError("pick needs a budget: min_acc, min_sparsity or both")
+    if min_sparsity is not None and not 0 <= min_sparsity <= 1:
+        raise ValueError(f"min_sparsity must be a fraction in [0, 1], got {min_sparsity!r}")
+    ok = [e for e in entries if (min_acc is None or e.acc1 >= min_acc)
+          and (min_sparsity is None or e.sparsity >= min_sparsity)]
+    if not ok:
+        return None
+    if min_sparsity is not None:
+        return max(ok, key=lambda e: (e.acc1, e.sparsity, e.epoch))
+    return max(ok, key=lambda e: (e.sparsity, e.acc1, e.epoch))
