@@ -439,10 +439,11 @@ def main(argv: list[str] | None = None) -> dict:
                 if key != "epoch" and value is not None and not (isinstance(value, float) and math.isnan(value)):
                     writer.add_scalar(key, value, epoch + 1)
             lam = "-" if row["l1_coefficient"] is None else f"{row['l1_coefficient']:.3e}"
+            method = f"in-band {band:.4f}" if band is not None else f"d {row['threshold']:.5f}  lambda {lam}"
             print(f"epoch {epoch + 1}/{args.epochs}  loss {train_loss:.4f}  Acc@1 {metrics['acc1']:.2f}  "
-                  f"Acc@5 {metrics['acc5']:.2f}  sparsity {sparsity:.4f}  d {row['threshold']:.5f}  lambda {lam}  "
-                  f"fire {metrics['firing_rate']:.4f}  lr {lr:.4g}  {img_s:.0f} img/s  {row['seconds']:.0f}s"
-                  + ("" if band is None else f"  in-band {band:.4f}"), flush=True)
+                  f"Acc@5 {metrics['acc5']:.2f}  sparsity {sparsity:.4f}  {method}  "
+                  f"fire {metrics['firing_rate']:.4f}  lr {lr:.4g}  {img_s:.0f} img/s  {row['seconds']:.0f}s",
+                  flush=True)
             if band is not None and band < 0.01:
                 print("warning: under 1% of the weights are in the sigmoid's transition band, so the thresholds "
                       "barely move (LTP's premature termination): raise --temperature", flush=True)
@@ -456,8 +457,9 @@ def main(argv: list[str] | None = None) -> dict:
         if row:
             lams = sorted(v for v in lambdas if v is not None)
             lam = f"{lams[len(lams) // 2]:.3e} (median over epochs)" if lams else "-"
+            method = "" if row["band_fraction"] is not None else f"  d {row['threshold']:.5f}  lambda {lam}"
             print(f"\nfinal: Acc@1 {row['acc1']:.2f} (best {state['best_acc1']:.2f})  weight sparsity "
-                  f"{row['sparsity']:.4f}  d {row['threshold']:.5f}  lambda {lam}  | {out / 'summary.json'}")
+                  f"{row['sparsity']:.4f}{method}  | {out / 'summary.json'}")
             print(f"spike-level sparsity: python -m experiments.benchmark_sparsity --checkpoint "
                   f"{out / 'checkpoint_best.pth'} --data {args.data}")
     if dist.is_initialized():
