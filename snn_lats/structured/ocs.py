@@ -1,0 +1,544 @@
+"""OCSPruner: one-cycle structured pruning with stability-driven sub-network search (Ghimire et al., WACV 2026).
+
+Per epoch (``epoch_start``): score every channel group, binary-search the global cut that meets the FLOPs target,
+record the retained channels, update the stability indicator Ψ and the regularisation strength λ. After every
+optimizer step (``step``): shrink the channels currently selected for pruning, ``W[c] ← (1 − λ·η)·W[c]``. Once Ψ
+reaches the threshold (or at the cap epoch) the training loop calls ``prune()``, which removes the channels with
+torch-pruning and returns the structure spec. See docs/structured.md.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .flops import ChannelMacModel, ForwardFn, count_macs, reset_spiking_state
+from .groups import ChannelGroup, build_channel_groups
+from .importance import channels_to_keep, flops_cost_softmax, group_saliency, protected_channels
+from .spec import structure_spec
+from .stability import StabilityTracker, regularization_should_start
+
+REGULARIZERS = ("shrink", "group_lasso")
+_STATE_VERSION = 1
+
+
+def _check_fraction(name: str, value: object, *, closed_right: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (0 < value < 1 or (closed_right and value == 1)):
+        interval = "(0, 1]" if closed_right else "(0, 1)"
+        raise ValueError(f"{name} must be a number in the interval {interval}, got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: object, minimum: int, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an int >= {minimum}" + (" or None" if optional else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def _check_nonneg(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _to_device(obj: object, device: torch.device) -> object:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+class OCSPruner:
+    """One-cycle structured pruning (OCSPruner) for CNNs and SpikingJelly SNNs.
+
+    Args:
+        model: the (unwrapped, not DDP) model; pruned in place by ``prune()``.
+        example_inputs: a batch the model's forward accepts (multi-step SNNs: ``[B, C, H, W]`` or
+            ``[T, B, C, H, W]``). FLOPs are counted on it (``count_macs``); the reference used one sample.
+        target_flops_reduction: fraction of the dense MACs to remove, in (0, 1).
+        ignored_layers: names or modules never pruned along their outputs (containers ignore everything
+            inside). The classifier (the last conv/linear layer the forward runs) is always ignored unless
+            ``ignore_classifier=False``.
+        layer_prune_limit: r_max of the per-group floor, at most ⌊C·r_max·(1 − e^{−kC})⌋ channels of a group go.
+        monitor_start_epoch: first epoch at which channels are scored and Ψ tracked.
+        reg_start_epoch: first regularised epoch; None = automatic (first t > 3 with Ψ(t) − Ψ(t−2) ≤ 1e-4).
+        reg_init, reg_delta, reg_interval: λ starts at ``reg_init`` and grows by ``reg_delta`` at the start of
+            every regularised epoch divisible by ``reg_interval`` (the reference's order: the increment comes
+            before the epoch's first step, so a regularised epoch 10 with interval 2 runs at 2e-4).
+        stability_threshold: prune once Ψ ≥ this.
+        prune_epoch_cap: prune at this epoch at the latest (None: no cap).
+        regularizer: ``"shrink"`` (the reference: decoupled shrink in ``step()``) or ``"group_lasso"`` (true
+            gradient of λ·Σ_c‖θ_c‖₂ over the to-prune channels, added by ``regularize()`` after backward).
+        optimizer: its ``param_groups[0]["lr"]`` is η in the shrink; needed for ``regularizer="shrink"``.
+        forward_fn: ``forward_fn(model, example_inputs)`` if ``model(example_inputs)`` is not how to call it.
+        trace_forward_fn, trace_inputs: override the single-step forward/input used to trace SNNs.
+        flops_tolerance: the binary search stops within this of the target (reference: 5e-4).
+        cost_temperature: κ (MACs saved per channel, on ``example_inputs``) is divided by this before the
+            softmax (reference: 1e6).
+        prune_limit_rate: k of the per-group floor (reference: 1.0).
+        importance_p: 2 (GroupNormV2, the reference default) or 1.
+        round_to: keep the number of channels removed from each group a multiple of this (None: off).
+        ignore_classifier: see ``ignored_layers``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: object,
+        target_flops_reduction: float = 0.5,
+        *,
+        ignored_layers: Iterable[str | nn.Module] | None = None,
+        layer_prune_limit: float = 0.75,
+        monitor_start_epoch: int = 2,
+        reg_start_epoch: int | None = None,
+        reg_init: float = 1e-4,
+        reg_delta: float = 1e-4,
+        reg_interval: int = 2,
+        stability_threshold: float = 0.999,
+        prune_epoch_cap: int | None = None,
+        regularizer: str = "shrink",
+        optimizer: torch.optim.Optimizer | None = None,
+        forward_fn: ForwardFn | None = None,
+        trace_forward_fn: ForwardFn | None = None,
+        trace_inputs: object = None,
+        flops_tolerance: float = 5e-4,
+        cost_temperature: float = 1e6,
+        prune_limit_rate: float = 1.0,
+        importance_p: int = 2,
+        round_to: int | None = None,
+        ignore_classifier: bool = True,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            raise TypeError("pass the unwrapped model (model.module), not the DDP/DataParallel wrapper")
+        self.target_flops_reduction = _check_fraction("target_flops_reduction", target_flops_reduction)
+        self.layer_prune_limit = _check_fraction("layer_prune_limit", layer_prune_limit)
+        self.monitor_start_epoch = _check_int("monitor_start_epoch", monitor_start_epoch, 0)
+        self.reg_start_epoch = _check_int("reg_start_epoch", reg_start_epoch, 0, optional=True)
+        self.reg_init = _check_nonneg("reg_init", reg_init)
+        self.reg_delta = _check_nonneg("reg_delta", reg_delta)
+        self.reg_interval = _check_int("reg_interval", reg_interval, 1)
+        self.stability_threshold = _check_fraction("stability_threshold", stability_threshold, closed_right=True)
+        self.prune_epoch_cap = _check_int("prune_epoch_cap", prune_epoch_cap, 0, optional=True)
+        if self.prune_epoch_cap is not None and self.prune_epoch_cap < self.monitor_start_epoch:
+            raise ValueError(f"prune_epoch_cap ({prune_epoch_cap}) must be >= monitor_start_epoch "
+                             f"({monitor_start_epoch}): pruning needs a scored selection")
+        if regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        self.flops_tolerance = _check_fraction("flops_tolerance", flops_tolerance)
+        if not (isinstance(cost_temperature, (int, float)) and cost_temperature > 0):
+            raise ValueError(f"cost_temperature must be a number > 0, got {cost_temperature!r}")
+        if not (isinstance(prune_limit_rate, (int, float)) and prune_limit_rate > 0):
+            raise ValueError(f"prune_limit_rate must be a number > 0, got {prune_limit_rate!r}")
+        if importance_p not in (1, 2):
+            raise ValueError(f"importance_p must be 1 or 2, got {importance_p!r}")
+        self.round_to = _check_int("round_to", round_to, 1, optional=True)
+        self.regularizer = regularizer
+        self.optimizer = optimizer
+        self.cost_temperature = float(cost_temperature)
+        self.prune_limit_rate = float(prune_limit_rate)
+        self.importance_p = importance_p
+
+        self.model = model
+        device = next((p.device for p in model.parameters()), None)
+        self.example_inputs = example_inputs if device is None else _to_device(example_inputs, device)
+        example_inputs = self.example_inputs
+        self.forward_fn = forward_fn
+        info = build_channel_groups(model, example_inputs, ignored_layers=ignored_layers,
+                                    ignore_classifier=ignore_classifier, forward_fn=forward_fn,
+                                    trace_forward_fn=trace_forward_fn, trace_inputs=trace_inputs)
+        self.graph = info.graph
+        self.groups: list[ChannelGroup] = info.groups
+        self.classifier = info.classifier
+        self.ignored_layers = info.ignored
+        self.mac_model = ChannelMacModel(info.geometry, [g.couplings() for g in self.groups])
+        self.dense_flops = self.mac_model.macs([None] * len(self.groups))
+        # κ_g: MACs saved per removed channel when a group keeps only its last channel (B.4, cost.py).
+        kappa = []
+        for i, g in enumerate(self.groups):
+            removed = [None] * len(self.groups)
+            removed[i] = torch.arange(g.size) < g.size - 1
+            kappa.append((self.dense_flops - self.mac_model.macs(removed)) / max(g.size - 1, 1))
+        self.flops_cost = flops_cost_softmax(kappa, self.cost_temperature)  # π_g
+        self.keep_floor = [channels_to_keep(g.size, self.layer_prune_limit, self.prune_limit_rate)
+                           for g in self.groups]
+
+        self.tracker = StabilityTracker()
+        self._epoch: int | None = None
+        self._masks: list[torch.Tensor] | None = None  # current to-prune root channels per group
+        self._candidate_flops = self.dense_flops
+        self._reg_lambda = self.reg_init
+        self._reg_started_at: int | None = None
+        self._regularizing = False
+        self._should_prune = False
+        self.pruned = False
+        self.prune_epoch: int | None = None
+        self.spec: dict | None = None
+        self.pruned_flops: int | None = None
+        self.history: list[dict] = []
+        self._shrink_targets: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+
+    # ----------------------------------------------------------------------------------------------- selection
+    def scores(self) -> list[torch.Tensor]:
+        """ŝ_c = s_c · (1 − π_g) for every group (float64, CPU), before the per-group floor."""
+        return [group_saliency(g, self.importance_p) * (1.0 - float(self.flops_cost[i]))
+                for i, g in enumerate(self.groups)]
+
+    def select(self) -> tuple[list[torch.Tensor], int]:
+        """Binary-search the global score cut meeting the target (B.5): per-group to-prune masks and their MACs.
+
+        Candidates are evaluated with the analytic channel MAC model (exactly what ``count_macs`` gives on the
+        pruned model; ``prune()`` re-measures). The search stops within ``flops_tolerance`` of the target; of
+        all candidates evaluated, the one closest to the target is returned.
+        """
+        scores = self.scores()
+        protected = [protected_channels(s, k) for s, k in zip(scores, self.keep_floor)]
+        free = torch.cat([s[~p] for s, p in zip(scores, protected)]) if scores else torch.zeros(0)
+        values = torch.sort(free).values
+        none = [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]
+        best, best_macs, best_gap = none, self.dense_flops, self.target_flops_reduction
+        left, right = 0, len(values) - 1
+        while left <= right:
+            mid = (left + right) // 2
+            masks = [(s <= values[mid]) & ~p for s, p in zip(scores, protected)]
+            if self.round_to:
+                masks = [self._round(m, s) for m, s in zip(masks, scores)]
+            macs = self.mac_model.macs(masks)
+            achieved = 1.0 - macs / self.dense_flops
+            gap = abs(self.target_flops_reduction - achieved)
+            if gap < best_gap:
+                best, best_macs, best_gap = masks, macs, gap
+            if gap <= self.flops_tolerance:
+                break
+            if achieved <= self.target_flops_reduction:
+                left = mid + 1
+            else:
+                right = mid - 1
+        short = 1.0 - best_macs / self.dense_flops < self.target_flops_reduction
+        if len(values) and best_gap > self.flops_tolerance and short:
+            reachable = 1.0 - self.mac_model.macs([~p for p in protected]) / self.dense_flops
+            if reachable < self.target_flops_reduction - self.flops_tolerance:
+                warnings.warn(f"OCSPruner: target_flops_reduction {self.target_flops_reduction} is out of reach: "
+                              f"the per-group floor (layer_prune_limit={self.layer_prune_limit}) and ignored "
+                              f"layers allow at most {reachable:.4f}", stacklevel=3)
+        return best, best_macs
+
+    def _round(self, mask: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        n = int(mask.sum()) // self.round_to * self.round_to
+        if n == int(mask.sum()):
+            return mask
+        chosen = mask.nonzero().flatten()
+        keep = chosen[torch.argsort(scores[chosen])[:n]]  # the lowest-scoring n
+        out = torch.zeros_like(mask)
+        out[keep] = True
+        return out
+
+    def _set_selection(self, masks: list[torch.Tensor], macs: int) -> None:
+        self._masks = masks
+        self._candidate_flops = macs
+        self._build_shrink_targets()
+
+    def _retained(self) -> list[list[int]]:
+        return [(~m).nonzero().flatten().tolist() for m in self._masks]
+
+    @property
+    def selection(self) -> dict[str, list[int]]:
+        """``{group root layer: root channel indices selected for pruning}`` (empty before monitoring)."""
+        if self._masks is None:
+            return {}
+        return {g.key: m.nonzero().flatten().tolist() for g, m in zip(self.groups, self._masks)}
+
+    # ------------------------------------------------------------------------------------------------- epochs
+    def epoch_start(self, epoch: int) -> None:
+        """Score, select, update Ψ and λ for ``epoch`` (call once at the start of every epoch, in order)."""
+        if self.pruned:
+            return
+        _check_int("epoch", epoch, 0)
+        if self._epoch is not None and epoch <= self._epoch:
+            raise ValueError(f"epoch_start({epoch}) after epoch_start({self._epoch}): epochs must increase "
+                             "(on resume, load_state_dict first and continue with the next epoch)")
+        self._epoch = epoch
+        monitoring = epoch >= self.monitor_start_epoch
+        if monitoring:
+            self._set_selection(*self.select())
+        psi = self.tracker.update(self._retained() if monitoring else None)
+
+        if self._reg_started_at is None and monitoring:
+            if self.reg_start_epoch is None:
+                if regularization_should_start(self.tracker.psi, epoch, self.monitor_start_epoch):
+                    self._reg_started_at = epoch
+            elif epoch >= self.reg_start_epoch:
+                self._reg_started_at = epoch
+        self._regularizing = self._reg_started_at is not None
+        if self._regularizing and epoch % self.reg_interval == 0:
+            self._reg_lambda += self.reg_delta
+
+        cap_hit = self.prune_epoch_cap is not None and epoch >= self.prune_epoch_cap
+        self._should_prune = monitoring and (psi >= self.stability_threshold or cap_hit)
+        self.history.append(self.summary())
+
+    def summary(self) -> dict:
+        """What to log this epoch: Ψ, J_avg, λ in use, candidate MACs and reduction, flags."""
+        return {
+            "epoch": self._epoch, "stability": self.stability,
+            "jaccard": self.tracker.jaccard[-1] if self.tracker.jaccard else 0.0,
+            "regularization_strength": self.regularization_strength,
+            "candidate_flops": self.candidate_flops, "candidate_flops_reduction": self.candidate_flops_reduction,
+            "dense_flops": self.dense_flops, "should_prune": self.should_prune, "pruned": self.pruned,
+        }
+
+    @property
+    def stability(self) -> float:
+        """Ψ of the latest epoch (0.0 before any)."""
+        return self.tracker.value
+
+    @property
+    def regularization_strength(self) -> float:
+        """λ applied during the current epoch (0.0 while not regularising or after pruning)."""
+        return self._reg_lambda if self._regularizing and not self.pruned else 0.0
+
+    @property
+    def regularization_start_epoch(self) -> int | None:
+        return self._reg_started_at
+
+    @property
+    def candidate_flops(self) -> int:
+        """MACs of the currently selected sub-network (after pruning: of the pruned model, measured)."""
+        return self.pruned_flops if self.pruned else self._candidate_flops
+
+    @property
+    def candidate_flops_reduction(self) -> float:
+        return 1.0 - self.candidate_flops / self.dense_flops
+
+    @property
+    def achieved_flops_reduction(self) -> float | None:
+        """Measured reduction of the pruned model (None before ``prune()``)."""
+        return None if self.pruned_flops is None else 1.0 - self.pruned_flops / self.dense_flops
+
+    @property
+    def should_prune(self) -> bool:
+        """True once an epoch's Ψ reached the threshold or the cap epoch came: prune after that epoch."""
+        return self._should_prune and not self.pruned
+
+    # -------------------------------------------------------------------------------------------- regulariser
+    def _members_with_selection(self):
+        """(group index, member, selected member idxs, their root channels) over the to-prune channels."""
+        for gi, (group, mask) in enumerate(zip(self.groups, self._masks or ())):
+            if not bool(mask.any()):
+                continue
+            for member in group.members:
+                if member.param is None:
+                    continue
+                chosen = mask[member.root]
+                if bool(chosen.any()):
+                    yield gi, member, member.idxs[chosen], member.root[chosen]
+
+    def _build_shrink_targets(self) -> None:
+        merged: dict[tuple[int, int], tuple[torch.Tensor, int, list[torch.Tensor]]] = {}
+        for _, member, idxs, _ in self._members_with_selection():
+            param = member.param
+            key = (id(param), member.dim)
+            merged.setdefault(key, (param, member.dim, []))[2].append(idxs)
+        self._shrink_targets = [(p, dim, torch.unique(torch.cat(parts)).to(p.device))
+                                for p, dim, parts in merged.values()]
+
+    @torch.no_grad()
+    def step(self, lr: float | None = None) -> None:
+        """After every optimizer step: ``W[c] ← (1 − λ·η)·W[c]`` for the to-prune channels (``shrink`` only).
+
+        Touches their out-channel rows, depthwise filters, the consumers' in-channel columns and BN γ (not β,
+        not biases), as the reference's ``scale_weights_towards_zero``. η is ``lr`` or the optimizer's
+        ``param_groups[0]["lr"]``.
+        """
+        if self.pruned or not self._regularizing or self.regularizer != "shrink" or not self._shrink_targets:
+            return
+        if lr is None:
+            if self.optimizer is None:
+                raise ValueError("OCSPruner.step: regularizer='shrink' needs the learning rate: pass optimizer= "
+                                 "to OCSPruner or lr= to step()")
+            lr = self.optimizer.param_groups[0]["lr"]
+        factor = 1.0 - self._reg_lambda * float(lr)
+        for param, dim, idxs in self._shrink_targets:
+            if idxs.device != param.device:
+                idxs = idxs.to(param.device)
+            param.index_copy_(dim, idxs, param.index_select(dim, idxs) * factor)
+
+    def penalty(self) -> torch.Tensor:
+        """``λ·Σ_{c to prune} ‖θ_c‖₂`` (θ_c: every weight slice and BN γ of channel c), differentiable.
+
+        With ``regularizer="shrink"`` the reference only logs this (computed without gradient).
+        """
+        total = torch.zeros((), device=next(self.model.parameters()).device)
+        for mask, sq, _ in self._selected_sq_norms(detach=False):
+            total = total + sq[mask].clamp_min(1e-24).sqrt().sum().to(total.device)
+        return total * self._reg_lambda
+
+    def _selected_sq_norms(self, detach: bool):
+        """Per group with a selection: (mask, ‖θ_c‖² per root channel, [(member, idxs, roots)])."""
+        by_group: dict[int, list] = {}
+        for gi, member, idxs, roots in self._members_with_selection():
+            by_group.setdefault(gi, []).append((member, idxs, roots))
+        for gi, parts in by_group.items():
+            first = parts[0][0].param
+            sq = torch.zeros(self.groups[gi].size, device=first.device, dtype=first.dtype)
+            for member, idxs, roots in parts:
+                w = member.param.detach() if detach else member.param
+                rows = w.index_select(member.dim, idxs.to(w.device)).movedim(member.dim, 0).reshape(len(idxs), -1)
+                sq = sq.index_add(0, roots.to(sq.device), rows.pow(2).sum(1).to(sq.device))
+            yield self._masks[gi].to(sq.device), sq, parts
+
+    @torch.no_grad()
+    def regularize(self) -> None:
+        """After ``loss.backward()``, before ``optimizer.step()``: add the gradient of ``penalty()`` to the
+        grads (``group_lasso`` only): ``grad[θ_c] += λ·θ_c/‖θ_c‖₂`` for every to-prune channel c."""
+        if self.pruned or not self._regularizing or self.regularizer != "group_lasso":
+            return
+        for _, sq, parts in self._selected_sq_norms(detach=True):
+            inv_norm = sq.clamp_min(1e-24).rsqrt()
+            for member, idxs, roots in parts:
+                param = member.param
+                idxs = idxs.to(param.device)
+                rows = param.index_select(member.dim, idxs)
+                shape = [1] * rows.dim()
+                shape[member.dim] = -1
+                scale = (self._reg_lambda * inv_norm[roots.to(inv_norm.device)]).reshape(shape).to(rows)
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                param.grad.index_add_(member.dim, idxs, rows * scale)
+
+    # ------------------------------------------------------------------------------------------------ pruning
+    def prune(self, selection: Mapping[str, Sequence[int]] | None = None, *, reselect: bool = True) -> dict:
+        """Remove the selected channels in place and return the structure spec.
+
+        By default the channels are re-selected on the current weights (the reference re-runs the search after
+        the last regularised epoch); ``reselect=False`` uses the last ``epoch_start`` selection, and
+        ``selection`` (``{group root layer: root channel indices}``) prunes exactly those channels. Afterwards
+        ``epoch_start``/``step``/``regularize`` do nothing: rebuild the optimizer (its parameters are new
+        tensors) and re-wrap DDP. Calling it again returns the same spec.
+        """
+        if self.pruned:
+            return self.spec
+        if selection is not None:
+            masks = self._masks_from(selection)
+            macs = self.mac_model.macs(masks)
+        elif reselect or self._masks is None:
+            masks, macs = self.select()
+        else:
+            masks, macs = self._masks, self._candidate_flops
+        reset_spiking_state(self.model)
+        for group, mask in zip(self.groups, masks):
+            idxs = mask.nonzero().flatten().tolist()
+            if not idxs:
+                continue
+            tp_group = self.graph.get_pruning_group(group.root, group.handler, idxs)
+            if not self.graph.check_pruning_group(tp_group):
+                raise RuntimeError(f"OCSPruner.prune: removing {len(idxs)} of {group.size} channels of group "
+                                   f"{group.key!r} would empty a layer")
+            tp_group.prune()
+        reset_spiking_state(self.model)
+        device = next(self.model.parameters()).device
+        measured = count_macs(self.model, _to_device(self.example_inputs, device), forward_fn=self.forward_fn)
+        if measured != macs:
+            warnings.warn(f"OCSPruner.prune: the pruned model has {measured} MACs, the channel model predicted "
+                          f"{macs}; a layer type the MAC model does not cover (grouped conv?) is coupled",
+                          stacklevel=2)
+        self._masks, self._candidate_flops = masks, macs
+        self.pruned_flops = measured
+        self.pruned = True
+        self.prune_epoch = self._epoch
+        self._regularizing = False
+        self._should_prune = False
+        self._shrink_targets = []
+        self.spec = structure_spec(self.model)
+        return self.spec
+
+    def _masks_from(self, selection: Mapping[str, Sequence[int]]) -> list[torch.Tensor]:
+        keys = {g.key: i for i, g in enumerate(self.groups)}
+        unknown = [k for k in selection if k not in keys]
+        if unknown:
+            raise ValueError(f"selection: {unknown} are not group roots; groups are {list(keys)}")
+        masks = [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]
+        for key, idxs in selection.items():
+            group = self.groups[keys[key]]
+            idxs = torch.as_tensor(list(idxs), dtype=torch.long)
+            if len(idxs) and (idxs.min() < 0 or idxs.max() >= group.size):
+                raise ValueError(f"selection[{key!r}]: indices must be in [0, {group.size}), got {idxs.tolist()}")
+            masks[keys[key]][idxs] = True
+            if bool(masks[keys[key]].all()):
+                raise ValueError(f"selection[{key!r}] removes all {group.size} channels of the group")
+        return masks
+
+    # ---------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Plain containers (survive ``torch.load(weights_only=True)``): enough to resume exactly."""
+        return {
+            "version": _STATE_VERSION,
+            "groups": [[g.key, g.size] for g in self.groups] if not self.pruned else None,
+            "target_flops_reduction": self.target_flops_reduction,
+            "epoch": self._epoch,
+            "selection": [m.nonzero().flatten().tolist() for m in self._masks] if self._masks is not None else None,
+            "candidate_flops": int(self._candidate_flops),
+            "dense_flops": int(self.dense_flops),
+            "stability": self.tracker.state_dict(),
+            "reg_lambda": float(self._reg_lambda),
+            "reg_started_at": self._reg_started_at,
+            "regularizing": self._regularizing,
+            "should_prune": self._should_prune,
+            "pruned": self.pruned,
+            "prune_epoch": self.prune_epoch,
+            "pruned_flops": self.pruned_flops,
+            "spec": self.spec,
+            "history": [dict(h) for h in self.history],
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore ``state_dict()``. After pruning, the model must already have the pruned structure
+        (``apply_structure(model, state["spec"])`` before building this pruner or loading weights)."""
+        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
+            raise ValueError(f"OCSPruner.load_state_dict: not an OCSPruner state (version {_STATE_VERSION})")
+        if state["pruned"]:
+            if structure_spec(self.model) != state["spec"]:
+                raise ValueError("OCSPruner.load_state_dict: the state is from a pruned run but the model does not "
+                                 "have its structure; call snn_lats.structured.apply_structure(model, "
+                                 "state['spec']) first")
+        else:
+            mine = [[g.key, g.size] for g in self.groups]
+            theirs = [list(g) for g in state["groups"]]
+            if mine != theirs:
+                diff = next(((a, b) for a, b in zip(mine, theirs) if a != b), (len(mine), len(theirs)))
+                raise ValueError(f"OCSPruner.load_state_dict: channel groups differ from the saved run "
+                                 f"(first difference: this model {diff[0]}, saved {diff[1]})")
+        self.target_flops_reduction = float(state["target_flops_reduction"])
+        self._epoch = state["epoch"]
+        self.dense_flops = int(state["dense_flops"])
+        self._candidate_flops = int(state["candidate_flops"])
+        self.tracker.load_state_dict(state["stability"])
+        self._reg_lambda = float(state["reg_lambda"])
+        self._reg_started_at = state["reg_started_at"]
+        self._regularizing = bool(state["regularizing"])
+        self._should_prune = bool(state["should_prune"])
+        self.pruned = bool(state["pruned"])
+        self.prune_epoch = state["prune_epoch"]
+        self.pruned_flops = state["pruned_flops"]
+        self.spec = state["spec"]
+        self.history = [dict(h) for h in state["history"]]
+        self._masks = None
+        self._shrink_targets = []
+        if state["selection"] is not None and not self.pruned:
+            masks = [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]
+            for m, idxs in zip(masks, state["selection"]):
+                m[torch.as_tensor(idxs, dtype=torch.long)] = True
+            self._set_selection(masks, self._candidate_flops)
