@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    if args.sync_bn and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if args.sync_bn and world > 1:  # keeps SpikingJelly's step modes, which torch's own conversion drops
+        model = snn_lats.snn.convert_sync_batchnorm(model)
     train_model = model
     if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(

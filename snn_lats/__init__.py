@@ -49,8 +49,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # snn_lats.metrics / snn_lats.integrations on first use, without importing them (and SpikingJelly) eagerly
-    if name in ("metrics", "integrations"):
+    # Subpackages on first use, without importing them (and SpikingJelly, torch-pruning) eagerly
+    if name in ("metrics", "integrations", "snn", "structured"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
