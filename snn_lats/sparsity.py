@@ -1,7 +1,7 @@
 """Weight sparsity per layer and overall."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -60,6 +60,7 @@ def sparsity_report(
     model: nn.Module,
     layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
     ignored_layers: IgnoredLayers = None,
+    dense_sizes: Mapping[str, int] | None = None,
 ) -> SparsityReport:
     """Count exact zeros in the effective weights.
 
@@ -67,11 +68,31 @@ def sparsity_report(
     is over what is pruned (the LATS convention). LTP layers count their hard mask, as evaluation and ``squash``
     see it. On a plain or squashed model it covers every layer of
     ``layer_types`` minus ``ignored_layers``.
+
+    ``dense_sizes`` (``{layer: weight elements of the dense model}``, see ``weight_sizes``) makes the report
+    relative to the dense model a channel-pruned one came from: weights removed with their channels count as
+    zeros, and each layer's total is its dense size.
     """
     layers = find_prunable_layers(model, layer_types, ignored_layers)
     pruned = {n: m for n, m in layers.items() if pruning_parametrization(m) is not None}
     report = SparsityReport()
     for name, module in (pruned or layers).items():
         weight = deployed_weight(module)
-        report.layers[name] = LayerSparsity(int((weight == 0).sum()), weight.numel())
+        zeros, total = int((weight == 0).sum()), weight.numel()
+        if dense_sizes is not None:
+            if name not in dense_sizes or dense_sizes[name] < total:
+                raise ValueError(f"dense_sizes: layer {name!r} has {total} weights, dense_sizes gives "
+                                 f"{dense_sizes.get(name)}; pass weight_sizes() of the model it was pruned from")
+            zeros, total = zeros + dense_sizes[name] - total, dense_sizes[name]
+        report.layers[name] = LayerSparsity(zeros, total)
     return report
+
+
+def weight_sizes(
+    model: nn.Module,
+    layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
+    ignored_layers: IgnoredLayers = None,
+) -> dict[str, int]:
+    """``{layer: number of weight elements}`` for ``sparsity_report(..., dense_sizes=...)``."""
+    return {name: deployed_weight(m).numel()
+            for name, m in find_prunable_layers(model, layer_types, ignored_layers).items()}

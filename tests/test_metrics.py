@@ -241,3 +241,31 @@ def test_input_kind(values, kind):
 
     dtype = torch.int64 if isinstance(values[0], int) else torch.float32
     assert input_kind(torch.tensor(values, dtype=dtype).repeat(1000)) == kind
+
+
+def test_reference_baseline_of_an_unpruned_model_equals_its_own_baseline():
+    """Equivalence: measured against itself as the reference, the reference fields repeat the plain ones."""
+    model = models.create_model("sew_resnet18", T=2, stem="cifar", width_multiplier=0.125, num_classes=10)
+    batches = [torch.rand(3, 3, 16, 16) for _ in range(2)]
+    report = measure(model, batches, reference=models.create_model(
+        "sew_resnet18", T=2, stem="cifar", width_multiplier=0.125, num_classes=10))
+    t, ref = report.total, report.total["reference"]
+    assert ref["weights"] == t["weights"] and ref["dense_macs"] == t["dense_macs"]
+    for key in ("weight_sparsity", "ops_ratio", "energy_ratio"):
+        assert ref[key] == pytest.approx(t[key], rel=1e-12)
+    assert "against the unpruned architecture" in str(report)
+
+
+def test_reference_baseline_of_a_channel_pruned_model():
+    """A thin model against the wide one: weights and dense MACs of the wide one (closed form for a 2-layer CNN)."""
+    wide = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    thin = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    with torch.no_grad():
+        thin[0].weight[0] = 0  # one filter of zeros in the thin model
+    report = measure(thin, [torch.rand(4, 1, 4, 4)], reference=wide)
+    ref = report.total["reference"]
+    assert ref["weights"] == 8 * 9 + 8 * 16 * 5
+    assert ref["dense_macs"] == 4 * (16 * 8 * 9 + 8 * 16 * 5)
+    nonzero = (3 * 9 - 9) + 3 * 16 * 5
+    assert ref["weight_sparsity"] == pytest.approx(1 - nonzero / ref["weights"])
+    assert ref["energy_ratio"] == pytest.approx(report.total["energy_pj"] / (E_MAC_PJ * ref["dense_macs"]))

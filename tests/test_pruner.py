@@ -359,3 +359,22 @@ def test_lr_schedule_without_an_optimizer_fails_at_the_first_step(tiny_cnn):
     pruner.optimizer = torch.optim.SGD(tiny_cnn.parameters(), lr=0.5)
     pruner.step()
     assert pruner.threshold == pytest.approx(0.05)
+
+
+def test_sparsity_report_against_dense_sizes_counts_removed_weights(tiny_cnn):
+    """A channel-pruned model against its dense sizes: removed weights count as zeros, totals are the dense ones."""
+    from snn_lats.sparsity import weight_sizes
+
+    dense = weight_sizes(tiny_cnn)
+    assert dense == {"conv1": 72, "conv2": 576, "fc": 5120}
+    thin = copy.deepcopy(tiny_cnn)
+    thin.conv2 = nn.Conv2d(8, 5, 3, padding=1)  # three output channels removed
+    thin.fc = nn.Linear(5 * 8 * 8, 10)
+    with torch.no_grad():
+        thin.conv1.weight[0, 0, 0, 0] = 0
+    report = snn_lats.sparsity_report(thin, dense_sizes=dense)
+    assert report.layers["conv1"].zeros == int((thin.conv1.weight == 0).sum()) >= 1
+    assert (report.layers["conv2"].zeros, report.layers["conv2"].total) == (576 - 360, 576)
+    assert (report.layers["fc"].zeros, report.layers["fc"].total) == (5120 - 3200, 5120)
+    with pytest.raises(ValueError, match="dense_sizes: layer 'fc' has 3200 weights"):
+        snn_lats.sparsity_report(thin, dense_sizes={**dense, "fc": 10})

@@ -495,3 +495,14 @@ def test_ocs_then_soft_threshold_pruning_on_the_thin_model():
         lats.step()
     zeros = sum(int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, nn.Conv2d))
     assert zeros > 0
+
+
+def test_spec_of_a_soft_threshold_prepared_model_equals_the_plain_spec():
+    """structure_spec reads widths through torch.nn.utils.parametrize (a LATS-prepared thin model, as in
+    ocs-lats, has the spec of the plain thin model)."""
+    model = models.create_model("sew_resnet18", **SEW_KW)
+    OCSPruner(model, torch.randn(1, 3, 16, 16), 0.4).prune()
+    plain = structure_spec(model)
+    SoftThresholdPruner(model, final_threshold=0.05, schedule="constant", ignored_layers=["fc"])
+    assert structure_spec(model) == plain
+    assert plain["layers"]["conv1"]["type"] == "Conv2d"

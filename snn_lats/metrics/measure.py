@@ -70,6 +70,12 @@ class MetricsReport:
                      f"{t['macs']:12.4g} {t['dense_macs']:12.4g} {t['energy_pj'] / 1e6:10.4g}")
         lines.append(f"energy {t['energy_pj'] / 1e6:.4g} uJ = {t['energy_ratio']:.4f} x the dense ANN "
                      f"({t['dense_energy_pj'] / 1e6:.4g} uJ) over {t['samples']} samples")
+        ref = t.get("reference")
+        if ref:
+            lines.append(f"against the unpruned architecture ({ref['weights']:,} weights, "
+                         f"{ref['dense_macs'] / t['samples']:.4g} MACs per sample): weight sparsity "
+                         f"{ref['weight_sparsity']:.4f}, energy {ref['energy_ratio']:.4f} x its dense ANN "
+                         f"({ref['dense_energy_pj'] / 1e6:.4g} uJ)")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -93,6 +99,7 @@ def measure(
     per_channel: bool = False,
     neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES,
     max_batches: int | None = None,
+    reference: nn.Module | None = None,
 ) -> MetricsReport:
     """Run ``model`` in eval mode over ``batches`` and count, per layer and in total:
 
@@ -107,6 +114,11 @@ def measure(
     - ``ops_ratio`` = (SOPs + MACs) / dense MACs and ``energy_ratio``;
     - ``firing_rate`` of every spiking neuron layer: overall, ``firing_rate_per_step``, and with
       ``per_channel=True`` ``firing_rate_per_channel``.
+
+    ``reference`` is the unpruned architecture a channel-pruned ``model`` came from (weights need not be
+    trained: only shapes count). ``total["reference"]`` then restates weight sparsity, ``ops_ratio`` and
+    ``energy_ratio`` against its weights and its dense MACs, because the fields above treat the thin model's
+    own dense form as the baseline.
 
     ``batches`` yields inputs or (input, target) pairs; with targets, ``total["accuracy"]`` is top-1. A 5-D input
     is read as ``[T, B, ...]``. Counters reduce on the fly through forward hooks, so memory does not grow with
@@ -127,6 +139,7 @@ def measure(
     model.eval()
     device = next(model.parameters()).device
     samples = correct = labelled = seen = 0
+    one_sample = None  # the reference's dense MACs are counted on it
     try:
         with recording_firing(model, neuron_types, per_channel) as neurons:
             for batch in batches:
@@ -139,6 +152,8 @@ def measure(
                     functional.reset_net(model)
                     new_batch(neurons)
                 batch_size = x.shape[1] if x.dim() == 5 else x.shape[0]
+                if reference is not None and one_sample is None:
+                    one_sample = x[:, :1] if x.dim() == 5 else x[:1]
                 samples += batch_size
                 seen += 1
                 if y is not None:
@@ -151,7 +166,19 @@ def measure(
         model.train(was_training)
     if seen == 0:
         raise ValueError("batches is empty: nothing to measure (check the data loader and its batch size)")
-    return _report(synapses, neurons, samples, e_ac_pj, e_mac_pj, correct / labelled if labelled else None)
+    report = _report(synapses, neurons, samples, e_ac_pj, e_mac_pj, correct / labelled if labelled else None)
+    if reference is not None:
+        ref = measure(reference, [one_sample.to(next(reference.parameters()).device)], e_ac_pj=e_ac_pj,
+                      e_mac_pj=e_mac_pj, neuron_types=neuron_types).total
+        t = report.total
+        nonzero = sum(r["nonzero_weights"] for r in report.layers.values() if r["type"] != "neuron")
+        dense = ref["dense_macs"] * samples
+        t["reference"] = {
+            "weights": ref["weights"], "weight_sparsity": 1 - nonzero / ref["weights"], "dense_macs": dense,
+            "dense_energy_pj": e_mac_pj * dense, "ops_ratio": (t["sops"] + t["macs"]) / dense,
+            "energy_ratio": t["energy_pj"] / (e_mac_pj * dense) if e_mac_pj else None,
+        }
+    return report
 
 
 def _report(synapses, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
@@ -185,6 +212,7 @@ def _report(synapses, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
     spikes = sum(c.spikes for c in neurons.values())
     updates = sum(c.elements for c in neurons.values())
     report.total = {
+        "weights": weights,
         "weight_sparsity": 1 - sum(r["nonzero_weights"] for r in syn) / weights,
         "firing_rate": spikes / updates if updates else None,
         "spikes": spikes,

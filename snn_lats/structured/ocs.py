@@ -190,6 +190,7 @@ class OCSPruner:
         self.pruned_flops: int | None = None
         self.history: list[dict] = []
         self._shrink_targets: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        self._pruned_selection: list[list[int]] | None = None  # root channels removed, per group of the dense model
 
     # ----------------------------------------------------------------------------------------------- selection
     def scores(self) -> list[torch.Tensor]:
@@ -256,7 +257,9 @@ class OCSPruner:
 
     @property
     def selection(self) -> dict[str, list[int]]:
-        """``{group root layer: root channel indices selected for pruning}`` (empty before monitoring)."""
+        """``{group root layer: root channel indices selected for pruning}`` (empty before monitoring, and on a
+        pruner restored after pruning: its groups are the thin model's; ``state_dict()["selection"]`` keeps the
+        removed channels per group of the dense model)."""
         if self._masks is None:
             return {}
         return {g.key: m.nonzero().flatten().tolist() for g, m in zip(self.groups, self._masks)}
@@ -456,6 +459,7 @@ class OCSPruner:
                           f"{macs}; a layer type the MAC model does not cover (grouped conv?) is coupled",
                           stacklevel=2)
         self._masks, self._candidate_flops = masks, macs
+        self._pruned_selection = [m.nonzero().flatten().tolist() for m in masks]
         self.pruned_flops = measured
         self.pruned = True
         self.prune_epoch = self._epoch
@@ -489,7 +493,8 @@ class OCSPruner:
             "groups": [[g.key, g.size] for g in self.groups] if not self.pruned else None,
             "target_flops_reduction": self.target_flops_reduction,
             "epoch": self._epoch,
-            "selection": [m.nonzero().flatten().tolist() for m in self._masks] if self._masks is not None else None,
+            "selection": self._pruned_selection if self.pruned else (
+                [m.nonzero().flatten().tolist() for m in self._masks] if self._masks is not None else None),
             "candidate_flops": int(self._candidate_flops),
             "dense_flops": int(self.dense_flops),
             "stability": self.tracker.state_dict(),
@@ -537,6 +542,7 @@ class OCSPruner:
         self.history = [dict(h) for h in state["history"]]
         self._masks = None
         self._shrink_targets = []
+        self._pruned_selection = [list(map(int, g)) for g in state["selection"]] if self.pruned else None
         if state["selection"] is not None and not self.pruned:
             masks = [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]
             for m, idxs in zip(masks, state["selection"]):

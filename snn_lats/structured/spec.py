@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrize import type_before_parametrizations
 
 from .flops import MAC_LAYER_TYPES, reset_spiking_state
 
@@ -40,7 +41,8 @@ def _kind(module: nn.Module) -> str | None:
 
 
 def _torch_type(module: nn.Module) -> str:
-    for cls in type(module).__mro__:  # the torch.nn class, also for SpikingJelly's subclasses
+    # the torch.nn class, also for SpikingJelly's subclasses and under torch.nn.utils.parametrize
+    for cls in type_before_parametrizations(module).__mro__:
         if cls.__module__.startswith("torch.nn"):
             return cls.__name__
     return type(module).__name__
