@@ -5,9 +5,12 @@
         --checkpoint ckpt.pth --data imagefolder:/data/imagenet/val --max-batches 50
 
 The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When it
-stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed. Prints a per-layer
+stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed; a
+channel-pruned model's "structure" rebuilds its widths. Prints a per-layer
 table and writes sparsity.json, sparsity.csv and plots (per-layer weight density, firing rate and operations,
 pruned against dense) into --out. --dense-checkpoint adds a dense model's firing rates and SOPs to the plots.
+For a channel-pruned (OCS) checkpoint the report adds weight sparsity and energy against the unpruned
+architecture.
 """
 from __future__ import annotations
 
@@ -31,16 +34,26 @@ def build_model(checkpoint: dict, model_name: str | None, model_kwargs: dict | N
     if name is None:
         raise ValueError("the checkpoint does not name its model: pass --model (and --model-kwargs)")
     kwargs = model_kwargs if model_kwargs is not None else (checkpoint.get("model_kwargs") or {})
-    model = models.create_model(name, **kwargs)
+    structure = checkpoint.get("structure") if isinstance(checkpoint, dict) else None  # channel-pruned (OCS)
+    model = models.create_model(name, structure=structure, **kwargs)
     load_plain_weights(model, model_state_from_checkpoint(checkpoint))
     return model
 
 
-def run(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace, desc: str) -> MetricsReport:
+def unpruned_architecture(checkpoint: dict, model_name: str | None, model_kwargs: dict | None):
+    """For a channel-pruned checkpoint (one with a "structure"), the registry model it was pruned from."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("structure") is None:
+        return None
+    kwargs = model_kwargs if model_kwargs is not None else (checkpoint.get("model_kwargs") or {})
+    return models.create_model(model_name or checkpoint["model_name"], **kwargs)
+
+
+def run(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace, desc: str,
+        reference: torch.nn.Module | None = None) -> MetricsReport:
     batches = tqdm(loader, desc=desc, total=min(len(loader), args.max_batches or len(loader)),
                    disable=not sys.stderr.isatty())
     return measure(model, batches, e_ac_pj=args.e_ac, e_mac_pj=args.e_mac, per_channel=args.per_channel,
-                   max_batches=args.max_batches)
+                   max_batches=args.max_batches, reference=reference)
 
 
 def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[Path]:
@@ -122,8 +135,10 @@ def main(argv: list[str] | None = None) -> MetricsReport:
         parser.error(f"--max-batches must be > 0, got {args.max_batches}")
 
     loader = DataLoader(eval_dataset(args.data), batch_size=args.batch_size, num_workers=args.workers)
-    model = build_model(load_checkpoint(args.checkpoint), args.model, args.model_kwargs).to(args.device)
-    report = run(model, loader, args, "pruned")
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = build_model(checkpoint, args.model, args.model_kwargs).to(args.device)
+    reference = unpruned_architecture(checkpoint, args.model, args.model_kwargs)
+    report = run(model, loader, args, "pruned", None if reference is None else reference.to(args.device))
     dense = None
     if args.dense_checkpoint is not None:
         dense_model = build_model(load_checkpoint(args.dense_checkpoint), args.model, args.model_kwargs)

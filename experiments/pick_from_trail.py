@@ -6,7 +6,8 @@
 
 Prints the trail with the pick marked, and the pick's path on the last line. Exits with status 1 when no
 checkpoint meets the budget. The checkpoints hold plain, squashed weights: they load strictly into an untouched
-model (``models.create_model(ckpt["model_name"], **ckpt["model_kwargs"])``) and into
+model (``models.create_model(ckpt["model_name"], structure=ckpt["structure"], **ckpt["model_kwargs"])``;
+the structure is None unless OCS removed channels) and into
 ``experiments.benchmark_sparsity``.
 """
 from __future__ import annotations

@@ -15,6 +15,12 @@ summaries. Each epoch writes checkpoint_last.pth (and checkpoint_best.pth on a n
 model, optimizer, LR scheduler, AMP scaler, pruner, epoch, step, RNG states and the config, as plain dicts that
 load with torch.load(weights_only=True). ``--resume auto`` continues from checkpoint_last.pth bit for bit on the
 CPU with fixed seeds. A corrupt checkpoint stops the run with a clear error; it never starts over silently.
+
+``--method ocs`` (OCSPruner) removes channels in the middle of the run: once the stability indicator Ψ reaches
+its threshold (or at the cap epoch), the epoch's training ends, the channels go, and training continues on the
+thin model with a fresh optimizer on the same LR schedule (DDP re-wrapped). Checkpoints then hold the channel
+structure ("structure"), so resuming, --pretrained and the benchmark tools rebuild the thin model.
+``--method ocs-lats`` adds LATS soft-threshold pruning of the remaining weights after that, with constant λ.
 """
 from __future__ import annotations
 
@@ -42,9 +48,13 @@ from experiments.data import DATASETS, build_datasets
 from snn_lats.checkpoint import (export_dense, load_checkpoint, load_plain_weights, model_state_from_checkpoint,
                                  save_checkpoint)
 from snn_lats.metrics import new_batch, recording_firing
+from snn_lats.sparsity import weight_sizes
+from snn_lats.structured import OCSPruner, count_macs, structure_spec
 from snn_lats.trail import Trail
 
-METHODS = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp", "ltp")
+METHODS = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp", "ltp", "ocs", "ocs-lats")
+STRUCTURED = ("ocs", "ocs-lats")
+OCS_REGULARIZERS = ("shrink", "group_lasso")
 SNN_MODELS = ("sew_resnet18", "sew_resnet34", "sew_resnet50")
 
 
@@ -79,6 +89,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--pretrained", default=None, help="start from this checkpoint's weights (dense or pruned)")
     g.add_argument("--trail", action=argparse.BooleanOptionalAction, default=None,
                    help="save every epoch's hard-masked model to OUTPUT_DIR/trail (default: on for ltp)")
+    g = p.add_argument_group("structured pruning (ocs: OCSPruner; ocs-lats: OCS, then LATS on the remaining weights)")
+    g.add_argument("--target-flops-reduction", type=float, default=0.5,
+                   help="fraction of the dense conv/linear MACs to remove, in (0, 1)")
+    g.add_argument("--ocs-monitor-start-epoch", type=int, default=2, help="first epoch whose channels are scored")
+    g.add_argument("--ocs-reg-start-epoch", type=int, default=None,
+                   help="first regularised epoch (default: automatic, once the stability Ψ plateaus)")
+    g.add_argument("--ocs-reg-init", type=float, default=1e-4, help="initial strength λ of the channel shrink")
+    g.add_argument("--ocs-reg-delta", type=float, default=1e-4, help="λ grows by this ...")
+    g.add_argument("--ocs-reg-interval", type=int, default=2, help="... every this many epochs")
+    g.add_argument("--ocs-stability-threshold", type=float, default=0.999, help="prune once Ψ reaches this")
+    g.add_argument("--ocs-prune-epoch-cap", type=int, default=None,
+                   help="prune after this epoch (0-based) at the latest (default: 40%% of --epochs)")
+    g.add_argument("--ocs-layer-prune-limit", type=float, default=0.75, help="at most this fraction of a group goes")
+    g.add_argument("--ocs-regularizer", default="shrink", help=f"one of {OCS_REGULARIZERS}")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=64, help="per process")
@@ -126,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
         (args.amp in ("none", "fp16", "bf16"), f"--amp must be none, fp16 or bf16, got {args.amp!r}"),
         (args.sched_interval in ("step", "epoch"), f"--sched-interval must be step or epoch, got {args.sched_interval!r}"),
-        (args.method in ("dense", "gmp", "lr", "ltp") or args.final_threshold is not None,
+        (args.method in ("dense", "gmp", "lr", "ltp", "ocs") or args.final_threshold is not None,
          f"--method {args.method} needs --final-threshold"),
         (0 <= args.pruning_start_epoch < args.epochs, "--pruning-start-epoch must be in [0, --epochs)"),
         (args.l0_weight >= 0, f"--l0-weight must be >= 0, got {args.l0_weight}"),
@@ -137,7 +161,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    if args.method in STRUCTURED:
+        check_structured_args(parser, args)
     return args
+
+
+def check_structured_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Validate the OCS flags, and resolve the default cap epoch (recorded in config.yaml)."""
+    start = args.ocs_monitor_start_epoch
+    checks = [
+        (0 < args.target_flops_reduction < 1,
+         f"--target-flops-reduction must be in the open interval (0, 1), got {args.target_flops_reduction}"),
+        (0 <= start < args.epochs, f"--ocs-monitor-start-epoch must be in [0, --epochs), got {start}"),
+        (args.ocs_reg_start_epoch is None or args.ocs_reg_start_epoch >= 0,
+         f"--ocs-reg-start-epoch must be >= 0, got {args.ocs_reg_start_epoch}"),
+        (args.ocs_reg_init >= 0 and args.ocs_reg_delta >= 0, "--ocs-reg-init and --ocs-reg-delta must be >= 0"),
+        (args.ocs_reg_interval >= 1, f"--ocs-reg-interval must be >= 1, got {args.ocs_reg_interval}"),
+        (0 < args.ocs_stability_threshold <= 1,
+         f"--ocs-stability-threshold must be in (0, 1], got {args.ocs_stability_threshold}"),
+        (0 < args.ocs_layer_prune_limit < 1,
+         f"--ocs-layer-prune-limit must be in (0, 1), got {args.ocs_layer_prune_limit}"),
+        (args.ocs_regularizer in OCS_REGULARIZERS,
+         f"--ocs-regularizer must be one of {OCS_REGULARIZERS}, got {args.ocs_regularizer!r}"),
+        (args.ocs_prune_epoch_cap is None or start <= args.ocs_prune_epoch_cap < args.epochs,
+         f"--ocs-prune-epoch-cap must be in [--ocs-monitor-start-epoch, --epochs) = [{start}, {args.epochs}), "
+         f"got {args.ocs_prune_epoch_cap}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    if args.ocs_prune_epoch_cap is None:  # the reference scripts cap at 38% (ImageNet 50/130) and 37% (CIFAR 110/300)
+        args.ocs_prune_epoch_cap = min(args.epochs - 1, max(start, round(0.4 * args.epochs)))
 
 
 # --- distributed ------------------------------------------------------------------------------------------------
@@ -175,10 +229,19 @@ def model_kwargs(args, num_classes: int, in_channels: int) -> dict:
     return dict(num_classes=num_classes)
 
 
+def ignored_layers(args) -> list[str]:
+    return args.ignored_layers if args.ignored_layers is not None else (["fc"] if args.model in SNN_MODELS else [])
+
+
+def build_optimizer(args, model) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+
+
 def build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch: int):
-    if args.method == "dense":
+    """The unstructured pruner of ``args.method`` (None for dense; for ocs-lats it comes after the channels go)."""
+    if args.method in ("dense", *STRUCTURED):
         return None
-    ignored = args.ignored_layers if args.ignored_layers is not None else (["fc"] if args.model in SNN_MODELS else [])
+    ignored = ignored_layers(args)
     total = args.epochs * steps_per_epoch
     start = args.pruning_start_epoch * steps_per_epoch
     if args.method == "ltp":
@@ -204,6 +267,53 @@ def build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch: int):
         return snn_lats.SoftThresholdPruner(model, d, "lr", total, lr_scheduler=lr_scheduler,
                                             steps_per_epoch=interval, **kwargs)
     return snn_lats.SoftThresholdPruner(model, d, "constant", compensate=False, **kwargs)  # pai
+
+
+def build_ocs(args, model, optimizer, example) -> OCSPruner:
+    """OCSPruner with the --ocs-* settings. ``example`` is one sample; for SNNs its MACs are summed over T, so the
+    FLOPs-cost softmax is scaled by T to weigh groups as the reference does for one ANN forward."""
+    time_steps = args.T if args.model in SNN_MODELS else 1
+    return OCSPruner(model, example, args.target_flops_reduction, ignored_layers=ignored_layers(args),
+                     layer_prune_limit=args.ocs_layer_prune_limit, monitor_start_epoch=args.ocs_monitor_start_epoch,
+                     reg_start_epoch=args.ocs_reg_start_epoch, reg_init=args.ocs_reg_init,
+                     reg_delta=args.ocs_reg_delta, reg_interval=args.ocs_reg_interval,
+                     stability_threshold=args.ocs_stability_threshold, prune_epoch_cap=args.ocs_prune_epoch_cap,
+                     regularizer=args.ocs_regularizer, optimizer=optimizer, cost_temperature=1e6 * time_steps)
+
+
+def build_lats_after_ocs(args, model, optimizer, lr_scheduler, steps_per_epoch: int, remaining_steps: int,
+                         l1_coefficient: float | None = None):
+    """ocs-lats: soft-threshold pruning of the thin model's weights with constant λ (the ``lr`` schedule: any LR
+    schedule, and it starts mid-run), λ solved so that d reaches --final-threshold at the run's last step; on
+    resume λ is given and the saved state restores d."""
+    kwargs = dict(ignored_layers=ignored_layers(args), optimizer=optimizer)
+    if l1_coefficient is not None:
+        return snn_lats.SoftThresholdPruner(model, schedule="lr", l1_coefficient=l1_coefficient, **kwargs)
+    interval = steps_per_epoch if args.sched_interval == "epoch" else None  # pruning ends an epoch: phases align
+    return snn_lats.SoftThresholdPruner(model, args.final_threshold, "lr", remaining_steps, lr_scheduler=lr_scheduler,
+                                        steps_per_epoch=interval, **kwargs)
+
+
+def rebuild_optimization(args, model, optimizer, lr_scheduler, steps_per_epoch: int):
+    """A fresh optimizer over the (new) parameters of a channel-pruned model, and an LR scheduler that continues
+    exactly where ``lr_scheduler`` was: the run keeps one LR schedule across the pruning (OCS, reference B.2)."""
+    new_optimizer = build_optimizer(args, model)
+    new_scheduler = build_lr_scheduler(args, new_optimizer, steps_per_epoch)
+    new_scheduler.load_state_dict(lr_scheduler.state_dict())
+    for new, old in zip(new_optimizer.param_groups, optimizer.param_groups, strict=True):
+        new["lr"], new["initial_lr"] = old["lr"], old["initial_lr"]
+    return new_optimizer, new_scheduler
+
+
+def wrap_for_training(args, model, world: int, device):
+    """DDP and torch.compile around the bare model (again after OCS replaces its parameters)."""
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        train_model = torch.compile(train_model)
+    return train_model
 
 
 def build_lr_scheduler(args, optimizer, steps_per_epoch: int):
@@ -256,7 +366,8 @@ def progress(iterable, rank: int, desc: str):
 
 # --- one epoch --------------------------------------------------------------------------------------------------
 
-def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, pruner, args, epoch, device, rank, state):
+def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, pruner, args, epoch, device, rank, state,
+                    ocs=None):
     model.train()
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.amp)
     total_loss = seen = 0.0
@@ -273,7 +384,10 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, pruner, args
             loss = loss + pruner.regularization()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        scaler.step(optimizer)  # the pruner steps from the optimizer's post-hook: only on real steps
+        if ocs is not None and ocs.regularizer == "group_lasso":  # the penalty's gradient, added to unscaled grads
+            scaler.unscale_(optimizer)
+            ocs.regularize()
+        scaler.step(optimizer)  # the pruners step from the optimizer's post-hook: only on real steps
         scaler.update()
         functional.reset_net(model)
         if args.sched_interval == "step":
@@ -312,7 +426,20 @@ def evaluate(model, loader, device, rank):
 # --- main -------------------------------------------------------------------------------------------------------
 
 CSV_FIELDS = ["epoch", "train_loss", "val_loss", "acc1", "acc5", "sparsity", "threshold", "l1_coefficient",
-              "band_fraction", "firing_rate", "lr", "img_per_s", "seconds"]
+              "band_fraction", "stability", "reg_strength", "candidate_macs", "macs", "flops_reduction",
+              "firing_rate", "lr", "img_per_s", "seconds"]
+
+
+def load_start_checkpoints(args, out: Path):
+    """The checkpoint to resume from (None for a fresh run) and the --pretrained one, loaded before the model is
+    built: a channel-pruned run's model must be built thin."""
+    path = out / "checkpoint_last.pth" if args.resume == "auto" else (Path(args.resume) if args.resume else None)
+    resume = None
+    if path is not None and (args.resume != "auto" or path.exists()):
+        resume = load_checkpoint(path)  # a corrupt file raises here: never start over silently
+        resume["path"] = str(path)
+    pretrained = load_checkpoint(args.pretrained) if args.pretrained and resume is None else None
+    return resume, pretrained
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -329,12 +456,15 @@ def main(argv: list[str] | None = None) -> dict:
     if len(train_set) < args.batch_size * world:
         raise ValueError(f"--batch-size {args.batch_size} x {world} processes exceeds the {len(train_set)} "
                          "training samples")
+    resume, pretrained = load_start_checkpoints(args, out)
+    source = resume if resume is not None else pretrained
+    structure = source.get("structure") if isinstance(source, dict) else None  # channel widths of a pruned model
     kwargs = model_kwargs(args, num_classes, in_channels)
-    model = models.create_model(args.model, **kwargs)
-    if args.pretrained:  # into the plain model, before any pruner: LTP's threshold unit and LATS's θ follow it
-        load_plain_weights(model, model_state_from_checkpoint(load_checkpoint(args.pretrained)))
+    model = models.create_model(args.model, structure=structure, **kwargs)
+    if pretrained is not None:  # into the plain model, before any pruner: LTP's threshold unit and LATS's θ follow it
+        load_plain_weights(model, model_state_from_checkpoint(pretrained))
         if rank == 0:
-            print(f"initialized from {args.pretrained}")
+            print(f"initialized from {args.pretrained}" + (" (channel-pruned structure)" if structure else ""))
     if args.fused_neurons:
         report = snn_lats.snn.use_fused_neurons(model)
         if report.unsupported and rank == 0:
@@ -343,43 +473,59 @@ def main(argv: list[str] | None = None) -> dict:
     if args.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    pruner = None
+    if args.sync_bn and world > 1:  # keeps SpikingJelly's step modes, which torch's own conversion drops
+        model = snn_lats.snn.convert_sync_batchnorm(model)
+    example = val_set[0][0].unsqueeze(0).to(device)  # one sample (no augmentation, no RNG): MAC counts, OCS tracing
+    ignored = ignored_layers(args)
+    dense_sizes = dense_macs = None  # set when channels are or will be removed: sparsity and MACs against dense
+    if structure is not None or args.method in STRUCTURED:
+        with torch.random.fork_rng(devices=[]):  # the reference model's init leaves the run's RNG streams alone
+            dense = models.create_model(args.model, **kwargs).to(device)
+        dense_sizes, dense_macs = weight_sizes(dense, ignored_layers=ignored), count_macs(dense, example)
+        del dense
+    if args.method in STRUCTURED and resume is not None and not resume.get("ocs"):
+        raise ValueError(f"--resume {resume['path']}: the checkpoint holds no OCSPruner state, so it is not from a "
+                         f"--method {args.method} run")
+
+    optimizer = build_optimizer(args, model)
+    pruner = ocs = None
     if args.method == "ltp":  # its thresholds join the optimizer as a group (own LR, no decay) before the scheduler
         pruner = build_pruner(args, model, optimizer, None, steps_per_epoch)
         optimizer.add_param_group(pruner.param_groups(args.threshold_lr or args.lr)[1])
     lr_scheduler = build_lr_scheduler(args, optimizer, steps_per_epoch)
-    if pruner is None:
+    if args.method in STRUCTURED:  # on the plain model, before DDP and compile
+        ocs = build_ocs(args, model, optimizer, example)
+        if resume is not None and resume["ocs"]["pruned"]:  # resuming after the channels went
+            ocs.load_state_dict(resume["ocs"])
+            if args.method == "ocs-lats" and resume["pruner"] is not None:
+                lam = resume["pruner"]["schedule"]["l1_coefficient"]
+                pruner = build_lats_after_ocs(args, model, optimizer, None, steps_per_epoch, 0, l1_coefficient=lam)
+    elif pruner is None:
         pruner = build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch)  # before DDP and compile
     if pruner is not None:
-        optimizer.register_step_post_hook(lambda *_: pruner.step())
+        optimizer.register_step_post_hook(lambda *_, p=pruner: p.step())
+    if ocs is not None and not ocs.pruned:
+        optimizer.register_step_post_hook(lambda *_, o=ocs: o.step())  # the channel shrink, from the current LR
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    if args.sync_bn and world > 1:  # keeps SpikingJelly's step modes, which torch's own conversion drops
-        model = snn_lats.snn.convert_sync_batchnorm(model)
-    train_model = model
-    if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if args.compile:
-        train_model = torch.compile(train_model)
+    train_model = wrap_for_training(args, model, world, device)
 
     state = {"epoch": 0, "step": 0, "best_acc1": -1.0}
-    ckpt_path = out / "checkpoint_last.pth" if args.resume == "auto" else (Path(args.resume) if args.resume else None)
-    if ckpt_path is not None and (args.resume != "auto" or ckpt_path.exists()):
-        ckpt = load_checkpoint(ckpt_path)  # a corrupt file raises here: never start over silently
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        lr_scheduler.load_state_dict(resume["lr_scheduler"])
+        scaler.load_state_dict(resume["scaler"])
         if pruner is not None:
-            pruner.load_state_dict(ckpt["pruner"])
-        set_rng_state(ckpt["rng"])
-        state = {"epoch": ckpt["epoch"] + 1, "step": ckpt["step"], "best_acc1": ckpt["best_acc1"]}
+            pruner.load_state_dict(resume["pruner"])
+        if ocs is not None and not ocs.pruned:
+            ocs.load_state_dict(resume["ocs"])
+        set_rng_state(resume["rng"])
+        state = {"epoch": resume["epoch"] + 1, "step": resume["step"], "best_acc1": resume["best_acc1"]}
         if rank == 0:
-            print(f"resumed from {ckpt_path} at epoch {state['epoch']}")
+            print(f"resumed from {resume['path']} at epoch {state['epoch']}")
+    macs = count_macs(model, example)
 
     writer = None
     if rank == 0:
@@ -406,58 +552,91 @@ def main(argv: list[str] | None = None) -> dict:
     row, lambdas = {}, []
     for epoch in range(state["epoch"], args.epochs):
         start = time.time()
+        if ocs is not None:
+            ocs.epoch_start(epoch)  # score, search, Ψ, λ (nothing once pruned)
         lr = optimizer.param_groups[0]["lr"]
         train_loader = loader_for_epoch(train_set, args, epoch, True, world)
         train_loss, img_s = train_one_epoch(train_model, train_loader, optimizer, lr_scheduler, scaler, pruner,
-                                            args, epoch, device, rank, state)
-        metrics = evaluate(model, loader_for_epoch(val_set, args, epoch, False, world), device, rank)
-        sparsity = pruner.sparsity_report().sparsity if pruner is not None else 0.0
+                                            args, epoch, device, rank, state, ocs)
+        val_loader = loader_for_epoch(val_set, args, epoch, False, world)
+        # this epoch's Ψ and λ (None once the channels are gone: nothing is searched or regularised any more)
+        stability, reg_strength, candidate = ((ocs.stability, ocs.regularization_strength, ocs.candidate_flops)
+                                              if ocs and not ocs.pruned else (None,) * 3)
+        if ocs is not None and ocs.should_prune:  # this epoch's training is done: remove the channels now
+            before = evaluate(model, val_loader, device, rank)
+            ocs.prune()
+            if args.channels_last:
+                model.to(memory_format=torch.channels_last)
+            optimizer, lr_scheduler = rebuild_optimization(args, model, optimizer, lr_scheduler, steps_per_epoch)
+            remaining = (args.epochs - epoch - 1) * steps_per_epoch
+            if args.method == "ocs-lats" and remaining > 0:
+                pruner = build_lats_after_ocs(args, model, optimizer, lr_scheduler, steps_per_epoch, remaining)
+                optimizer.register_step_post_hook(lambda *_, p=pruner: p.step())
+            train_model = wrap_for_training(args, model, world, device)
+            macs = count_macs(model, example)
+            if rank == 0:
+                params = sum(p.numel() for p in model.parameters())
+                why = "cap epoch" if stability < args.ocs_stability_threshold else f"psi {stability:.4f}"
+                print(f"pruned channels after epoch {epoch + 1} ({why}): MACs {dense_macs / 1e6:.2f}M -> "
+                      f"{macs / 1e6:.2f}M (-{1 - macs / dense_macs:.2%}), {params:,} parameters; "
+                      f"Acc@1 before {before['acc1']:.2f}", flush=True)
+        metrics = evaluate(model, val_loader, device, rank)
+        if dense_sizes is not None:  # removed channels count as pruned weights of the dense model
+            sparsity = snn_lats.sparsity_report(model, ignored_layers=ignored, dense_sizes=dense_sizes).sparsity
+        else:
+            sparsity = pruner.sparsity_report().sparsity if pruner is not None else 0.0
         band = pruner.report().band_fraction if hasattr(pruner, "report") else None
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": metrics["loss"], "acc1": metrics["acc1"],
                "acc5": metrics["acc5"], "sparsity": sparsity, "threshold": getattr(pruner, "threshold", 0.0),
                "l1_coefficient": getattr(pruner, "l1_coefficient", None), "band_fraction": band,
+               "stability": stability, "reg_strength": reg_strength,
+               "candidate_macs": candidate, "macs": macs,
+               "flops_reduction": 1 - macs / dense_macs if dense_macs else 0.0,
                "firing_rate": metrics["firing_rate"],
                "lr": lr, "img_per_s": img_s, "seconds": time.time() - start}
         lambdas.append(row["l1_coefficient"])
         best = metrics["acc1"] > state["best_acc1"]
         state["best_acc1"] = max(state["best_acc1"], metrics["acc1"])
         if rank == 0:
+            spec = structure_spec(model) if structure is not None or (ocs is not None and ocs.pruned) else None
             checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "lr_scheduler": lr_scheduler.state_dict(), "scaler": scaler.state_dict(),
-                          "pruner": pruner.state_dict() if pruner is not None else None, "epoch": epoch,
+                          "pruner": pruner.state_dict() if pruner is not None else None,
+                          "ocs": ocs.state_dict() if ocs is not None else None, "structure": spec, "epoch": epoch,
                           "step": state["step"], "best_acc1": state["best_acc1"], "rng": rng_state(),
                           "args": vars(args), "model_name": args.model, "model_kwargs": kwargs}
             with open(out / "log.csv", "a", newline="") as f:
                 csv.writer(f).writerow([row[k] for k in CSV_FIELDS])
             if trail is not None:  # squashed weights: what evaluation just measured, loadable by a plain model
                 trail.add(export_dense(model), epoch=epoch + 1, acc1=metrics["acc1"], sparsity=sparsity,
-                          model_name=args.model, model_kwargs=kwargs)
+                          model_name=args.model, model_kwargs=kwargs, structure=spec)
             save_checkpoint(checkpoint, out / "checkpoint_last.pth")
             if best:
                 save_checkpoint(checkpoint, out / "checkpoint_best.pth")
             for key, value in row.items():
                 if key != "epoch" and value is not None and not (isinstance(value, float) and math.isnan(value)):
                     writer.add_scalar(key, value, epoch + 1)
-            lam = "-" if row["l1_coefficient"] is None else f"{row['l1_coefficient']:.3e}"
-            method = f"in-band {band:.4f}" if band is not None else f"d {row['threshold']:.5f}  lambda {lam}"
-            print(f"epoch {epoch + 1}/{args.epochs}  loss {train_loss:.4f}  Acc@1 {metrics['acc1']:.2f}  "
-                  f"Acc@5 {metrics['acc5']:.2f}  sparsity {sparsity:.4f}  {method}  "
-                  f"fire {metrics['firing_rate']:.4f}  lr {lr:.4g}  {img_s:.0f} img/s  {row['seconds']:.0f}s",
-                  flush=True)
+            print(epoch_line(args, row, ocs), flush=True)
             if band is not None and band < 0.01:
                 print("warning: under 1% of the weights are in the sigmoid's transition band, so the thresholds "
                       "barely move (LTP's premature termination): raise --temperature", flush=True)
     if args.dump_rank_state:
-        torch.save({"model": model.state_dict(), "threshold": getattr(pruner, "threshold", 0.0)},
-                   out / f"rank{rank}_state.pth")
+        torch.save({"model": model.state_dict(), "threshold": getattr(pruner, "threshold", 0.0),
+                    "structure": structure_spec(model)}, out / f"rank{rank}_state.pth")
     if rank == 0:
         writer.close()
-        summary = {**row, "best_acc1": state["best_acc1"], "world_size": world, "config": vars(args)}
+        summary = {**row, "best_acc1": state["best_acc1"], "world_size": world, "dense_macs": dense_macs or macs,
+                   "prune_epoch": None if ocs is None or ocs.prune_epoch is None else ocs.prune_epoch + 1,
+                   "config": vars(args)}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         if row:
             lams = sorted(v for v in lambdas if v is not None)
             lam = f"{lams[len(lams) // 2]:.3e} (median over epochs)" if lams else "-"
-            method = "" if row["band_fraction"] is not None else f"  d {row['threshold']:.5f}  lambda {lam}"
+            method = "" if row["band_fraction"] is not None or pruner is None else \
+                f"  d {row['threshold']:.5f}  lambda {lam}"
+            if ocs is not None:
+                method += f"  MACs -{row['flops_reduction']:.2%}" + (
+                    f" (pruned after epoch {summary['prune_epoch']})" if ocs.pruned else " (not pruned)")
             print(f"\nfinal: Acc@1 {row['acc1']:.2f} (best {state['best_acc1']:.2f})  weight sparsity "
                   f"{row['sparsity']:.4f}{method}  | {out / 'summary.json'}")
             print(f"spike-level sparsity: python -m experiments.benchmark_sparsity --checkpoint "
@@ -466,6 +645,26 @@ def main(argv: list[str] | None = None) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return row
+
+
+def epoch_line(args, row: dict, ocs: OCSPruner | None) -> str:
+    """One console line per epoch, with the method's own figures."""
+    if row["band_fraction"] is not None:
+        method = f"in-band {row['band_fraction']:.4f}"
+    else:
+        lam = "-" if row["l1_coefficient"] is None else f"{row['l1_coefficient']:.3e}"
+        method = f"d {row['threshold']:.5f}  lambda {lam}"
+    if ocs is not None:
+        if row["candidate_macs"] is None:
+            method = f"MACs {row['macs'] / 1e6:.2f}M (-{row['flops_reduction']:.2%})" + (
+                f"  {method}" if args.method == "ocs-lats" else "")
+        else:
+            cut = 1 - row["candidate_macs"] / ocs.dense_flops
+            method = (f"psi {row['stability']:.4f}  reg {row['reg_strength']:.2e}  candidate MACs "
+                      f"{row['candidate_macs'] / 1e6:.2f}M (-{cut:.2%})")
+    return (f"epoch {row['epoch']}/{args.epochs}  loss {row['train_loss']:.4f}  Acc@1 {row['acc1']:.2f}  "
+            f"Acc@5 {row['acc5']:.2f}  sparsity {row['sparsity']:.4f}  {method}  fire {row['firing_rate']:.4f}  "
+            f"lr {row['lr']:.4g}  {row['img_per_s']:.0f} img/s  {row['seconds']:.0f}s")
 
 
 if __name__ == "__main__":
