@@ -12,6 +12,7 @@ def test_registry_lists_models_and_rejects_unknown_names():
 
 
 @pytest.mark.parametrize("name, params", [("sew_resnet18", 11_689_512), ("resnet50", 25_557_032),
+                                          ("resnet18", 11_689_512),
                                           ("mobilenet_v1", 4_231_976), ("sew_resnet34", 21_797_672),
                                           ("sew_resnet50", 25_557_032)])
 def test_imagenet_parameter_counts(name, params):

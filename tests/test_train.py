@@ -224,3 +224,14 @@ def test_ltp_from_a_pretrained_run_leaves_a_trail_that_loads_into_a_plain_model(
             functional.reset_net(model)
     assert 100 * correct / len(val) == pytest.approx(entries[-1].acc1)
 
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "experiments" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_parses_and_builds_its_model(config):
+    import models
+
+    args = train.parse_args(["-c", str(config)])
+    num_classes = {"imagenet": 1000, "cifar100": 100}.get(args.data, 10)
+    in_channels = 1 if args.data in ("digits", "fashion-mnist") else 3
+    model = models.create_model(args.model, **train.model_kwargs(args, num_classes, in_channels))
+    assert sum(p.numel() for p in model.parameters()) > 0
