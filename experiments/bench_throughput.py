@@ -11,7 +11,6 @@ size, with --workers processes and no model: the rate the data can be fed at. Tr
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
