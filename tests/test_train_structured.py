@@ -238,3 +238,17 @@ def test_fused_neurons_in_the_pipeline_match_spikingjelly(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_the_stability_indicator_triggers_the_removal(tmp_path, capsys):
+    """With a reachable threshold the removal follows the first epoch whose Ψ reaches it, not the cap."""
+    args = [*LEARNS, "--method", "ocs", "--target-flops-reduction", "0.5", "--ocs-monitor-start-epoch", "0",
+            "--ocs-stability-threshold", "0.3", "--ocs-prune-epoch-cap", "5", "--epochs", "6",
+            "--max-steps-per-epoch", "10", "--output-dir", str(tmp_path)]
+    train.main(args)
+    rows = read_log(tmp_path)
+    psi = [float(r["stability"]) for r in rows if r["stability"]]
+    first = next(i for i, v in enumerate(psi) if v >= 0.3)
+    assert first < 5 and len(psi) == first + 1  # pruned after that epoch, nothing scored after
+    assert load(tmp_path / "checkpoint_last.pth")["ocs"]["prune_epoch"] == first
+    assert f"pruned channels after epoch {first + 1} (psi {psi[first]:.4f})" in capsys.readouterr().out
