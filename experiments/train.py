@@ -71,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--T", type=int, default=4, help="time steps (SNNs)")
     g.add_argument("--neuron", default="if", help="if | lif | plif (SNNs)")
     g.add_argument("--cnf", default="ADD", help="ADD | AND | IAND (SEW ResNets)")
-    g.add_argument("--stem", default=None, help="imagenet | cifar (SEW ResNets; default: by data)")
+    g.add_argument("--stem", default=None, help="imagenet | cifar (ResNets; default: imagenet for ImageNet, else cifar)")
     g.add_argument("--width-multiplier", type=float, default=1.0)
     g.add_argument("--fused-neurons", action="store_true", help="swap in snn_lats's fused LIF/IF nodes")
     g = p.add_argument_group("pruning")
@@ -220,13 +220,13 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
 
 def model_kwargs(args, num_classes: int, in_channels: int) -> dict:
     """The keyword arguments of models.create_model; stored in checkpoints so tools can rebuild the model."""
+    stem = args.stem or ("imagenet" if args.data == "imagenet" else "cifar")
     if args.model in SNN_MODELS:
-        stem = args.stem or ("imagenet" if args.data == "imagenet" else "cifar")
         return dict(T=args.T, neuron_type=args.neuron, cnf=args.cnf, stem=stem, in_channels=in_channels,
                     num_classes=num_classes, width_multiplier=args.width_multiplier)
     if args.model == "mobilenet_v1":
         return dict(num_classes=num_classes, width_multiplier=args.width_multiplier, in_channels=in_channels)
-    return dict(num_classes=num_classes)
+    return dict(num_classes=num_classes, stem=stem, in_channels=in_channels, width_multiplier=args.width_multiplier)
 
 
 def ignored_layers(args) -> list[str]:

@@ -19,11 +19,12 @@ from spikingjelly.activation_based.model import sew_resnet
 from torch import nn
 
 from . import register_model
+from .resnet_options import STEMS, check_options, init_rebuilt, stage_widths, stem_geometry
 
 NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
 CONNECT_FUNCTIONS = ("ADD", "AND", "IAND")
-STEMS = ("imagenet", "cifar")
+__all__ = ["CONNECT_FUNCTIONS", "NEURONS", "STEMS", "SURROGATES", "SEWResNetClassifier"]
 
 
 class SEWResNetClassifier(sew_resnet.SEWResNet):
@@ -32,8 +33,8 @@ class SEWResNetClassifier(sew_resnet.SEWResNet):
     def __init__(self, block, layers, T: int, stem: str, in_channels: int, width_multiplier: float, **kwargs):
         super().__init__(block, layers, **kwargs)
         self.T = T
-        widths = [max(1, round(w * width_multiplier)) for w in (64, 128, 256, 512)]
-        k, s, p = (7, 2, 3) if stem == "imagenet" else (3, 1, 1)
+        widths = stage_widths(width_multiplier)
+        k, s, p = stem_geometry(stem)
         replaced = stem == "cifar" or in_channels != 3 or widths[0] != 64
         if replaced:
             self.conv1 = layer.Conv2d(in_channels, widths[0], kernel_size=k, stride=s, padding=p, bias=False)
@@ -51,12 +52,8 @@ class SEWResNetClassifier(sew_resnet.SEWResNet):
                 )
                 setattr(self, f"layer{i + 1}", stage)
             self.fc = layer.Linear(widths[3] * block.expansion, kwargs.get("num_classes", 1000))
-        for m in self.modules() if replaced else ():  # SpikingJelly's initialisation for replaced modules
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        if replaced:  # SpikingJelly's initialisation for replaced modules
+            init_rebuilt(self)
         functional.set_step_mode(self, "m")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,10 +93,7 @@ def _build(
         raise ValueError(f"neuron_type must be one of {sorted(NEURONS)}, got {neuron_type!r}")
     if surrogate_function not in SURROGATES:
         raise ValueError(f"surrogate_function must be one of {sorted(SURROGATES)}, got {surrogate_function!r}")
-    if not isinstance(width_multiplier, (int, float)) or not 0 < width_multiplier <= 4:
-        raise ValueError(f"width_multiplier must be a number in (0, 4], got {width_multiplier!r}")
-    if stem not in STEMS:
-        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    check_options(stem, width_multiplier, in_channels)
     sg = SURROGATES[surrogate_function]
     neuron_kwargs = dict(
         surrogate_function=sg() if surrogate_alpha is None else sg(alpha=surrogate_alpha),

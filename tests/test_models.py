@@ -85,3 +85,28 @@ def test_sew_resnet_neuron_options_reach_every_neuron():
         assert type(node) is neuron.LIFNode and node.tau == 3.0 and node.v_threshold == 0.5
         assert node.v_reset is None and node.detach_reset is False
         assert isinstance(node.surrogate_function, surrogate.Sigmoid) and node.surrogate_function.alpha == 5.0
+
+
+def test_resnet_defaults_are_torchvisions_model():
+    import torchvision
+
+    torch.manual_seed(0)
+    ours = models.create_model("resnet18")
+    torch.manual_seed(0)
+    theirs = torchvision.models.resnet18(weights=None)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, theirs.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_narrow_resnet18_is_the_ann_twin_of_sew_resnet18(stem):
+    """Same options, same weights: every conv/BN/fc tensor of the SEW model has its torchvision twin."""
+    kw = dict(stem=stem, in_channels=1, num_classes=10, width_multiplier=0.25)
+    ann = models.create_model("resnet18", **kw)
+    snn = models.create_model("sew_resnet18", T=2, **kw)
+    shapes = {k: v.shape for k, v in ann.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in snn.state_dict().items()}
+    assert ann(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"stem must be one of \('imagenet', 'cifar'\)"):
+        models.create_model("resnet18", stem="tiny")
