@@ -82,6 +82,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--freeze-epoch", type=int, default=None, help="fix the masks after this epoch (early pruning)")
     g.add_argument("--pruning-start-epoch", type=int, default=0)
     g.add_argument("--pruning-ratio", type=float, default=0.9, help="final sparsity for gmp")
+    g.add_argument("--pruning-end-epoch", type=int, default=None,
+                   help="gmp: the ramp reaches --pruning-ratio after this many epochs (default: --epochs), "
+                        "leaving the rest to recover, as in Zhu & Gupta's recipe")
     g.add_argument("--ignored-layers", nargs="*", default=None, help="default: the classifier of SNNs")
     g.add_argument("--l0-weight", type=float, default=1.0, help="λ of LTP's L0 term (ltp; larger: sparser)")
     g.add_argument("--temperature", type=float, default=0.5, help="T0 of LTP's sigmoid, T_l = T0·Var(|w|) (ltp)")
@@ -153,6 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.method in ("dense", "gmp", "lr", "ltp", "ocs") or args.final_threshold is not None,
          f"--method {args.method} needs --final-threshold"),
         (0 <= args.pruning_start_epoch < args.epochs, "--pruning-start-epoch must be in [0, --epochs)"),
+        (args.pruning_end_epoch is None or args.pruning_start_epoch < args.pruning_end_epoch <= args.epochs,
+         f"--pruning-end-epoch must be in (--pruning-start-epoch, --epochs], got {args.pruning_end_epoch}"),
         (args.l0_weight >= 0, f"--l0-weight must be >= 0, got {args.l0_weight}"),
         (args.temperature > 0, f"--temperature must be > 0, got {args.temperature}"),
         (args.threshold_lr is None or args.threshold_lr > 0, f"--threshold-lr must be > 0, got {args.threshold_lr}"),
@@ -248,7 +253,8 @@ def build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch: int):
         return snn_lats.LearnedThresholdPruner(model, l0_weight=args.l0_weight, temperature=args.temperature,
                                                ignored_layers=ignored)
     if args.method == "gmp":
-        return snn_lats.MagnitudePruner(model, pruning_ratio=args.pruning_ratio, total_steps=total, start_step=start,
+        ramp_end = (args.pruning_end_epoch or args.epochs) * steps_per_epoch
+        return snn_lats.MagnitudePruner(model, pruning_ratio=args.pruning_ratio, total_steps=ramp_end, start_step=start,
                                         frequency=max(1, steps_per_epoch // 4), ignored_layers=ignored)
     kwargs = dict(ignored_layers=ignored, optimizer=optimizer, start_step=start)
     if args.freeze_epoch is not None:
@@ -623,6 +629,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dump_rank_state:
         torch.save({"model": model.state_dict(), "threshold": getattr(pruner, "threshold", 0.0),
                     "structure": structure_spec(model)}, out / f"rank{rank}_state.pth")
+    if rank == 0 and not row and state["epoch"] >= args.epochs:  # resumed after the last epoch: its logged row
+        with open(out / "log.csv", newline="") as f:
+            logged = list(csv.DictReader(f))
+        row = {k: (None if v in ("", "None") else float(v)) for k, v in logged[-1].items()} if logged else {}
     if rank == 0:
         writer.close()
         summary = {**row, "best_acc1": state["best_acc1"], "world_size": world, "dense_macs": dense_macs or macs,

@@ -138,6 +138,8 @@ NO_THRESHOLD = [a for i, a in enumerate(TINY) if a != "--final-threshold" and TI
         (NO_THRESHOLD, r"--method s-lats needs --final-threshold"),
         ([*TINY, "--method", "ltp", "--temperature", "0"], r"--temperature must be > 0"),
         ([*TINY, "--method", "ltp", "--l0-weight", "-1"], r"--l0-weight must be >= 0"),
+        ([*TINY, "--method", "gmp", "--epochs", "4", "--pruning-end-epoch", "5"],
+         r"--pruning-end-epoch must be in \(--pruning-start-epoch, --epochs\], got 5"),
         ([*TINY, "--pretrained", "/nonexistent.pth"], r"--pretrained /nonexistent.pth: file not found"),
     ],
 )
@@ -241,3 +243,11 @@ def test_every_config_parses_and_builds_its_model(config):
     in_channels = 1 if args.data in ("digits", "fashion-mnist") else 3
     model = models.create_model(args.model, **train.model_kwargs(args, num_classes, in_channels))
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_gmp_ramp_ends_at_the_pruning_end_epoch(tiny_cnn):
+    args = train.parse_args([*TINY, "--method", "gmp", "--pruning-ratio", "0.8", "--epochs", "4",
+                             "--pruning-end-epoch", "3"])
+    optimizer = train.build_optimizer(args, tiny_cnn)
+    pruner = train.build_pruner(args, tiny_cnn, optimizer, None, steps_per_epoch=10)
+    assert pruner.target_sparsity(29) < 0.8 and pruner.target_sparsity(30) == pruner.target_sparsity(40) == 0.8

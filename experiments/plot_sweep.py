@@ -1,0 +1,204 @@
+"""Plots and tables from a sweep's results.csv: accuracy against weight sparsity and against synaptic operations.
+
+    python -m experiments.plot_sweep runs/sweep_fmnist_sew18/results.csv --out docs/img/sweep_sew18 \\
+        --title "SEW ResNet-18 x0.25, T=4, Fashion-MNIST" --at 0.8 0.9 0.95
+
+Writes OUT/accuracy_vs_sparsity.png, OUT/accuracy_vs_ops.png and OUT/table.md, and prints the tables. Every point
+is one (method, strength) averaged over its seeds, with the min-max range over seeds as error bars; dense is a
+horizontal line with its range shaded. The operations axis is SOPs per sample for SNNs (accumulates that reach a
+nonzero weight) and multiply-accumulates on nonzero weights for ANNs (which have no SOPs).
+
+The "at equal sparsity" table interpolates each method's mean Acc@1 linearly between its two points that bracket
+each sparsity level (only inside the range the method reached; "–" outside), and the seed spread (half the
+min-max range over seeds) the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.train import METHODS
+
+NUMERIC = ("acc1", "best_acc1", "sparsity", "firing_rate", "sops", "ops", "energy_uj", "energy_ratio", "macs",
+           "flops_reduction", "train_seconds")
+
+
+@dataclass
+class Point:
+    """One (method, strength), over its seeds: ``mean``, ``low`` and ``high`` per numeric column."""
+
+    method: str
+    strength_key: str
+    strength: str
+    seeds: int
+    mean: dict[str, float]
+    low: dict[str, float]
+    high: dict[str, float]
+
+    def spread(self, column: str) -> float:
+        return (self.high[column] - self.low[column]) / 2
+
+
+def _number(value: str) -> float:
+    return float("nan") if value in ("", "None") else float(value)
+
+
+def read_points(path: str | Path) -> list[Point]:
+    """Aggregate results.csv over seeds, in METHODS order, then by sparsity."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    missing = [c for c in ("method", "strength", "seed", *NUMERIC) if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}: is it a sweep's results.csv?")
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["method"], row["strength_key"], row["strength"])].append(row)
+    points = []
+    for (method, key, strength), members in groups.items():
+        values = {c: [_number(m[c]) for m in members] for c in NUMERIC}
+        points.append(Point(method, key, strength, len(members),
+                            {c: statistics.fmean(v) for c, v in values.items()},
+                            {c: min(v) for c, v in values.items()}, {c: max(v) for c, v in values.items()}))
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(points, key=lambda p: (order.get(p.method, len(order)), p.mean["sparsity"]))
+
+
+def by_method(points: list[Point]) -> dict[str, list[Point]]:
+    out: dict[str, list[Point]] = defaultdict(list)
+    for p in points:
+        out[p.method].append(p)
+    return out
+
+
+def at_sparsity(points: list[Point], level: float) -> tuple[float, float] | None:
+    """(Acc@1, seed spread) of one method at ``level``, interpolated between its bracketing points; None outside."""
+    pts = sorted(points, key=lambda p: p.mean["sparsity"])
+    for a, b in zip(pts, pts[1:]):
+        lo, hi = a.mean["sparsity"], b.mean["sparsity"]
+        if lo <= level <= hi and hi > lo:
+            t = (level - lo) / (hi - lo)
+            acc = a.mean["acc1"] + t * (b.mean["acc1"] - a.mean["acc1"])
+            return acc, a.spread("acc1") + t * (b.spread("acc1") - a.spread("acc1"))
+    exact = [p for p in pts if p.mean["sparsity"] == level]
+    return (exact[0].mean["acc1"], exact[0].spread("acc1")) if exact else None
+
+
+def uses_sops(points: list[Point]) -> bool:
+    return any(p.mean["sops"] > 0 for p in points)
+
+
+def _fmt(p: Point, column: str, spec: str, scale: float = 1.0) -> str:
+    mean = p.mean[column] * scale
+    if math.isnan(mean):
+        return "–"
+    if p.seeds == 1 or p.high[column] == p.low[column]:
+        return format(mean, spec)
+    return f"{format(mean, spec)} ({format(p.low[column] * scale, spec)}–{format(p.high[column] * scale, spec)})"
+
+
+def tables(points: list[Point], levels: list[float]) -> str:
+    ops = "SOPs / sample" if uses_sops(points) else "MACs / sample"
+    ops_column = "sops" if uses_sops(points) else "ops"
+    lines = [f"| method | strength | seeds | Acc@1 (%) | weight sparsity (%) | {ops} | energy (µJ / sample) | "
+             "energy / dense ANN | firing rate | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        strength = f"{p.strength_key} = {p.strength}" if p.strength_key else "–"
+        lines.append(f"| {p.method} | {strength} | {p.seeds} | {_fmt(p, 'acc1', '.2f')} | "
+                     f"{_fmt(p, 'sparsity', '.1f', 100)} | {_fmt(p, ops_column, '.3g')} | {_fmt(p, 'energy_uj', '.3g')} | "
+                     f"{_fmt(p, 'energy_ratio', '.4f')} | {_fmt(p, 'firing_rate', '.4f')} | "
+                     f"{p.mean['train_seconds']:.0f} |")
+    if levels:
+        lines += ["", "Acc@1 (%) at equal weight sparsity, interpolated between each method's bracketing points "
+                      "(± half the range over seeds, interpolated alike; – where the method did not bracket the "
+                      "level):", "",
+                  "| method | " + " | ".join(f"{100 * lv:g} %" for lv in levels) + " |",
+                  "|---|" + "---|" * len(levels)]
+        for method, pts in by_method(points).items():
+            if method == "dense":
+                continue
+            cells = []
+            for level in levels:
+                got = at_sparsity(pts, level)
+                cells.append("–" if got is None else f"{got[0]:.2f} ± {got[1]:.2f}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(points: list[Point], out: Path, title: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab10")
+    groups = by_method(points)
+    dense = groups.pop("dense", [])
+    sops = uses_sops(points)
+    written = []
+    for x_col, scale, xlabel, name, log in (
+            ("sparsity", 100, "weight sparsity (%)", "accuracy_vs_sparsity.png", False),
+            ("sops" if sops else "ops", 1,
+             "SOPs per sample" if sops else "MACs on nonzero weights per sample", "accuracy_vs_ops.png", True)):
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        for i, (method, pts) in enumerate(groups.items()):
+            pts = sorted(pts, key=lambda p: p.mean[x_col])
+            x = [p.mean[x_col] * scale for p in pts]
+            y = [p.mean["acc1"] for p in pts]
+            xerr = [[(p.mean[x_col] - p.low[x_col]) * scale for p in pts],
+                    [(p.high[x_col] - p.mean[x_col]) * scale for p in pts]]
+            yerr = [[p.mean["acc1"] - p.low["acc1"] for p in pts], [p.high["acc1"] - p.mean["acc1"] for p in pts]]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, capsize=2, lw=1.3, label=method,
+                        color=colors(i % 10))
+        for p in dense:
+            ax.axhline(p.mean["acc1"], color="black", ls="--", lw=1, label="dense")
+            ax.axhspan(p.low["acc1"], p.high["acc1"], color="black", alpha=0.08)
+            if x_col != "sparsity":
+                ax.plot([p.mean[x_col]], [p.mean["acc1"]], marker="s", color="black")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Acc@1 (%)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        written.append(out / name)
+        fig.savefig(written[-1], dpi=130)
+        plt.close(fig)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", help="a sweep's results.csv")
+    p.add_argument("--out", required=True, help="folder for the PNGs and table.md")
+    p.add_argument("--title", default="Acc@1 against sparsity")
+    p.add_argument("--at", nargs="*", type=float, default=[0.8, 0.9, 0.95],
+                   help="sparsity levels (fractions) for the equal-sparsity table")
+    args = p.parse_args(argv)
+    if any(not 0 < lv < 1 for lv in args.at):
+        p.error(f"--at levels must be fractions in (0, 1), got {args.at}")
+    try:
+        points = read_points(args.results)
+    except (FileNotFoundError, ValueError) as exc:
+        p.error(str(exc))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = tables(points, args.at)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    for path in [*plot(points, out, args.title), out / "table.md"]:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

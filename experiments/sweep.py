@@ -1,0 +1,262 @@
+"""Run a grid of (method x strength x seed) through the training pipeline and collect every run's final figures.
+
+    python -m experiments.sweep -c experiments/configs/sweep_fmnist_sew18.yaml --jobs 2
+    python -m experiments.sweep -c experiments/configs/sweep_fmnist_sew18.yaml --jobs 2     # again: resumes
+    python -m experiments.sweep -c ... --dry-run                                            # list the runs
+
+The sweep file (YAML) has:
+
+    output_dir: runs/sweep_fmnist_sew18
+    base: {data: fashion-mnist, model: sew_resnet18, T: 4, epochs: 6, ...}   # experiments.train options
+    seeds: [0, 1]
+    measure: {max_batches: 8, batch_size: 250}       # spike-level metrics of the final model (test data)
+    methods:
+      dense: {}
+      s-lats: {final_threshold: [0.1, 0.2, 0.3]}     # the one list-valued key is the strength
+      pgh: {final_threshold: [0.1, 0.2, 0.3], beta: 0.1}
+      gmp: {pruning_ratio: [0.8, 0.9, 0.95], pruning_end_epoch: 4}
+
+Every run trains in its own process (``python -m experiments.train``) into OUTPUT_DIR/runs/NAME, then
+``experiments.benchmark_sparsity`` measures its final checkpoint, and the run's figures go to NAME/result.json
+(written last, atomically: a run is finished exactly when that file exists). OUTPUT_DIR/results.csv is rewritten
+from all result.json files after every run. Run the same command again after a crash or a kill: finished runs are
+skipped, an interrupted run continues from its checkpoint_last.pth (``--resume auto``) and ends exactly as it
+would have. ``--jobs N`` runs N at a time with cores/N threads each (single-threaded small models scale better
+than threaded ones on few cores). To stop a sweep, stop its process group (Ctrl-C does).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from experiments.train import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["model", "method", "strength_key", "strength", "seed", "acc1", "best_acc1", "sparsity", "firing_rate",
+           "sops", "ops", "energy_uj", "energy_ratio", "macs", "flops_reduction", "prune_epoch", "train_seconds",
+           "wall_seconds", "run"]
+SPEC_KEYS = {"output_dir", "base", "seeds", "measure", "methods"}
+
+
+@dataclass
+class Run:
+    name: str
+    method: str
+    seed: int
+    options: dict = field(default_factory=dict)  # train.py options of this run, beyond the base
+    strength_key: str | None = None
+    strength: float | None = None
+
+
+def option_flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def load_spec(path: str | os.PathLike) -> dict:
+    """Read and check a sweep file; errors name the key and what is allowed."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"sweep file {os.fspath(path)!r} not found")
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(SPEC_KEYS)}")
+    for key in ("base", "methods"):
+        if not isinstance(spec.get(key), dict) or not spec[key]:
+            raise ValueError(f"{path}: '{key}' must be a non-empty mapping")
+    seeds = spec.setdefault("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"{path}: 'seeds' must be a non-empty list of ints, got {seeds!r}")
+    for reserved in ("method", "seed", "output_dir", "resume"):
+        if reserved in spec["base"]:
+            raise ValueError(f"{path}: 'base' must not set {reserved!r}: the sweep sets it per run")
+    for method, options in spec["methods"].items():
+        if method not in METHODS:
+            raise ValueError(f"{path}: unknown method {method!r}; methods are {list(METHODS)}")
+        if not isinstance(options, dict):
+            raise ValueError(f"{path}: methods.{method} must be a mapping of options, got {options!r}")
+        lists = [k for k, v in options.items() if isinstance(v, list)]
+        if len(lists) > 1:
+            raise ValueError(f"{path}: methods.{method} has several list-valued keys {lists}; one is the strength")
+    spec.setdefault("output_dir", f"runs/{Path(path).stem}")
+    spec.setdefault("measure", {})
+    return spec
+
+
+def expand(spec: dict) -> list[Run]:
+    """Every (method, strength, seed) run of the sweep, in file order."""
+    runs = []
+    for method, options in spec["methods"].items():
+        key = next((k for k, v in options.items() if isinstance(v, list)), None)
+        strengths = options[key] if key else [None]
+        fixed = {k: v for k, v in options.items() if k != key}
+        for value in strengths:
+            for seed in spec["seeds"]:
+                name = method + (f"_{key}={value}" if key else "") + f"_seed={seed}"
+                opts = {**fixed, **({key: value} if key else {})}
+                runs.append(Run(name, method, seed, opts, key, value))
+    return runs
+
+
+def train_command(run: Run, base_config: Path, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "experiments.train", "-c", str(base_config), "--method", run.method,
+           "--seed", str(run.seed), "--output-dir", str(out)]
+    for key, value in run.options.items():
+        if isinstance(value, bool):
+            cmd.append(option_flag(key) if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):
+            cmd += [option_flag(key), *map(str, value)]
+        elif value is not None:
+            cmd += [option_flag(key), str(value)]
+    if (out / "checkpoint_last.pth").exists():
+        cmd += ["--resume", "auto"]  # an interrupted run continues where its last checkpoint is
+    return cmd
+
+
+def measure_command(run_dir: Path, spec: dict) -> list[str]:
+    m = spec["measure"]
+    cmd = [sys.executable, "-m", "experiments.benchmark_sparsity", "--checkpoint",
+           str(run_dir / "checkpoint_last.pth"), "--data", str(m.get("data", spec["base"]["data"])),
+           "--out", str(run_dir / "sparsity"), "--batch-size", str(m.get("batch_size", 250)), "--device", "cpu"]
+    if m.get("max_batches"):
+        cmd += ["--max-batches", str(m["max_batches"])]
+    return cmd
+
+
+def collect(run: Run, run_dir: Path, model: str, wall_seconds: float) -> dict:
+    """The run's final figures: training summary, per-sample spike-level metrics of the final model, time."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    total = json.loads((run_dir / "sparsity" / "sparsity.json").read_text())["total"]
+    reference = total.get("reference") or {}  # a channel-pruned model: against the unpruned architecture
+    with open(run_dir / "log.csv", newline="") as f:
+        train_seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
+    samples = total["samples"]
+    return {
+        "model": model, "method": run.method, "strength_key": run.strength_key, "strength": run.strength,
+        "seed": run.seed, "acc1": summary["acc1"], "best_acc1": summary["best_acc1"],
+        "sparsity": summary["sparsity"], "firing_rate": total["firing_rate"],
+        "sops": total["sops"] / samples, "ops": (total["sops"] + total["macs"]) / samples,
+        "energy_uj": total["energy_pj"] / samples / 1e6,
+        "energy_ratio": reference.get("energy_ratio", total["energy_ratio"]),
+        "macs": summary["macs"], "flops_reduction": summary["flops_reduction"],
+        "prune_epoch": summary.get("prune_epoch"), "train_seconds": train_seconds, "wall_seconds": wall_seconds,
+        "run": run.name,
+    }
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + f".tmp.{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def write_results(out: Path, runs: list[Run]) -> Path:
+    """results.csv from every finished run's result.json (atomic; runs in sweep order)."""
+    rows = []
+    for run in runs:
+        path = out / "runs" / run.name / "result.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+    target = out / "results.csv"
+    tmp = target.with_name(f"results.csv.tmp.{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, target)
+    return target
+
+
+def execute(run: Run, spec: dict, out: Path, base_config: Path, threads: int) -> dict:
+    run_dir = out / "runs" / run.name
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    start = time.time()
+    log = run_dir.parent / f"{run.name}.log"
+    with open(log, "a") as f:
+        if not (run_dir / "summary.json").exists():
+            subprocess.run(train_command(run, base_config, run_dir), cwd=ROOT, env=env, stdout=f,
+                           stderr=subprocess.STDOUT, check=True)
+        subprocess.run(measure_command(run_dir, spec), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                       check=True)
+    result = collect(run, run_dir, spec["base"]["model"], time.time() - start)
+    write_json_atomic(run_dir / "result.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", required=True, help="the sweep file (YAML)")
+    p.add_argument("--output-dir", default=None, help="default: the sweep file's output_dir")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these methods")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        spec = load_spec(args.config)
+    except (FileNotFoundError, ValueError) as exc:
+        p.error(str(exc))
+    out = Path(args.output_dir or spec["output_dir"])
+    runs = expand(spec)
+    if args.only:
+        unknown = sorted(set(args.only) - set(spec["methods"]))
+        if unknown:
+            p.error(f"--only {unknown}: not in the sweep; its methods are {list(spec['methods'])}")
+        runs = [r for r in runs if r.method in args.only]
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+
+    def state(run: Run) -> str:
+        d = out / "runs" / run.name
+        if (d / "result.json").exists():
+            return "done"
+        return "partial" if (d / "checkpoint_last.pth").exists() else "todo"
+
+    todo = [r for r in runs if state(r) != "done"]
+    print(f"sweep {args.config}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run "
+          f"({args.jobs} at a time, {threads} thread(s) each) -> {out}", flush=True)
+    if args.dry_run:
+        for run in runs:
+            print(f"  {state(run):<8} {run.name}")
+        return 0
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    base_config = out / "base.yaml"
+    base_config.write_text(yaml.safe_dump(spec["base"], sort_keys=False))
+    lock, failed = threading.Lock(), []
+
+    def work(run: Run) -> None:
+        resumed = " (resuming)" if state(run) == "partial" else ""
+        print(f"start {run.name}{resumed}", flush=True)
+        try:
+            r = execute(run, spec, out, base_config, threads)
+        except subprocess.CalledProcessError as exc:
+            with lock:
+                failed.append(run.name)
+            print(f"FAILED {run.name} (exit {exc.returncode}); see {out / 'runs' / (run.name + '.log')}", flush=True)
+            return
+        with lock:
+            write_results(out, runs)
+        print(f"done  {run.name}: Acc@1 {r['acc1']:.2f}  sparsity {r['sparsity']:.4f}  SOPs {r['sops']:.3g}  "
+              f"{r['train_seconds']:.0f} s", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(work, todo))
+    path = write_results(out, runs)
+    print(f"{len(runs) - len(failed)} of {len(runs)} runs finished; results: {path}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""experiments.sweep (resumes after a kill without repeating finished runs) and experiments.plot_sweep."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from experiments import plot_sweep, sweep
+from tests.test_train import ENV, ROOT
+
+BASE = {"data": "digits", "model": "sew_resnet18", "T": 2, "neuron": "lif", "width_multiplier": 0.125,
+        "batch_size": 32, "lr": 0.1, "epochs": 3, "max_steps_per_epoch": 6, "device": "cpu"}
+
+
+def write_spec(tmp_path, methods, **extra):
+    spec = {"output_dir": str(tmp_path / "sweep"), "base": BASE, "seeds": [0],
+            "measure": {"max_batches": 2, "batch_size": 32}, "methods": methods, **extra}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_sweep(config, **kw):
+    return subprocess.run([sys.executable, "-m", "experiments.sweep", "-c", str(config), *kw.pop("args", [])],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400, **kw)
+
+
+def test_a_killed_sweep_resumes_without_repeating_the_finished_run(tmp_path):
+    config = write_spec(tmp_path, {"s-lats": {"final_threshold": [0.05]}, "gmp": {"pruning_ratio": [0.8]}})
+    runs = tmp_path / "sweep" / "runs"
+    first, second = runs / "s-lats_final_threshold=0.05_seed=0", runs / "gmp_pruning_ratio=0.8_seed=0"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", "-c", str(config)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (first / "result.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the run it had started
+    proc.wait()
+    assert (first / "result.json").exists() and not (second / "result.json").exists(), "killed too late"
+    finished = (first / "result.json").read_bytes()
+    mtime = (first / "log.csv").stat().st_mtime_ns
+
+    result = run_sweep(config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 runs, 1 done, 1 to run" in result.stdout
+    assert "start s-lats" not in result.stdout and "start gmp_pruning_ratio=0.8_seed=0" in result.stdout
+    assert (first / "result.json").read_bytes() == finished and (first / "log.csv").stat().st_mtime_ns == mtime
+    with open(tmp_path / "sweep" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["strength"]) for r in rows] == [("s-lats", "0.05"), ("gmp", "0.8")]
+    gmp = rows[1]
+    assert float(gmp["sparsity"]) == pytest.approx(0.8, abs=0.01)  # GMP's exact target, over the pruned layers
+    summary = json.loads((second / "summary.json").read_text())
+    assert float(gmp["acc1"]) == summary["acc1"] and int(gmp["macs"]) == summary["macs"]
+    measured = json.loads((second / "sparsity" / "sparsity.json").read_text())["total"]
+    assert float(gmp["energy_uj"]) == pytest.approx(measured["energy_pj"] / measured["samples"] / 1e6)
+    with open(second / "log.csv", newline="") as f:  # the interrupted run's epochs each appear once
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2", "3"]
+    again = run_sweep(config)
+    assert "2 runs, 2 done, 0 to run" in again.stdout
+
+
+def test_sweep_files_are_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown method 'slats'"):
+        sweep.load_spec(write_spec(tmp_path, {"slats": {}}))
+    with pytest.raises(ValueError, match=r"several list-valued keys \['final_threshold', 'beta'\]"):
+        sweep.load_spec(write_spec(tmp_path, {"pgh": {"final_threshold": [0.1], "beta": [0.1, 0.5]}}))
+    with pytest.raises(ValueError, match=r"'base' must not set 'seed'"):
+        sweep.load_spec(write_spec(tmp_path, {"dense": {}}, base={**BASE, "seed": 3}))
+    runs = sweep.expand(sweep.load_spec(write_spec(tmp_path, {"dense": {}, "pgh": {"final_threshold": [0.1, 0.2],
+                                                                                    "beta": 0.1}}, seeds=[0, 1])))
+    assert [r.name for r in runs] == ["dense_seed=0", "dense_seed=1", "pgh_final_threshold=0.1_seed=0",
+                                      "pgh_final_threshold=0.1_seed=1", "pgh_final_threshold=0.2_seed=0",
+                                      "pgh_final_threshold=0.2_seed=1"]
+    assert runs[2].options == {"beta": 0.1, "final_threshold": 0.1}
+
+
+FIXED = """model,method,strength_key,strength,seed,acc1,best_acc1,sparsity,firing_rate,sops,ops,energy_uj,energy_ratio,macs,flops_reduction,prune_epoch,train_seconds,wall_seconds,run
+m,dense,,,0,90.0,90.0,0.0,0.1,1000,1100,0.9,0.1,100,0.0,,10,12,a
+m,dense,,,1,92.0,92.0,0.0,0.1,1000,1100,0.9,0.1,100,0.0,,10,12,b
+m,s-lats,final_threshold,0.1,0,88.0,88.0,0.80,0.1,300,350,0.3,0.03,100,0.0,,10,12,c
+m,s-lats,final_threshold,0.1,1,89.0,89.0,0.82,0.1,320,370,0.3,0.03,100,0.0,,10,12,d
+m,s-lats,final_threshold,0.2,0,85.0,85.0,0.90,0.1,200,250,0.2,0.02,100,0.0,,10,12,e
+m,s-lats,final_threshold,0.2,1,87.0,87.0,0.92,0.1,220,270,0.2,0.02,100,0.0,,10,12,f
+m,gmp,pruning_ratio,0.9,0,80.0,80.0,0.90,0.1,250,300,0.25,0.025,100,0.0,,10,12,g
+m,gmp,pruning_ratio,0.9,1,81.0,81.0,0.90,0.1,250,300,0.25,0.025,100,0.0,,10,12,h
+"""
+
+
+def test_plot_sweep_writes_the_plots_and_interpolates_at_equal_sparsity(tmp_path, capsys):
+    results = tmp_path / "results.csv"
+    results.write_text(FIXED)
+    assert plot_sweep.main([str(results), "--out", str(tmp_path / "out"), "--at", "0.85", "0.9", "0.95"]) == 0
+    for name in ("accuracy_vs_sparsity.png", "accuracy_vs_ops.png", "table.md"):
+        assert (tmp_path / "out" / name).stat().st_size > 1000 or name == "table.md"
+    table = (tmp_path / "out" / "table.md").read_text()
+    # s-lats: (0.81, 88.5 ± 0.5) and (0.91, 86.0 ± 1.0): at 0.85, t = 0.4 -> 87.5 ± 0.7; at 0.9, t = 0.9 -> 86.25 ± 0.95
+    assert "| s-lats | 87.50 ± 0.70 | 86.25 ± 0.95 | – |" in table
+    assert "| gmp | – | 80.50 ± 0.50 | – |" in table  # one point: only its own sparsity
+    assert "| s-lats | final_threshold = 0.2 | 2 | 86.00 (85.00–87.00) | 91.0 (90.0–92.0) |" in table
+    assert "wrote" in capsys.readouterr().out
+    points = plot_sweep.read_points(results)
+    assert [p.method for p in points] == ["dense", "s-lats", "s-lats", "gmp"]  # METHODS order, then sparsity
+
+
+def test_plot_sweep_rejects_a_file_that_is_not_a_sweep(tmp_path, capsys):
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit):
+        plot_sweep.main([str(bad), "--out", str(tmp_path)])
+    assert "lacks the columns" in capsys.readouterr().err
