@@ -1,6 +1,6 @@
 """Plots and tables from a sweep's results.csv: accuracy against weight sparsity and against synaptic operations.
 
-    python -m experiments.plot_sweep runs/sweep_fmnist_sew18/results.csv --out docs/img/sweep_sew18 \\
+    python -m experiments.plot_sweep runs/sweep_fmnist_sew18/results.csv [more.csv ...] --out docs/img/sweep_sew18 \\
         --title "SEW ResNet-18 x0.25, T=4, Fashion-MNIST" --at 0.8 0.9 0.95
 
 Writes OUT/accuracy_vs_sparsity.png, OUT/accuracy_vs_ops.png and OUT/table.md, and prints the tables. Every point
@@ -49,15 +49,19 @@ def _number(value: str) -> float:
     return float("nan") if value in ("", "None") else float(value)
 
 
-def read_points(path: str | Path) -> list[Point]:
-    """Aggregate results.csv over seeds, in METHODS order, then by sparsity."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path} has no rows")
-    missing = [c for c in ("method", "strength", "seed", *NUMERIC) if c not in rows[0]]
-    if missing:
-        raise ValueError(f"{path} lacks the columns {missing}: is it a sweep's results.csv?")
+def read_points(paths: str | Path | list[str | Path]) -> list[Point]:
+    """Aggregate one or more results.csv files (e.g. a sweep and its extension) over seeds, in METHODS order,
+    then by sparsity."""
+    rows = []
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        with open(path, newline="") as f:
+            part = list(csv.DictReader(f))
+        if not part:
+            raise ValueError(f"{path} has no rows")
+        missing = [c for c in ("method", "strength", "seed", *NUMERIC) if c not in part[0]]
+        if missing:
+            raise ValueError(f"{path} lacks the columns {missing}: is it a sweep's results.csv?")
+        rows += part
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["method"], row["strength_key"], row["strength"])].append(row)
@@ -178,7 +182,7 @@ def plot(points: list[Point], out: Path, title: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", help="a sweep's results.csv")
+    p.add_argument("results", nargs="+", help="a sweep's results.csv (several: drawn together)")
     p.add_argument("--out", required=True, help="folder for the PNGs and table.md")
     p.add_argument("--title", default="Acc@1 against sparsity")
     p.add_argument("--at", nargs="*", type=float, default=[0.8, 0.9, 0.95],

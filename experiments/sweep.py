@@ -1,8 +1,8 @@
 """Run a grid of (method x strength x seed) through the training pipeline and collect every run's final figures.
 
-    python -m experiments.sweep -c experiments/configs/sweep_fmnist_sew18.yaml --jobs 2
-    python -m experiments.sweep -c experiments/configs/sweep_fmnist_sew18.yaml --jobs 2     # again: resumes
-    python -m experiments.sweep -c ... --dry-run                                            # list the runs
+    python -m experiments.sweep -c experiments/configs/sweeps/sweep_fmnist_sew18.yaml --jobs 2
+    python -m experiments.sweep -c experiments/configs/sweeps/sweep_fmnist_sew18.yaml --jobs 2     # again: resumes
+    python -m experiments.sweep -c ... --dry-run                                                   # list the runs
 
 The sweep file (YAML) has:
 
@@ -44,8 +44,8 @@ from experiments.train import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["model", "method", "strength_key", "strength", "seed", "acc1", "best_acc1", "sparsity", "firing_rate",
-           "sops", "ops", "energy_uj", "energy_ratio", "macs", "flops_reduction", "prune_epoch", "train_seconds",
-           "wall_seconds", "run"]
+           "sops", "ops", "energy_uj", "energy_ratio", "macs", "flops_reduction", "prune_epoch", "lambda_ratio",
+           "train_seconds", "wall_seconds", "run"]
 SPEC_KEYS = {"output_dir", "base", "seeds", "measure", "methods"}
 
 
@@ -139,7 +139,10 @@ def collect(run: Run, run_dir: Path, model: str, wall_seconds: float) -> dict:
     total = json.loads((run_dir / "sparsity" / "sparsity.json").read_text())["total"]
     reference = total.get("reference") or {}  # a channel-pruned model: against the unpruned architecture
     with open(run_dir / "log.csv", newline="") as f:
-        train_seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
+        log = list(csv.DictReader(f))
+    train_seconds = sum(float(r["seconds"]) for r in log)
+    lambdas = [float(r["l1_coefficient"]) for r in log if r["l1_coefficient"] not in ("", "None")]
+    lambdas = [v for v in lambdas if v > 0]
     samples = total["samples"]
     return {
         "model": model, "method": run.method, "strength_key": run.strength_key, "strength": run.strength,
@@ -149,7 +152,10 @@ def collect(run: Run, run_dir: Path, model: str, wall_seconds: float) -> dict:
         "energy_uj": total["energy_pj"] / samples / 1e6,
         "energy_ratio": reference.get("energy_ratio", total["energy_ratio"]),
         "macs": summary["macs"], "flops_reduction": summary["flops_reduction"],
-        "prune_epoch": summary.get("prune_epoch"), "train_seconds": train_seconds, "wall_seconds": wall_seconds,
+        "prune_epoch": summary.get("prune_epoch"),
+        # implied L1 coefficient λ = Δd/lr at the end of each epoch: max/min (1 for a constant λ; None without one)
+        "lambda_ratio": max(lambdas) / min(lambdas) if lambdas else None,
+        "train_seconds": train_seconds, "wall_seconds": wall_seconds,
         "run": run.name,
     }
 
@@ -202,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
     p.add_argument("--only", nargs="*", default=None, help="run only these methods")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    p.add_argument("--recollect", action="store_true",
+                   help="rebuild every finished run's result.json and results.csv from its files, training nothing")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -230,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for run in runs:
             print(f"  {state(run):<8} {run.name}")
+        return 0
+    if args.recollect:
+        for run in runs:
+            if state(run) == "done":
+                d = out / "runs" / run.name
+                wall = json.loads((d / "result.json").read_text()).get("wall_seconds")
+                write_json_atomic(d / "result.json", collect(run, d, spec["base"]["model"], wall))
+        print(f"recollected: {write_results(out, runs)}")
         return 0
     (out / "runs").mkdir(parents=True, exist_ok=True)
     base_config = out / "base.yaml"

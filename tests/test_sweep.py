@@ -31,9 +31,9 @@ def run_sweep(config, **kw):
 
 
 def test_a_killed_sweep_resumes_without_repeating_the_finished_run(tmp_path):
-    config = write_spec(tmp_path, {"s-lats": {"final_threshold": [0.05]}, "gmp": {"pruning_ratio": [0.8]}})
+    config = write_spec(tmp_path, {"lr": {"final_threshold": [0.05]}, "gmp": {"pruning_ratio": [0.8]}})
     runs = tmp_path / "sweep" / "runs"
-    first, second = runs / "s-lats_final_threshold=0.05_seed=0", runs / "gmp_pruning_ratio=0.8_seed=0"
+    first, second = runs / "lr_final_threshold=0.05_seed=0", runs / "gmp_pruning_ratio=0.8_seed=0"
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", "-c", str(config)], cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -48,11 +48,13 @@ def test_a_killed_sweep_resumes_without_repeating_the_finished_run(tmp_path):
     result = run_sweep(config)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 runs, 1 done, 1 to run" in result.stdout
-    assert "start s-lats" not in result.stdout and "start gmp_pruning_ratio=0.8_seed=0" in result.stdout
+    assert "start lr_" not in result.stdout and "start gmp_pruning_ratio=0.8_seed=0" in result.stdout
     assert (first / "result.json").read_bytes() == finished and (first / "log.csv").stat().st_mtime_ns == mtime
     with open(tmp_path / "sweep" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["method"], r["strength"]) for r in rows] == [("s-lats", "0.05"), ("gmp", "0.8")]
+    assert [(r["method"], r["strength"]) for r in rows] == [("lr", "0.05"), ("gmp", "0.8")]
+    assert float(rows[0]["lambda_ratio"]) == pytest.approx(1.0, abs=1e-9)  # the lr schedule: λ exactly constant
+    assert rows[1]["lambda_ratio"] == ""  # GMP has no λ
     gmp = rows[1]
     assert float(gmp["sparsity"]) == pytest.approx(0.8, abs=0.01)  # GMP's exact target, over the pruned layers
     summary = json.loads((second / "summary.json").read_text())
@@ -63,6 +65,9 @@ def test_a_killed_sweep_resumes_without_repeating_the_finished_run(tmp_path):
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2", "3"]
     again = run_sweep(config)
     assert "2 runs, 2 done, 0 to run" in again.stdout
+    before = (tmp_path / "sweep" / "results.csv").read_text()
+    assert run_sweep(config, args=["--recollect"]).returncode == 0  # rebuilds the same figures from the run files
+    assert (tmp_path / "sweep" / "results.csv").read_text() == before
 
 
 def test_sweep_files_are_checked(tmp_path):
@@ -106,6 +111,11 @@ def test_plot_sweep_writes_the_plots_and_interpolates_at_equal_sparsity(tmp_path
     assert "wrote" in capsys.readouterr().out
     points = plot_sweep.read_points(results)
     assert [p.method for p in points] == ["dense", "s-lats", "s-lats", "gmp"]  # METHODS order, then sparsity
+    extension = tmp_path / "more.csv"  # a second sweep's rows join the same methods' curves
+    extension.write_text(FIXED.splitlines()[0] + "\nm,gmp,pruning_ratio,0.95,0,70.0,70.0,0.95,0.1,100,150,0.1,0.01,100,"
+                         "0.0,,10,12,i\n")
+    both = plot_sweep.read_points([results, extension])
+    assert [(p.method, p.strength) for p in both][-2:] == [("gmp", "0.9"), ("gmp", "0.95")]
 
 
 def test_plot_sweep_rejects_a_file_that_is_not_a_sweep(tmp_path, capsys):
@@ -114,3 +124,21 @@ def test_plot_sweep_rejects_a_file_that_is_not_a_sweep(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plot_sweep.main([str(bad), "--out", str(tmp_path)])
     assert "lacks the columns" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "experiments" / "configs" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_sweep_file_loads_and_each_run_parses(config, tmp_path):
+    from experiments import train
+
+    spec = sweep.load_spec(config)
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(spec["base"], sort_keys=False))
+    runs = sweep.expand(spec)
+    assert len({r.name for r in runs}) == len(runs)
+    for run in runs:
+        command = sweep.train_command(run, base, tmp_path / run.name)
+        args = train.parse_args(command[command.index("-c"):])
+        assert (args.method, args.seed) == (run.method, run.seed)
+        for key, value in run.options.items():
+            assert getattr(args, key) == value, (run.name, key)
