@@ -1,7 +1,7 @@
 """Plots and tables from a sweep's results.csv: accuracy against weight sparsity and against synaptic operations.
 
     python -m experiments.plot_sweep runs/sweep_fmnist_sew18/results.csv [more.csv ...] --out docs/img/sweep_sew18 \\
-        --title "SEW ResNet-18 x0.25, T=4, Fashion-MNIST" --at 0.8 0.9 0.95
+        --title "SEW ResNet-18 x0.25, T=4, Fashion-MNIST" --at 0.8 0.9 0.95 --at-ops 1e5 2e5
 
 Writes OUT/accuracy_vs_sparsity.png, OUT/accuracy_vs_ops.png and OUT/table.md, and prints the tables. Every point
 is one (method, strength) averaged over its seeds, with the min-max range over seeds as error bars; dense is a
@@ -10,7 +10,8 @@ nonzero weight) and multiply-accumulates on nonzero weights for ANNs (which have
 
 The "at equal sparsity" table interpolates each method's mean Acc@1 linearly between its two points that bracket
 each sparsity level (only inside the range the method reached; "–" outside), and the seed spread (half the
-min-max range over seeds) the same way.
+min-max range over seeds) the same way. ``--at-ops`` adds the same table at equal operations (SOPs for SNNs, MACs
+for ANNs), interpolated in log operations.
 """
 from __future__ import annotations
 
@@ -82,16 +83,18 @@ def by_method(points: list[Point]) -> dict[str, list[Point]]:
     return out
 
 
-def at_sparsity(points: list[Point], level: float) -> tuple[float, float] | None:
-    """(Acc@1, seed spread) of one method at ``level``, interpolated between its bracketing points; None outside."""
-    pts = sorted(points, key=lambda p: p.mean["sparsity"])
+def at_level(points: list[Point], column: str, level: float, log: bool = False) -> tuple[float, float] | None:
+    """(Acc@1, seed spread) of one method where ``column`` (mean over seeds) equals ``level``, interpolated linearly
+    (in log ``column`` with ``log``) between the two points that bracket it; None outside the method's range."""
+    pts = sorted(points, key=lambda p: p.mean[column])
+    scale = math.log if log else float
     for a, b in zip(pts, pts[1:]):
-        lo, hi = a.mean["sparsity"], b.mean["sparsity"]
+        lo, hi = a.mean[column], b.mean[column]
         if lo <= level <= hi and hi > lo:
-            t = (level - lo) / (hi - lo)
+            t = (scale(level) - scale(lo)) / (scale(hi) - scale(lo))
             acc = a.mean["acc1"] + t * (b.mean["acc1"] - a.mean["acc1"])
             return acc, a.spread("acc1") + t * (b.spread("acc1") - a.spread("acc1"))
-    exact = [p for p in pts if p.mean["sparsity"] == level]
+    exact = [p for p in pts if p.mean[column] == level]
     return (exact[0].mean["acc1"], exact[0].spread("acc1")) if exact else None
 
 
@@ -108,7 +111,7 @@ def _fmt(p: Point, column: str, spec: str, scale: float = 1.0) -> str:
     return f"{format(mean, spec)} ({format(p.low[column] * scale, spec)}–{format(p.high[column] * scale, spec)})"
 
 
-def tables(points: list[Point], levels: list[float]) -> str:
+def tables(points: list[Point], levels: list[float], ops_levels: list[float] = ()) -> str:
     ops = "SOPs / sample" if uses_sops(points) else "MACs / sample"
     ops_column = "sops" if uses_sops(points) else "ops"
     lines = [f"| method | strength | seeds | Acc@1 (%) | weight sparsity (%) | {ops} | energy (µJ / sample) | "
@@ -119,18 +122,22 @@ def tables(points: list[Point], levels: list[float]) -> str:
                      f"{_fmt(p, 'sparsity', '.1f', 100)} | {_fmt(p, ops_column, '.3g')} | {_fmt(p, 'energy_uj', '.3g')} | "
                      f"{_fmt(p, 'energy_ratio', '.4f')} | {_fmt(p, 'firing_rate', '.4f')} | "
                      f"{p.mean['train_seconds']:.0f} |")
-    if levels:
-        lines += ["", "Acc@1 (%) at equal weight sparsity, interpolated between each method's bracketing points "
-                      "(± half the range over seeds, interpolated alike; – where the method did not bracket the "
-                      "level):", "",
-                  "| method | " + " | ".join(f"{100 * lv:g} %" for lv in levels) + " |",
-                  "|---|" + "---|" * len(levels)]
+    ops_name = "SOPs" if uses_sops(points) else "MACs"
+    for column, values, label, log, header in (
+            ("sparsity", levels, "weight sparsity", False, lambda v: f"{100 * v:g} %"),
+            (ops_column, ops_levels, f"{ops_name} per sample (interpolated in log {ops_name})", True,
+             lambda v: f"{v:.3g}")):
+        if not values:
+            continue
+        lines += ["", f"Acc@1 (%) at equal {label}, between each method's bracketing points (± half the range over "
+                      "seeds, interpolated alike; – where the method did not bracket the level):", "",
+                  "| method | " + " | ".join(header(v) for v in values) + " |", "|---|" + "---|" * len(values)]
         for method, pts in by_method(points).items():
             if method == "dense":
                 continue
             cells = []
-            for level in levels:
-                got = at_sparsity(pts, level)
+            for value in values:
+                got = at_level(pts, column, value, log)
                 cells.append("–" if got is None else f"{got[0]:.2f} ± {got[1]:.2f}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -187,16 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default="Acc@1 against sparsity")
     p.add_argument("--at", nargs="*", type=float, default=[0.8, 0.9, 0.95],
                    help="sparsity levels (fractions) for the equal-sparsity table")
+    p.add_argument("--at-ops", nargs="*", type=float, default=[],
+                   help="SOPs (SNN) or MACs (ANN) per sample for an equal-operations table")
     args = p.parse_args(argv)
     if any(not 0 < lv < 1 for lv in args.at):
         p.error(f"--at levels must be fractions in (0, 1), got {args.at}")
+    if any(not lv > 0 for lv in args.at_ops):
+        p.error(f"--at-ops levels must be positive operation counts, got {args.at_ops}")
     try:
         points = read_points(args.results)
     except (FileNotFoundError, ValueError) as exc:
         p.error(str(exc))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = tables(points, args.at)
+    text = tables(points, args.at, args.at_ops)
     (out / "table.md").write_text(text + "\n")
     print(text)
     for path in [*plot(points, out, args.title), out / "table.md"]:

@@ -1,6 +1,7 @@
 """experiments.sweep (resumes after a kill without repeating finished runs) and experiments.plot_sweep."""
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -109,6 +110,13 @@ def test_plot_sweep_writes_the_plots_and_interpolates_at_equal_sparsity(tmp_path
     assert "| gmp | – | 80.50 ± 0.50 | – |" in table  # one point: only its own sparsity
     assert "| s-lats | final_threshold = 0.2 | 2 | 86.00 (85.00–87.00) | 91.0 (90.0–92.0) |" in table
     assert "wrote" in capsys.readouterr().out
+    # at equal SOPs, in log SOPs: s-lats (210, 86.0 ± 1.0) and (310, 88.5 ± 0.5); at 250, t = ln(250/210) / ln(310/210)
+    t = math.log(250 / 210) / math.log(310 / 210)
+    assert plot_sweep.main([str(results), "--out", str(tmp_path / "ops"), "--at", "--at-ops", "250", "1e4"]) == 0
+    table = (tmp_path / "ops" / "table.md").read_text()
+    assert "equal SOPs per sample" in table and "equal weight sparsity" not in table
+    assert f"| s-lats | {86 + 2.5 * t:.2f} ± {1 - 0.5 * t:.2f} | – |" in table
+    assert "| gmp | 80.50 ± 0.50 | – |" in table
     points = plot_sweep.read_points(results)
     assert [p.method for p in points] == ["dense", "s-lats", "s-lats", "gmp"]  # METHODS order, then sparsity
     extension = tmp_path / "more.csv"  # a second sweep's rows join the same methods' curves
