@@ -275,6 +275,21 @@ def build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch: int):
     return snn_lats.SoftThresholdPruner(model, d, "constant", compensate=False, **kwargs)  # pai
 
 
+def schedule_lr_mismatch(args) -> str | None:
+    """Why the threshold schedule's λ = Δd/lr will not be constant under this LR schedule, or None."""
+    if args.method not in ("s-lats", "lats"):
+        return None
+    if args.warmup_epochs > 0:
+        return (f"{args.method}'s closed form assumes a cosine LR from step 0: the warm-up inflates its λ. "
+                "--method lr keeps λ constant under any LR schedule")
+    designed = "step" if args.method == "s-lats" else "epoch"
+    if args.sched_interval != designed:
+        return (f"{args.method}'s closed form assumes a per-{designed} cosine LR, and --sched-interval is "
+                f"{args.sched_interval}: its λ will not be constant (docs/results.md measured LATS's grow 2e4-fold "
+                f"under a per-step LR). Use --sched-interval {designed}, or --method lr")
+    return None
+
+
 def build_ocs(args, model, optimizer, example) -> OCSPruner:
     """OCSPruner with the --ocs-* settings. ``example`` is one sample; for SNNs its MACs are summed over T, so the
     FLOPs-cost softmax is scaled by T to weigh groups as the reference does for one ANN forward."""
@@ -552,6 +567,8 @@ def main(argv: list[str] | None = None) -> dict:
             os.replace(out / "log.csv.tmp", out / "log.csv")
         print(f"{args.model} on {args.data}: {len(train_set)} train / {len(val_set)} val, {world} process(es), "
               f"global batch {args.batch_size * world}, {steps_per_epoch} steps/epoch, method {args.method}")
+        if schedule_lr_mismatch(args):
+            print(f"note: {schedule_lr_mismatch(args)}")
 
     trail = Trail(out / "trail") if rank == 0 and (args.trail if args.trail is not None else args.method == "ltp") \
         else None

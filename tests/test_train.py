@@ -251,3 +251,14 @@ def test_gmp_ramp_ends_at_the_pruning_end_epoch(tiny_cnn):
     optimizer = train.build_optimizer(args, tiny_cnn)
     pruner = train.build_pruner(args, tiny_cnn, optimizer, None, steps_per_epoch=10)
     assert pruner.target_sparsity(29) < 0.8 and pruner.target_sparsity(30) == pruner.target_sparsity(40) == 0.8
+
+
+def test_a_threshold_schedule_run_under_the_wrong_lr_schedule_is_flagged():
+    flagged = {(method, interval, warmup): train.schedule_lr_mismatch(train.parse_args(
+        [*TINY, "--method", method, "--sched-interval", interval, "--warmup-epochs", str(warmup)]))
+        for method in ("s-lats", "lats", "lr") for interval in ("step", "epoch") for warmup in (0, 1)}
+    assert {k for k, v in flagged.items() if v is None} == {("s-lats", "step", 0), ("lats", "epoch", 0),
+                                                            ("lr", "step", 0), ("lr", "epoch", 0),
+                                                            ("lr", "step", 1), ("lr", "epoch", 1)}
+    assert "per-epoch cosine LR" in flagged[("lats", "step", 0)]
+    assert "warm-up" in flagged[("s-lats", "step", 1)]
