@@ -205,3 +205,23 @@ def test_callable_schedule_rejects_negative_values():
     with pytest.raises(ValueError, match="schedule"):
         pruner.step()
         pruner.step()
+
+
+def test_lats_is_the_constant_lambda_schedule_under_a_per_epoch_cosine_lr():
+    # what the Fashion-MNIST sweep showed end to end (identical accuracies): LATS's closed form == λ held constant
+    epochs, spe = 6, 7
+    thresholds = {}
+    for schedule in ("lats", "lr"):
+        model = nn.Linear(4, 4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        pruner = snn_lats.SoftThresholdPruner(model, final_threshold=D, schedule=schedule, total_steps=epochs * spe,
+                                              optimizer=optimizer, lr_scheduler=lr_scheduler, steps_per_epoch=spe)
+        thresholds[schedule] = []
+        for k in range(epochs * spe):
+            optimizer.step()
+            pruner.step()
+            thresholds[schedule].append(pruner.threshold)
+            if (k + 1) % spe == 0:
+                lr_scheduler.step()
+    np.testing.assert_allclose(thresholds["lats"], thresholds["lr"], rtol=1e-9, atol=1e-12)
