@@ -1,17 +1,17 @@
-"""Plots and tables from a sweep's results.csv: accuracy against weight sparsity and against synaptic operations.
+"""Plots and tables from a sweep's results.csv: accuracy against weight sparsity, synaptic operations and energy.
 
     python -m experiments.plot_sweep runs/sweep_fmnist_sew18/results.csv [more.csv ...] --out docs/img/sweep_sew18 \\
         --title "SEW ResNet-18 x0.25, T=4, Fashion-MNIST" --at 0.8 0.9 0.95 --at-ops 1e5 2e5
 
-Writes OUT/accuracy_vs_sparsity.png, OUT/accuracy_vs_ops.png and OUT/table.md, and prints the tables. Every point
-is one (method, strength) averaged over its seeds, with the min-max range over seeds as error bars; dense is a
-horizontal line with its range shaded. The operations axis is SOPs per sample for SNNs (accumulates that reach a
+Writes OUT/accuracy_vs_sparsity.png, OUT/accuracy_vs_ops.png, OUT/accuracy_vs_energy.png and OUT/table.md, and
+prints the tables. Every point is one (method, strength) averaged over its seeds, with the min-max range over
+seeds as error bars; dense is a horizontal line with its range shaded. The operations axis is SOPs per sample for SNNs (accumulates that reach a
 nonzero weight) and multiply-accumulates on nonzero weights for ANNs (which have no SOPs).
 
 The "at equal sparsity" table interpolates each method's mean Acc@1 linearly between its two points that bracket
 each sparsity level (only inside the range the method reached; "–" outside), and the seed spread (half the
 min-max range over seeds) the same way. ``--at-ops`` adds the same table at equal operations (SOPs for SNNs, MACs
-for ANNs), interpolated in log operations.
+for ANNs), and ``--at-energy`` at equal energy, both interpolated in log scale.
 """
 from __future__ import annotations
 
@@ -111,7 +111,8 @@ def _fmt(p: Point, column: str, spec: str, scale: float = 1.0) -> str:
     return f"{format(mean, spec)} ({format(p.low[column] * scale, spec)}–{format(p.high[column] * scale, spec)})"
 
 
-def tables(points: list[Point], levels: list[float], ops_levels: list[float] = ()) -> str:
+def tables(points: list[Point], levels: list[float], ops_levels: list[float] = (),
+           energy_levels: list[float] = ()) -> str:
     ops = "SOPs / sample" if uses_sops(points) else "MACs / sample"
     ops_column = "sops" if uses_sops(points) else "ops"
     lines = [f"| method | strength | seeds | Acc@1 (%) | weight sparsity (%) | {ops} | energy (µJ / sample) | "
@@ -126,7 +127,9 @@ def tables(points: list[Point], levels: list[float], ops_levels: list[float] = (
     for column, values, label, log, header in (
             ("sparsity", levels, "weight sparsity", False, lambda v: f"{100 * v:g} %"),
             (ops_column, ops_levels, f"{ops_name} per sample (interpolated in log {ops_name})", True,
-             lambda v: f"{v:.3g}")):
+             lambda v: f"{v:.3g}"),
+            ("energy_uj", energy_levels, "energy per sample (µJ, interpolated in log energy)", True,
+             lambda v: f"{v:g} µJ")):
         if not values:
             continue
         lines += ["", f"Acc@1 (%) at equal {label}, between each method's bracketing points (± half the range over "
@@ -157,7 +160,9 @@ def plot(points: list[Point], out: Path, title: str) -> list[Path]:
     for x_col, scale, xlabel, name, log in (
             ("sparsity", 100, "weight sparsity (%)", "accuracy_vs_sparsity.png", False),
             ("sops" if sops else "ops", 1,
-             "SOPs per sample" if sops else "MACs on nonzero weights per sample", "accuracy_vs_ops.png", True)):
+             "SOPs per sample" if sops else "MACs on nonzero weights per sample", "accuracy_vs_ops.png", True),
+            ("energy_uj", 1, "energy per sample (µJ; 0.9 pJ per SOP, 4.6 pJ per MAC)", "accuracy_vs_energy.png",
+             True)):
         fig, ax = plt.subplots(figsize=(7.5, 5))
         for i, (method, pts) in enumerate(groups.items()):
             pts = sorted(pts, key=lambda p: p.mean[x_col])
@@ -196,18 +201,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="sparsity levels (fractions) for the equal-sparsity table")
     p.add_argument("--at-ops", nargs="*", type=float, default=[],
                    help="SOPs (SNN) or MACs (ANN) per sample for an equal-operations table")
+    p.add_argument("--at-energy", nargs="*", type=float, default=[],
+                   help="energies (µJ per sample) for an equal-energy table")
     args = p.parse_args(argv)
     if any(not 0 < lv < 1 for lv in args.at):
         p.error(f"--at levels must be fractions in (0, 1), got {args.at}")
     if any(not lv > 0 for lv in args.at_ops):
         p.error(f"--at-ops levels must be positive operation counts, got {args.at_ops}")
+    if any(not lv > 0 for lv in args.at_energy):
+        p.error(f"--at-energy levels must be positive energies in µJ, got {args.at_energy}")
     try:
         points = read_points(args.results)
     except (FileNotFoundError, ValueError) as exc:
         p.error(str(exc))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = tables(points, args.at, args.at_ops)
+    text = tables(points, args.at, args.at_ops, args.at_energy)
     (out / "table.md").write_text(text + "\n")
     print(text)
     for path in [*plot(points, out, args.title), out / "table.md"]:

@@ -102,7 +102,7 @@ def test_plot_sweep_writes_the_plots_and_interpolates_at_equal_sparsity(tmp_path
     results = tmp_path / "results.csv"
     results.write_text(FIXED)
     assert plot_sweep.main([str(results), "--out", str(tmp_path / "out"), "--at", "0.85", "0.9", "0.95"]) == 0
-    for name in ("accuracy_vs_sparsity.png", "accuracy_vs_ops.png", "table.md"):
+    for name in ("accuracy_vs_sparsity.png", "accuracy_vs_ops.png", "accuracy_vs_energy.png", "table.md"):
         assert (tmp_path / "out" / name).stat().st_size > 1000 or name == "table.md"
     table = (tmp_path / "out" / "table.md").read_text()
     # s-lats: (0.81, 88.5 ± 0.5) and (0.91, 86.0 ± 1.0): at 0.85, t = 0.4 -> 87.5 ± 0.7; at 0.9, t = 0.9 -> 86.25 ± 0.95
@@ -117,6 +117,10 @@ def test_plot_sweep_writes_the_plots_and_interpolates_at_equal_sparsity(tmp_path
     assert "equal SOPs per sample" in table and "equal weight sparsity" not in table
     assert f"| s-lats | {86 + 2.5 * t:.2f} ± {1 - 0.5 * t:.2f} | – |" in table
     assert "| gmp | 80.50 ± 0.50 | – |" in table
+    t = math.log(0.25 / 0.2) / math.log(0.3 / 0.2)  # energies: s-lats 0.2 and 0.3 µJ, gmp 0.25 µJ
+    assert plot_sweep.main([str(results), "--out", str(tmp_path / "energy"), "--at", "--at-energy", "0.25"]) == 0
+    table = (tmp_path / "energy" / "table.md").read_text()
+    assert f"| s-lats | {86 + 2.5 * t:.2f} ± {1 - 0.5 * t:.2f} |" in table and "| gmp | 80.50 ± 0.50 |" in table
     points = plot_sweep.read_points(results)
     assert [p.method for p in points] == ["dense", "s-lats", "s-lats", "gmp"]  # METHODS order, then sparsity
     extension = tmp_path / "more.csv"  # a second sweep's rows join the same methods' curves
