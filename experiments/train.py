@@ -54,6 +54,7 @@ from snn_lats.trail import Trail
 
 METHODS = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp", "ltp", "ocs", "ocs-lats")
 STRUCTURED = ("ocs", "ocs-lats")
+SOFT_THRESHOLD = ("s-lats", "lats", "pgh", "lr", "early", "pai", "ocs-lats")
 OCS_REGULARIZERS = ("shrink", "group_lasso")
 SNN_MODELS = ("sew_resnet18", "sew_resnet34", "sew_resnet50")
 
@@ -86,6 +87,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="gmp: the ramp reaches --pruning-ratio after this many epochs (default: --epochs), "
                         "leaving the rest to recover, as in Zhu & Gupta's recipe")
     g.add_argument("--ignored-layers", nargs="*", default=None, help="default: the classifier of SNNs")
+    g.add_argument("--layer-scale", nargs="*", default=None, metavar="NAME=SCALE",
+                   help="soft-threshold methods: layer NAME's threshold is SCALE x d (others 1), e.g. conv1=4")
     g.add_argument("--l0-weight", type=float, default=1.0, help="λ of LTP's L0 term (ltp; larger: sparser)")
     g.add_argument("--temperature", type=float, default=0.5, help="T0 of LTP's sigmoid, T_l = T0·Var(|w|) (ltp)")
     g.add_argument("--threshold-lr", type=float, default=None, help="LR of LTP's thresholds (default: --lr)")
@@ -166,9 +169,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    if args.layer_scale is not None:
+        args.layer_scale = parse_layer_scale(parser, args.layer_scale)
+        if args.method not in SOFT_THRESHOLD:
+            parser.error(f"--layer-scale applies to the soft-threshold methods {SOFT_THRESHOLD}, not {args.method!r}")
     if args.method in STRUCTURED:
         check_structured_args(parser, args)
     return args
+
+
+def parse_layer_scale(parser: argparse.ArgumentParser, entries: list[str] | str | dict) -> dict[str, float]:
+    if isinstance(entries, dict):  # a config file's mapping (OUTPUT_DIR/config.yaml writes it so)
+        entries = [f"{k}={v}" for k, v in entries.items()]
+    entries = [entries] if isinstance(entries, str) else entries
+    entries = [e for item in entries for e in str(item).split()]  # a config or a sweep may give one string
+    scales = {}
+    for entry in entries:
+        name, _, value = str(entry).partition("=")
+        try:
+            scales[name] = float(value)
+        except ValueError:
+            parser.error(f"--layer-scale entries are NAME=SCALE with SCALE a number >= 0, got {entry!r}")
+        if not name or scales[name] < 0:
+            parser.error(f"--layer-scale entries are NAME=SCALE with SCALE a number >= 0, got {entry!r}")
+    return scales
 
 
 def check_structured_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -256,7 +280,7 @@ def build_pruner(args, model, optimizer, lr_scheduler, steps_per_epoch: int):
         ramp_end = (args.pruning_end_epoch or args.epochs) * steps_per_epoch
         return snn_lats.MagnitudePruner(model, pruning_ratio=args.pruning_ratio, total_steps=ramp_end, start_step=start,
                                         frequency=max(1, steps_per_epoch // 4), ignored_layers=ignored)
-    kwargs = dict(ignored_layers=ignored, optimizer=optimizer, start_step=start)
+    kwargs = dict(ignored_layers=ignored, optimizer=optimizer, start_step=start, layer_scale=args.layer_scale)
     if args.freeze_epoch is not None:
         kwargs["freeze_at"] = args.freeze_epoch * steps_per_epoch
     d = args.final_threshold
@@ -307,7 +331,7 @@ def build_lats_after_ocs(args, model, optimizer, lr_scheduler, steps_per_epoch: 
     """ocs-lats: soft-threshold pruning of the thin model's weights with constant λ (the ``lr`` schedule: any LR
     schedule, and it starts mid-run), λ solved so that d reaches --final-threshold at the run's last step; on
     resume λ is given and the saved state restores d."""
-    kwargs = dict(ignored_layers=ignored_layers(args), optimizer=optimizer)
+    kwargs = dict(ignored_layers=ignored_layers(args), optimizer=optimizer, layer_scale=args.layer_scale)
     if l1_coefficient is not None:
         return snn_lats.SoftThresholdPruner(model, schedule="lr", l1_coefficient=l1_coefficient, **kwargs)
     interval = steps_per_epoch if args.sched_interval == "epoch" else None  # pruning ends an epoch: phases align

@@ -153,4 +153,6 @@ def test_every_shipped_sweep_file_loads_and_each_run_parses(config, tmp_path):
         args = train.parse_args(command[command.index("-c"):])
         assert (args.method, args.seed) == (run.method, run.seed)
         for key, value in run.options.items():
+            if key == "layer_scale":  # "NAME=SCALE ..." -> {NAME: SCALE}
+                value = {n: float(v) for n, v in (e.split("=") for e in value.split())}
             assert getattr(args, key) == value, (run.name, key)

@@ -262,3 +262,20 @@ def test_a_threshold_schedule_run_under_the_wrong_lr_schedule_is_flagged():
                                                             ("lr", "step", 1), ("lr", "epoch", 1)}
     assert "per-epoch cosine LR" in flagged[("lats", "step", 0)]
     assert "warm-up" in flagged[("s-lats", "step", 1)]
+
+
+def test_layer_scale_reaches_the_pruner_and_bad_entries_are_named(tiny_cnn, capsys):
+    args = train.parse_args([*TINY, "--method", "s-lats", "--final-threshold", "0.1", "--layer-scale", "conv1=4"])
+    assert args.layer_scale == {"conv1": 4.0}
+    assert train.parse_args([*TINY, "--method", "lr", "--final-threshold", "0.1", "--layer-scale",
+                             "conv1=4 fc=0"]).layer_scale == {"conv1": 4.0, "fc": 0.0}  # one string, as a sweep gives
+    optimizer = train.build_optimizer(args, tiny_cnn)
+    pruner = train.build_pruner(args, tiny_cnn, optimizer, None, steps_per_epoch=10)
+    assert pruner.scales["conv1"] == 4.0 and set(pruner.scales.values()) == {1.0, 4.0}
+    for bad, message in ((["conv1=x"], "NAME=SCALE"), (["conv1=-1"], "NAME=SCALE"), (["=2"], "NAME=SCALE")):
+        with pytest.raises(SystemExit):
+            train.parse_args([*TINY, "--method", "s-lats", "--final-threshold", "0.1", "--layer-scale", *bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args([*TINY, "--method", "gmp", "--layer-scale", "conv1=2"])
+    assert "soft-threshold methods" in capsys.readouterr().err
