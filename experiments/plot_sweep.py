@@ -86,8 +86,9 @@ def by_method(points: list[Point]) -> dict[str, list[Point]]:
 
 def at_level(points: list[Point], column: str, level: float, log: bool = False) -> tuple[float, float] | None:
     """(Acc@1, seed spread) of one method where ``column`` (mean over seeds) equals ``level``, interpolated linearly
-    (in log ``column`` with ``log``) between the two points that bracket it; None outside the method's range."""
-    pts = sorted(points, key=lambda p: p.mean[column])
+    (in log ``column`` with ``log``, which leaves out points at 0, e.g. a collapsed network) between the two points
+    that bracket it; None outside the method's range."""
+    pts = sorted((p for p in points if p.mean[column] > 0 or not log), key=lambda p: p.mean[column])  # log: > 0
     scale = math.log if log else float
     for a, b in zip(pts, pts[1:]):
         lo, hi = a.mean[column], b.mean[column]

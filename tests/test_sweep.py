@@ -156,3 +156,14 @@ def test_every_shipped_sweep_file_loads_and_each_run_parses(config, tmp_path):
             if key == "layer_scale":  # "NAME=SCALE ..." -> {NAME: SCALE}
                 value = {n: float(v) for n, v in (e.split("=") for e in value.split())}
             assert getattr(args, key) == value, (run.name, key)
+
+
+def test_equal_operations_leave_out_a_collapsed_run_with_zero_operations():
+    def point(ops, acc):
+        values = {c: 0.0 for c in plot_sweep.NUMERIC} | {"ops": ops, "acc1": acc}
+        return plot_sweep.Point("pai", "final_threshold", str(ops), 1, values, values, values)
+
+    collapsed = [point(0.0, 10.0), point(100.0, 80.0), point(400.0, 90.0)]
+    assert plot_sweep.at_level(collapsed, "ops", 200.0, log=True) == pytest.approx((85.0, 0.0))  # halfway in log
+    assert plot_sweep.at_level(collapsed, "ops", 50.0, log=True) is None
+    assert plot_sweep.at_level(collapsed, "ops", 50.0) == pytest.approx((45.0, 0.0))  # linear keeps the zero point
