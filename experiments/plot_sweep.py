@@ -148,7 +148,7 @@ def tables(points: list[Point], levels: list[float], ops_levels: list[float] = (
     return "\n".join(lines)
 
 
-def plot(points: list[Point], out: Path, title: str) -> list[Path]:
+def plot(points: list[Point], out: Path, title: str, ymin: float | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +167,7 @@ def plot(points: list[Point], out: Path, title: str) -> list[Path]:
              True)):
         fig, ax = plt.subplots(figsize=(7.5, 5))
         for i, (method, pts) in enumerate(groups.items()):
-            pts = sorted(pts, key=lambda p: p.mean[x_col])
+            pts = sorted((p for p in pts if p.mean[x_col] > 0 or not log), key=lambda p: p.mean[x_col])  # log: > 0
             x = [p.mean[x_col] * scale for p in pts]
             y = [p.mean["acc1"] for p in pts]
             xerr = [[(p.mean[x_col] - p.low[x_col]) * scale for p in pts],
@@ -175,6 +175,11 @@ def plot(points: list[Point], out: Path, title: str) -> list[Path]:
             yerr = [[p.mean["acc1"] - p.low["acc1"] for p in pts], [p.high["acc1"] - p.mean["acc1"] for p in pts]]
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, capsize=2, lw=1.3, label=method,
                         color=colors(i % 10))
+            for xi, yi in zip(x, y):  # below the axis: a triangle on its edge, with the value
+                if ymin is not None and yi < ymin:
+                    ax.plot([xi], [ymin], marker="v", ms=7, color=colors(i % 10), clip_on=False)
+                    ax.annotate(f"{yi:.0f}", (xi, ymin), textcoords="offset points", xytext=(0, 6), ha="center",
+                                fontsize=7, color=colors(i % 10))
         for p in dense:
             ax.axhline(p.mean["acc1"], color="black", ls="--", lw=1, label="dense")
             ax.axhspan(p.low["acc1"], p.high["acc1"], color="black", alpha=0.08)
@@ -182,6 +187,9 @@ def plot(points: list[Point], out: Path, title: str) -> list[Path]:
                 ax.plot([p.mean[x_col]], [p.mean["acc1"]], marker="s", color="black")
         if log:
             ax.set_xscale("log")
+        if ymin is not None:
+            top = max(p.high["acc1"] for p in points)
+            ax.set_ylim(ymin, top + 0.05 * (top - ymin))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Acc@1 (%)")
         ax.set_title(title, fontsize=10)
@@ -199,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="+", help="a sweep's results.csv (several: drawn together)")
     p.add_argument("--out", required=True, help="folder for the PNGs and table.md")
     p.add_argument("--title", default="Acc@1 against sparsity")
+    p.add_argument("--ymin", type=float, default=None,
+                   help="lower end of the Acc@1 axis; points below it are marked on the edge with their value")
     p.add_argument("--at", nargs="*", type=float, default=[0.8, 0.9, 0.95],
                    help="sparsity levels (fractions) for the equal-sparsity table")
     p.add_argument("--at-ops", nargs="*", type=float, default=[],
@@ -221,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     text = tables(points, args.at, args.at_ops, args.at_energy)
     (out / "table.md").write_text(text + "\n")
     print(text)
-    for path in [*plot(points, out, args.title), out / "table.md"]:
+    for path in [*plot(points, out, args.title, args.ymin), out / "table.md"]:
         print(f"wrote {path}")
     return 0
 
