@@ -84,11 +84,16 @@ def by_method(points: list[Point]) -> dict[str, list[Point]]:
     return out
 
 
+def on_axis(points: list[Point], column: str, log: bool) -> list[Point]:
+    """``points`` sorted by ``column``; on a log axis without those at 0 (e.g. a collapsed network's operations)."""
+    return sorted((p for p in points if p.mean[column] > 0 or not log), key=lambda p: p.mean[column])
+
+
 def at_level(points: list[Point], column: str, level: float, log: bool = False) -> tuple[float, float] | None:
     """(Acc@1, seed spread) of one method where ``column`` (mean over seeds) equals ``level``, interpolated linearly
     (in log ``column`` with ``log``, which leaves out points at 0, e.g. a collapsed network) between the two points
     that bracket it; None outside the method's range."""
-    pts = sorted((p for p in points if p.mean[column] > 0 or not log), key=lambda p: p.mean[column])  # log: > 0
+    pts = on_axis(points, column, log)
     scale = math.log if log else float
     for a, b in zip(pts, pts[1:]):
         lo, hi = a.mean[column], b.mean[column]
@@ -115,8 +120,8 @@ def _fmt(p: Point, column: str, spec: str, scale: float = 1.0) -> str:
 
 def tables(points: list[Point], levels: list[float], ops_levels: list[float] = (),
            energy_levels: list[float] = ()) -> str:
-    ops = "SOPs / sample" if uses_sops(points) else "MACs / sample"
-    ops_column = "sops" if uses_sops(points) else "ops"
+    ops_name, ops_column = ("SOPs", "sops") if uses_sops(points) else ("MACs", "ops")
+    ops = f"{ops_name} / sample"
     lines = [f"| method | strength | seeds | Acc@1 (%) | weight sparsity (%) | {ops} | energy (µJ / sample) | "
              "energy / dense ANN | firing rate | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
@@ -125,7 +130,6 @@ def tables(points: list[Point], levels: list[float], ops_levels: list[float] = (
                      f"{_fmt(p, 'sparsity', '.1f', 100)} | {_fmt(p, ops_column, '.3g')} | {_fmt(p, 'energy_uj', '.3g')} | "
                      f"{_fmt(p, 'energy_ratio', '.4f')} | {_fmt(p, 'firing_rate', '.4f')} | "
                      f"{p.mean['train_seconds']:.0f} |")
-    ops_name = "SOPs" if uses_sops(points) else "MACs"
     for column, values, label, log, header in (
             ("sparsity", levels, "weight sparsity", False, lambda v: f"{100 * v:g} %"),
             (ops_column, ops_levels, f"{ops_name} per sample (interpolated in log {ops_name})", True,
@@ -167,7 +171,7 @@ def plot(points: list[Point], out: Path, title: str, ymin: float | None = None) 
              True)):
         fig, ax = plt.subplots(figsize=(7.5, 5))
         for i, (method, pts) in enumerate(groups.items()):
-            pts = sorted((p for p in pts if p.mean[x_col] > 0 or not log), key=lambda p: p.mean[x_col])  # log: > 0
+            pts = on_axis(pts, x_col, log)
             x = [p.mean[x_col] * scale for p in pts]
             y = [p.mean["acc1"] for p in pts]
             xerr = [[(p.mean[x_col] - p.low[x_col]) * scale for p in pts],

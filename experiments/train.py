@@ -185,12 +185,12 @@ def parse_layer_scale(parser: argparse.ArgumentParser, entries: list[str] | str 
     entries = [e for item in entries for e in str(item).split()]  # a config or a sweep may give one string
     scales = {}
     for entry in entries:
-        name, _, value = str(entry).partition("=")
+        name, _, value = entry.partition("=")
         try:
             scales[name] = float(value)
         except ValueError:
-            parser.error(f"--layer-scale entries are NAME=SCALE with SCALE a number >= 0, got {entry!r}")
-        if not name or scales[name] < 0:
+            scales[name] = float("nan")
+        if not name or not scales[name] >= 0:  # also rejects nan
             parser.error(f"--layer-scale entries are NAME=SCALE with SCALE a number >= 0, got {entry!r}")
     return scales
 
@@ -591,8 +591,8 @@ def main(argv: list[str] | None = None) -> dict:
             os.replace(out / "log.csv.tmp", out / "log.csv")
         print(f"{args.model} on {args.data}: {len(train_set)} train / {len(val_set)} val, {world} process(es), "
               f"global batch {args.batch_size * world}, {steps_per_epoch} steps/epoch, method {args.method}")
-        if schedule_lr_mismatch(args):
-            print(f"note: {schedule_lr_mismatch(args)}")
+        if mismatch := schedule_lr_mismatch(args):
+            print(f"note: {mismatch}")
 
     trail = Trail(out / "trail") if rank == 0 and (args.trail if args.trail is not None else args.method == "ltp") \
         else None

@@ -272,7 +272,8 @@ def test_layer_scale_reaches_the_pruner_and_bad_entries_are_named(tiny_cnn, caps
     optimizer = train.build_optimizer(args, tiny_cnn)
     pruner = train.build_pruner(args, tiny_cnn, optimizer, None, steps_per_epoch=10)
     assert pruner.scales["conv1"] == 4.0 and set(pruner.scales.values()) == {1.0, 4.0}
-    for bad, message in ((["conv1=x"], "NAME=SCALE"), (["conv1=-1"], "NAME=SCALE"), (["=2"], "NAME=SCALE")):
+    for bad, message in ((["conv1=x"], "NAME=SCALE"), (["conv1=-1"], "NAME=SCALE"), (["=2"], "NAME=SCALE"),
+                         (["conv1=nan"], "NAME=SCALE")):
         with pytest.raises(SystemExit):
             train.parse_args([*TINY, "--method", "s-lats", "--final-threshold", "0.1", "--layer-scale", *bad])
         assert message in capsys.readouterr().err
