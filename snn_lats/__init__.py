@@ -3,8 +3,9 @@
 Soft-threshold pruning as implicit ISTA (LATS, Chen et al. ICLR 2023), learned threshold pruning (LTP, Azarian et
 al. 2020) and a gradual-magnitude baseline.
 """
+from .base import Attachment
 from .checkpoint import export_dense, load_dense, squash_state_dict
-from .layers import find_prunable_layers
+from .layers import DEFAULT_LAYER_TYPES, find_prunable_layers
 from .learned_threshold import LayerThreshold, LearnedThresholdPruner, ThresholdReport
 from .magnitude import MagnitudePruner
 from .parametrizations import BinaryMask, LearnedThreshold, SoftThreshold
@@ -19,10 +20,13 @@ from .schedules import (
 )
 from .soft_threshold import SoftThresholdPruner
 from .sparsity import LayerSparsity, SparsityReport, sparsity_report
+from .thresholds import relative_weight_scale, suggest_threshold
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_LAYER_TYPES",
+    "Attachment",
     "BinaryMask",
     "CallableSchedule",
     "ConstantSchedule",
@@ -43,8 +47,10 @@ __all__ = [
     "export_dense",
     "find_prunable_layers",
     "load_dense",
+    "relative_weight_scale",
     "sparsity_report",
     "squash_state_dict",
+    "suggest_threshold",
 ]
 
 

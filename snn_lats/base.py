@@ -1,6 +1,7 @@
 """What every weight pruner here shares: layer discovery, parametrization, squash and state checks."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -10,15 +11,41 @@ from torch.nn.utils import parametrize
 
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
 from .parametrizations import pruning_parametrization
-from .sparsity import SparsityReport, sparsity_report
+from .sparsity import SparsityReport, layers_sparsity
+
+
+class Attachment:
+    """What :meth:`BasePruner.attach` returns: ``remove()`` detaches the pruner from the optimizer."""
+
+    def __init__(self, pruner: BasePruner, optimizer: torch.optim.Optimizer):
+        self.pruner, self.optimizer = pruner, optimizer
+        self._handle = optimizer.register_step_post_hook(lambda opt, args, kwargs: pruner._step_from_hook())
+
+    def remove(self) -> None:
+        self._handle.remove()
+        if self.pruner._attachment is self:
+            self.pruner._attachment = None
+
+    def __enter__(self) -> Attachment:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
 
 class BasePruner:
     """Prepares ``model`` by registering one parametrization per prunable layer's ``weight``.
 
     Order of use (as ``torch.ao.pruning``): build the pruner, then move to the device / wrap in DDP; the optimizer
     may be built before or after, since the weight ``Parameter`` objects are kept. Call ``step()`` after
-    ``optimizer.step()`` and before ``lr_scheduler.step()``.
+    ``optimizer.step()`` and before ``lr_scheduler.step()``, or let :meth:`attach` do it.
+
+    Every ``all_zero_check_every`` steps (and at the first) ``step()`` checks whether a pruned layer's effective
+    weights have become all zero and warns once per layer: one reduction per layer and one device sync, about
+    a hundredth of a forward pass at the default of 100 (0 turns the check off).
     """
+
+    all_zero_check_every: int = 100
 
     def __init__(
         self,
@@ -36,6 +63,90 @@ class BasePruner:
                 raise ValueError(f"layer {name!r} is already prepared by an snn_lats pruner; squash it first")
         self.step_count = 0
         self.squashed = False
+        self._attachment: Attachment | None = None
+        self._from_hook = False
+        self._all_zero: set[str] = set()  # layers already warned about
+
+    def step(self) -> None:
+        """Count one optimizer step and move the pruning on. Call after ``optimizer.step()``, before the LR
+        scheduler (or :meth:`attach` the pruner to the optimizer instead)."""
+        self._check_not_squashed("step()")
+        if self._attachment is not None and not self._from_hook:
+            raise RuntimeError("step() called on a pruner attached to an optimizer, which steps it already; "
+                               "drop the pruner.step() call (or remove the attachment)")
+        self._check_model_state()  # before anything moves: a refused step leaves the pruner as it was
+        self._step()
+        every = self.all_zero_check_every
+        if every and (self.step_count == 1 or self.step_count % every == 0):
+            self._warn_all_zero(stacklevel=3)  # the warning points at the caller of step()
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    def _check_model_state(self) -> None:
+        """Raise if the model's pruning buffers disagree with this pruner's state (a stale model load)."""
+
+    def _stale(self, detail: str) -> RuntimeError:
+        return RuntimeError(
+            f"step() refused: {detail}. The model's state_dict was loaded without this pruner's state: load it "
+            f"too (pruner.load_state_dict(checkpoint['pruner']), saved from pruner.state_dict()), in either order, "
+            f"before stepping; stepping now would restart the pruning from this pruner's own state")
+
+    def _all_zero_layers(self) -> dict[str, str]:
+        """``{layer: why}`` for the pruned layers whose effective weights are all zero now."""
+        return {}
+
+    def check_all_zero(self) -> list[str]:
+        """The pruned layers whose effective weights are all zero now; warns once per layer. ``step()`` calls it
+        every ``all_zero_check_every`` steps."""
+        self._check_not_squashed("check_all_zero()")
+        return self._warn_all_zero(stacklevel=3)
+
+    def _warn_all_zero(self, stacklevel: int) -> list[str]:
+        with torch.no_grad():
+            found = self._all_zero_layers()
+        for name, why in found.items():
+            if name not in self._all_zero:
+                self._all_zero.add(name)
+                warnings.warn(
+                    f"snn_lats: layer {name!r} is entirely pruned (all its weights are zero) at step "
+                    f"{self.step_count}: {why}. The network now trains without it and may fall to chance; lower "
+                    f"the threshold (snn_lats.suggest_threshold), scale it per layer "
+                    f"(snn_lats.relative_weight_scale) or add the layer to ignored_layers", stacklevel=stacklevel)
+        return list(found)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> Attachment:
+        """Step this pruner after every step ``optimizer`` really takes, from ``register_step_post_hook``.
+
+        Replaces the ``pruner.step()`` call: right after ``optimizer.step()`` and before the LR scheduler, in
+        plain loops, trainer classes and GradScaler loops alike (a step GradScaler skips for inf/nan gradients
+        never calls ``optimizer.step()``, so it does not step the pruner either). Returns a handle whose
+        ``remove()`` detaches. Attaching twice, or calling ``step()`` by hand while attached, is an error.
+        """
+        self._check_not_squashed("attach()")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if self._attachment is not None:
+            raise RuntimeError("pruner is already attached to an optimizer; call remove() on the handle attach() "
+                               "returned before attaching again")
+        held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        missing = [name for name, w in zip(self.layers, self.weights()) if id(w) not in held]
+        if missing:
+            raise ValueError(f"optimizer does not hold the pruned weights of {len(missing)} layer(s), e.g. "
+                             f"{missing[:3]}; build it from model.parameters() (or pruner.weights())")
+        self._prepare_attach(optimizer)
+        self._attachment = Attachment(self, optimizer)
+        return self._attachment
+
+    def _prepare_attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Subclass checks and settings for :meth:`attach` (raise before anything is changed)."""
+
+    def _step_from_hook(self) -> None:
+        self._from_hook = True
+        try:
+            self.step()
+        finally:
+            self._from_hook = False
 
     def _register(self, make: Callable[[str, nn.Module], nn.Module]) -> None:
         for name, module in self.layers.items():
@@ -53,8 +164,8 @@ class BasePruner:
         return [module.parametrizations.weight.original for module in self.layers.values()]
 
     def sparsity_report(self) -> SparsityReport:
-        """Per-layer and global sparsity of the pruned layers (of every prunable layer once squashed)."""
-        return sparsity_report(self.model)
+        """Per-layer and global sparsity of exactly this pruner's layers (also once squashed)."""
+        return layers_sparsity(self.layers)
 
     def _check_not_squashed(self, what: str) -> None:
         if self.squashed:
@@ -73,6 +184,8 @@ class BasePruner:
         for module in self.layers.values():
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         self.squashed = True
+        if self._attachment is not None:  # nothing left to step
+            self._attachment.remove()
         return self.model
 
     def _base_state(self) -> dict[str, Any]:

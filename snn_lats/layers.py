@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-# SpikingJelly's layer.Conv2d / layer.Linear subclass these, so isinstance covers them in both versions.
-DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+# SpikingJelly's layer.Conv1d/2d/3d and layer.Linear subclass these, so isinstance covers them in both versions.
+DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 IgnoredLayers = Iterable[str | nn.Module] | None
 
@@ -20,8 +20,9 @@ def find_prunable_layers(
     """Return ``{qualified_name: module}`` for every layer of ``layer_types`` that is not ignored.
 
     ``ignored_layers`` holds qualified module names (``"fc"``, ``"layer1.0.conv1"``) or module objects. Ignoring
-    a container (``"layer4"``) ignores everything inside it, as Torch-Pruning does. A name or module that is not
-    part of ``model`` is an error, so a typo never silently prunes the classifier.
+    a container (``"layer4"``) ignores everything inside it, as Torch-Pruning does. An entry that is neither a
+    prunable layer nor a container holding one (a typo, a neuron or pooling layer next to the classifier) is a
+    ``ValueError`` naming the closest prunable names, so it never silently leaves the classifier pruned.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -30,25 +31,33 @@ def find_prunable_layers(
         raise TypeError(f"layer_types must be a non-empty sequence of nn.Module classes, got {layer_types!r}")
 
     named = dict(model.named_modules())
+    prunable = {n: m for n, m in named.items() if isinstance(m, layer_types) and hasattr(m, "weight")}
+    # what an entry may name: a prunable layer or a container holding one ("" is the whole model: not allowed)
+    holders = {".".join(n.split(".")[:i]) for n in prunable for i in range(1, n.count(".") + 2)}
+    kinds = "/".join(t.__name__ for t in layer_types)
+    prunable_ids = {id(m) for m in prunable.values()}
     ignored_ids: set[int] = set()
     for entry in ignored_layers or ():
         if isinstance(entry, str):
-            if entry not in named or entry == "":
-                close = difflib.get_close_matches(entry, [n for n in named if n], n=5)
+            if entry not in holders:
+                close = difflib.get_close_matches(entry, sorted(holders), n=5)
                 hint = f"; did you mean {close}?" if close else ""
-                raise ValueError(f"ignored_layers: no module named {entry!r} in the model{hint}")
+                what = (f"is a {type(named[entry]).__name__}, neither a prunable layer ({kinds}) nor a container "
+                        "holding one" if entry in named and entry else "names no module of the model")
+                raise ValueError(f"ignored_layers: {entry!r} {what}{hint}")
             root = named[entry]
         elif isinstance(entry, nn.Module):
             if not any(m is entry for m in named.values()):
                 raise ValueError(f"ignored_layers: module {type(entry).__name__} is not part of the model")
+            if not any(id(sub) in prunable_ids for sub in entry.modules()):
+                name = next(n for n, m in named.items() if m is entry)
+                close = difflib.get_close_matches(name, sorted(holders), n=5)
+                hint = f"; did you mean {close}?" if close else ""
+                raise ValueError(f"ignored_layers: module {name!r} ({type(entry).__name__}) is neither a prunable "
+                                 f"layer ({kinds}) nor a container holding one{hint}")
             root = entry
         else:
             raise TypeError(f"ignored_layers entries must be str or nn.Module, got {type(entry).__name__}")
         ignored_ids.update(id(m) for m in root.modules())
 
-    return {
-        name: module
-        for name, module in named.items()
-        if isinstance(module, layer_types) and id(module) not in ignored_ids and hasattr(module, "weight")
-    }
-
+    return {name: module for name, module in prunable.items() if id(module) not in ignored_ids}

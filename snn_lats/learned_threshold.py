@@ -78,7 +78,8 @@ class LearnedThresholdPruner(BasePruner):
     loading pretrained weights. One learning rate then fits every layer; give it through :meth:`param_groups`.
 
     Args:
-        model: the network (before DDP). SpikingJelly layers are covered through ``nn.Conv2d`` / ``nn.Linear``.
+        model: the network (before DDP). SpikingJelly's ``layer.Conv1d/2d/3d`` / ``layer.Linear`` are
+            covered through their ``nn`` base classes.
         l0_weight: λ in ``loss = task_loss + λ·L0``. Larger → sparser.
         temperature: T0 > 0. Smaller → a sharper sigmoid (closer to the hard mask, but fewer weights in the
             transition band to move τ; see :meth:`report`).
@@ -129,8 +130,10 @@ class LearnedThresholdPruner(BasePruner):
 
     def _record_macs(self, name: str):
         def hook(module, inputs, output):
-            # each weight is used once per output position of one sample: H_out·W_out for a conv, 1 for a linear
-            self._macs_per_weight[name] = math.prod(output.shape[-2:]) if isinstance(module, nn.Conv2d) else 1
+            # each weight is used once per output position of one sample: the product of a conv's k spatial output
+            # sizes (L, H·W or D·H·W for Conv1d/2d/3d), 1 for a linear
+            spatial = len(module.kernel_size) if isinstance(module, nn.modules.conv._ConvNd) else 0
+            self._macs_per_weight[name] = math.prod(output.shape[output.dim() - spatial:])
             self._hooks_done()
         return hook
 
@@ -198,10 +201,23 @@ class LearnedThresholdPruner(BasePruner):
                 band_fraction=float((z.abs() < BAND).float().mean()), weights=theta.numel())
         return report
 
-    def step(self) -> None:
-        """Count one optimizer step (τ moves through the optimizer). Call after ``optimizer.step()``."""
-        self._check_not_squashed("step()")
+    def _step(self) -> None:
+        """Count one optimizer step (τ moves through the optimizer)."""
         self.step_count += 1
+
+    def _check_model_state(self) -> None:
+        # T0 is both the pruner's setting and a buffer of every layer; the buffer is what the forward uses
+        for name, _, p in self.parametrizations():
+            if not math.isclose(p._temperature_value, self.temperature, rel_tol=1e-6):
+                raise self._stale(f"the model's temperature for {name!r} is {p._temperature_value:.6g}, this "
+                                  f"pruner's is {self.temperature:.6g}")
+
+    def _all_zero_layers(self) -> dict[str, str]:
+        entries = list(self.parametrizations())
+        values = torch.stack([torch.stack([m.parametrizations.weight.original.detach().square().amax().float(),
+                                           p.tau.detach().float()]) for _, m, p in entries]).tolist()  # one sync
+        return {name: f"its largest θ² is {peak:.4g} <= τ = {tau:.4g} (hard mask)"
+                for (name, _, _), (peak, tau) in zip(entries, values) if peak <= tau}
 
     def squash(self) -> nn.Module:
         """Bake the hard mask ``θ·1[θ² > τ]`` into plain weights and drop the parametrizations and τ."""

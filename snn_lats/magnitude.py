@@ -1,6 +1,7 @@
 """``MagnitudePruner``: gradual magnitude pruning (GMP, Zhu & Gupta 2017), the baseline every comparison needs."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,6 +62,7 @@ class MagnitudePruner(BasePruner):
 
         super().__init__(model, ignored_layers, layer_types)
         self._register(lambda name, module: BinaryMask(module.weight.shape).to(module.weight.device))
+        self._mask_zeros: dict[str, int] | None = dict.fromkeys(self.layers, 0)  # as this pruner last wrote them
         if start_step == 0:
             self._update_masks(self.target_sparsity(0))
 
@@ -84,25 +86,59 @@ class MagnitudePruner(BasePruner):
                 keep[torch.topk(flat, k, largest=False).indices] = False
             for (_, _, p), piece in zip(entries, keep.split([s.numel() for s in scores])):
                 p.mask.copy_(piece.view_as(p.mask))
-            return
-        for (_, _, p), score in zip(entries, scores):
-            keep = torch.ones_like(score, dtype=torch.bool)
-            k = round(sparsity * score.numel())
-            if k:
-                keep[torch.topk(score, k, largest=False).indices] = False
-            p.mask.copy_(keep.view_as(p.mask))
+        else:
+            for (_, _, p), score in zip(entries, scores):
+                keep = torch.ones_like(score, dtype=torch.bool)
+                k = round(sparsity * score.numel())
+                if k:
+                    keep[torch.topk(score, k, largest=False).indices] = False
+                p.mask.copy_(keep.view_as(p.mask))
+        self._mask_zeros = self._model_mask_zeros()
+        for p in (p for _, _, p in entries):
+            p.loaded = False
 
-    def step(self) -> None:
-        """Count one optimizer step and update the masks when the ramp says so. Call after ``optimizer.step()``."""
-        self._check_not_squashed("step()")
+    def _model_mask_zeros(self) -> dict[str, int]:
+        counts = torch.stack([(~p.mask).sum() for _, _, p in self.parametrizations()]).tolist()  # one sync
+        return dict(zip(self.layers, counts))
+
+    def _check_model_state(self) -> None:
+        # Only after the model's load_state_dict touched a mask (a flag, no sync otherwise): compare the
+        # pruned counts with the ones this pruner wrote, so a stale step count cannot regrow the pruned weights.
+        entries = list(self.parametrizations())
+        if self._mask_zeros is None or not any(p.loaded for _, _, p in entries):
+            return
+        now = self._model_mask_zeros()
+        for name in self.layers:
+            if now[name] != self._mask_zeros[name]:
+                raise self._stale(f"the model's mask for {name!r} prunes {now[name]} weights, this pruner (at step "
+                                  f"{self.step_count}) last pruned {self._mask_zeros[name]}")
+        for _, _, p in entries:
+            p.loaded = False
+
+    def _all_zero_layers(self) -> dict[str, str]:
+        sizes = {name: m.parametrizations.weight.original.numel() for name, m in self.layers.items()}
+        return {name: f"its mask prunes all {sizes[name]} weights (target sparsity "
+                      f"{self.target_sparsity(self.step_count):.4g})"
+                for name, zeros in (self._mask_zeros or self._model_mask_zeros()).items() if zeros == sizes[name]}
+
+    def _step(self) -> None:
+        """Count one optimizer step and update the masks when the ramp says so."""
         self.step_count += 1
         t = self.step_count
         if self.start_step <= t <= self.total_steps and ((t - self.start_step) % self.frequency == 0 or t == self.total_steps):
             self._update_masks(self.target_sparsity(t))
 
     def state_dict(self) -> dict[str, Any]:
-        """The step counter (the masks are buffers in the model's ``state_dict``)."""
-        return self._base_state()
+        """The step counter and how many weights each mask prunes (the masks are buffers in the model's
+        ``state_dict``; the counts let ``step()`` tell a stale model load)."""
+        return {**self._base_state(), "mask_zeros": self._mask_zeros}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._load_base_state(state)
+        zeros = state.get("mask_zeros")
+        if zeros is None:
+            warnings.warn("MagnitudePruner.load_state_dict: this state has no mask counts (saved before they were "
+                          "recorded), so step() cannot check that the model's masks belong to it", stacklevel=2)
+            self._mask_zeros = None
+        else:
+            self._mask_zeros = {name: int(zeros[name]) for name in self.layers}

@@ -45,6 +45,7 @@ class SoftThreshold(nn.Module):
         self.register_buffer("threshold", torch.tensor(float(threshold) * float(scale)))
         self.register_buffer("mask", None)
         self._value = float(self.threshold)  # Python mirror of the buffer for the eager fast path
+        self._scale_value = float(self.scale)  # mirror, so the pruner can check a loaded state without a sync
 
     @property
     def frozen(self) -> bool:
@@ -54,6 +55,10 @@ class SoftThreshold(nn.Module):
         """Write the effective threshold without a device sync."""
         self.threshold.fill_(value)
         self._value = torch.tensor(value, dtype=self.threshold.dtype).item()  # rounded as the buffer is
+
+    def set_scale(self, value: float) -> None:
+        self.scale.fill_(value)
+        self._scale_value = torch.tensor(value, dtype=self.scale.dtype).item()
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         if self.mask is not None:
@@ -83,6 +88,7 @@ class SoftThreshold(nn.Module):
             self.mask = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._value = float(self.threshold)
+        self._scale_value = float(self.scale)
 
     def extra_repr(self) -> str:
         frozen = ", frozen" if self.frozen else ""
@@ -95,6 +101,11 @@ class BinaryMask(nn.Module):
     def __init__(self, shape: torch.Size):
         super().__init__()
         self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
+        self.loaded = False  # set by load_state_dict, cleared by the pruner once it has checked the mask
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.loaded = self.loaded or prefix + "mask" in state_dict
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         return theta * self.mask
@@ -122,6 +133,11 @@ class LearnedThreshold(nn.Module):
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
         self.register_buffer("unit", torch.tensor(float(unit)))
         self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self._temperature_value = float(self.temperature)  # mirror: the pruner checks a loaded T0 without a sync
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._temperature_value = float(self.temperature)
 
     @property
     def tau(self) -> torch.Tensor:

@@ -1,8 +1,7 @@
 """``SoftThresholdPruner``: LATS soft-threshold pruning (implicit ISTA) for any PyTorch or SpikingJelly model."""
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,17 +11,17 @@ from .base import BasePruner
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
 from .parametrizations import SoftThreshold
 from .schedules import ThresholdSchedule, build_schedule, simulate_learning_rates
-
-LayerScale = Mapping[str, float] | Callable[[str, nn.Module], float] | None
+from .thresholds import LayerScale, resolve_layer_scale
 
 
 class SoftThresholdPruner(BasePruner):
     """Reparameterize every prunable weight as ``W = sign(θ)·relu(|θ| − d)`` and grow ``d`` on a schedule.
 
     Args:
-        model: the network to prune (before DDP wrapping). SpikingJelly layers are covered through
-            ``nn.Conv2d`` / ``nn.Linear``.
-        final_threshold: D, the threshold the schedule ends at. The only sparsity knob: sweep it per model.
+        model: the network to prune (before DDP wrapping). SpikingJelly's ``layer.Conv1d/2d/3d`` and
+            ``layer.Linear`` are covered through their ``nn`` base classes.
+        final_threshold: D, the threshold the schedule ends at. The only sparsity knob: sweep it per model
+            (:func:`snn_lats.suggest_threshold` gives the D for a target sparsity of the current weights).
         schedule: ``"s-lats"`` (default), ``"lats"`` (needs ``steps_per_epoch``), ``"pgh"`` (needs ``beta``),
             ``"lr"`` (constant λ: needs ``l1_coefficient``, or ``final_threshold`` with ``lr_scheduler``),
             ``"constant"``, a callable ``step -> d``, or a :class:`~snn_lats.schedules.ThresholdSchedule`.
@@ -30,7 +29,8 @@ class SoftThresholdPruner(BasePruner):
         ignored_layers: module names or modules left dense (a container ignores everything inside it).
         layer_types: the layer classes to prune.
         layer_scale: per-layer multipliers of the global d: a ``{name: scale}`` dict (others get 1) or a
-            callable ``(name, module) -> scale``.
+            callable ``(name, module) -> scale``; :func:`snn_lats.relative_weight_scale` scales each layer's
+            threshold by its weight std.
         start_step: d stays 0 until this step (delayed start).
         steps_per_epoch: for ``"lats"``; with ``schedule="lr"`` and ``lr_scheduler`` it marks an epoch-level
             LR scheduler.
@@ -92,7 +92,7 @@ class SoftThresholdPruner(BasePruner):
         )
 
         super().__init__(model, ignored_layers, layer_types)
-        self.scales = self._resolve_scales(layer_scale)
+        self.scales = resolve_layer_scale(self.layers, layer_scale)
         self.optimizer = optimizer
         self.freeze_at = freeze_at
         self.compensate = bool(compensate)
@@ -100,6 +100,7 @@ class SoftThresholdPruner(BasePruner):
         self.last_lr: float | None = None
         self.last_increment = 0.0
         self._lr_group: tuple[int, int] | None = None  # (id(optimizer), group index) cache
+        self._written: dict[str, tuple[float, float]] = {}  # (threshold, scale) as last written to each layer
 
         initial = self.threshold if self.compensate else 0.0
         self._register(
@@ -109,27 +110,39 @@ class SoftThresholdPruner(BasePruner):
         if freeze_at == 0:
             self.freeze()
 
-    def _resolve_scales(self, layer_scale: LayerScale) -> dict[str, float]:
-        if layer_scale is None:
-            return dict.fromkeys(self.layers, 1.0)
-        if callable(layer_scale):
-            scales = {name: layer_scale(name, module) for name, module in self.layers.items()}
-        elif isinstance(layer_scale, Mapping):
-            unknown = sorted(set(layer_scale) - set(self.layers))
-            if unknown:
-                raise ValueError(f"layer_scale names layers that are not pruned: {unknown}")
-            scales = {name: layer_scale.get(name, 1.0) for name in self.layers}
-        else:
-            raise TypeError(f"layer_scale must be a dict or a callable, got {type(layer_scale).__name__}")
-        for name, value in scales.items():
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"layer_scale for {name!r} must be a finite number >= 0, got {value!r}")
-        return {name: float(v) for name, v in scales.items()}
-
     @torch.no_grad()
     def _write_threshold(self, value: float) -> None:
         for name, _, p in self.parametrizations():
             p.set_threshold(value * self.scales[name])
+            self._written[name] = (p._value, p._scale_value)
+
+    def _check_model_state(self) -> None:
+        # Python mirrors of the buffers, refreshed by the model's load_state_dict: no device sync per step
+        for name, _, p in self.parametrizations():
+            if (p._value, p._scale_value) != self._written[name]:
+                written, scale = self._written[name]
+                raise self._stale(
+                    f"the model's threshold for {name!r} is {p._value:.6g} (scale {p._scale_value:.4g}), this "
+                    f"pruner (at step {self.step_count}) last set {written:.6g} (scale {scale:.4g})")
+
+    def _all_zero_layers(self) -> dict[str, str]:
+        entries = list(self.parametrizations())
+        theta = [m.parametrizations.weight.original for _, m, _ in entries]
+        peaks = torch.stack([(t * p.mask if p.frozen else t).abs().amax().float()
+                             for t, (_, _, p) in zip(theta, entries)]).tolist()  # one sync
+        found = {}
+        for (name, _, p), peak in zip(entries, peaks):
+            if p.frozen and peak == 0:
+                found[name] = "its frozen mask keeps no nonzero weight"
+            elif not p.frozen and peak <= p._value:
+                found[name] = f"its largest |θ| is {peak:.4g}, its threshold d = {p._value:.4g}"
+        return found
+
+    def _prepare_attach(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.optimizer is not None and self.optimizer is not optimizer:
+            raise ValueError("attach(): pruner.optimizer is another optimizer; set pruner.optimizer to this one "
+                             "first if it is the one to read the learning rate from")
+        self.optimizer = optimizer
 
     @property
     def frozen(self) -> bool:
@@ -159,9 +172,8 @@ class SoftThresholdPruner(BasePruner):
             self._lr_group = (id(self.optimizer), found[0])
         return float(groups[self._lr_group[1]]["lr"])
 
-    def step(self) -> None:
-        """Advance the threshold by one optimizer step. Call after ``optimizer.step()``, before the LR scheduler."""
-        self._check_not_squashed("step()")
+    def _step(self) -> None:
+        """Advance the threshold by one optimizer step."""
         lr = self._current_lr()
         previous = self.threshold
         frozen = self.frozen
@@ -211,4 +223,6 @@ class SoftThresholdPruner(BasePruner):
         self.last_lr = state["last_lr"]
         self.last_increment = float(state["last_increment"])
         if not self.squashed:
+            for name, _, p in self.parametrizations():
+                p.set_scale(self.scales[name])
             self._write_threshold(self.threshold)

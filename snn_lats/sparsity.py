@@ -75,8 +75,14 @@ def sparsity_report(
     """
     layers = find_prunable_layers(model, layer_types, ignored_layers)
     pruned = {n: m for n, m in layers.items() if pruning_parametrization(m) is not None}
+    return layers_sparsity(pruned or layers, dense_sizes)
+
+
+@torch.no_grad()
+def layers_sparsity(layers: Mapping[str, nn.Module], dense_sizes: Mapping[str, int] | None = None) -> SparsityReport:
+    """The report over exactly ``layers`` (``{name: module}``), as ``sparsity_report`` counts them."""
     report = SparsityReport()
-    for name, module in (pruned or layers).items():
+    for name, module in layers.items():
         weight = deployed_weight(module)
         zeros, total = int((weight == 0).sum()), weight.numel()
         if dense_sizes is not None:

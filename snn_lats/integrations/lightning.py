@@ -6,9 +6,9 @@
 - The pruner is prepared in ``setup("fit")``: before Lightning restores a checkpoint's weights, so resuming
   (``trainer.fit(..., ckpt_path=...)``) finds the prepared keys it saved. ``total_steps`` defaults to
   ``trainer.estimated_stepping_batches``.
-- At ``on_fit_start`` (optimizers exist by then) the pruner is attached to the optimizer that holds the pruned
-  weights and stepped by ``optimizer.register_step_post_hook``: right after every real optimizer step and before
-  the LR scheduler, also under gradient accumulation and when AMP skips a step.
+- At ``on_fit_start`` (optimizers exist by then) the pruner is attached (``pruner.attach``) to the optimizer
+  that holds the pruned weights, so it steps right after every real optimizer step and before the LR scheduler,
+  also under gradient accumulation and when AMP skips a step.
 - It logs ``pruning/threshold`` and ``pruning/l1_coefficient`` every step and ``pruning/sparsity`` every epoch
   through the LightningModule's logger, saves the pruner's state in Lightning checkpoints, and squashes at
   ``on_fit_end`` when ``squash_on_fit_end=True``.
@@ -60,8 +60,10 @@ class SoftThresholdPruning(Callback):
         if len(holders) != 1:
             raise ValueError(f"SoftThresholdPruning needs exactly one optimizer holding the pruned weights, "
                              f"found {len(holders)}")
-        self.pruner.optimizer = holders[0]
-        self._hook = holders[0].register_step_post_hook(lambda optimizer, args, kwargs: self.pruner.step())
+        if self._hook is not None:  # a previous fit that ended in an exception left it attached
+            self._hook.remove()
+        self.pruner.optimizer = holders[0]  # this fit's optimizer, also on a second fit
+        self._hook = self.pruner.attach(holders[0])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         metrics = {"pruning/threshold": self.pruner.threshold}
