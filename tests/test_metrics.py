@@ -199,7 +199,7 @@ def test_empty_batches_is_an_error():
 
 
 def test_model_without_layers_to_measure_is_an_error():
-    with pytest.raises(ValueError, match="no nn.Conv2d or nn.Linear"):
+    with pytest.raises(ValueError, match="no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear"):
         measure(nn.Sequential(nn.ReLU()), [torch.rand(2, 3)])
     with pytest.raises(ValueError, match="e_ac_pj"):
         measure(TwoLayerSNN(), [torch.rand(1, 1, 4, 6, 6)], e_ac_pj=-1)

@@ -1,9 +1,12 @@
 """One pass over data: weight sparsity, firing rates, exact SOPs, MACs, dense-equivalent MACs and energy."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +17,8 @@ from spikingjelly.activation_based import functional
 from torch import nn
 
 from .firing import SPIKING_NEURON_TYPES, new_batch, recording_firing
-from .synops import SynapseCounter
+from .products import ProductCounter, counted_layer_weight, synaptic_weights
+from .synops import CONV_TYPES, LAYER_TYPES, SynapseCounter
 
 # Energy per operation in pJ at 45 nm (Horowitz, ISSCC 2014), the values SNN papers use.
 E_AC_PJ = 0.9
@@ -45,14 +49,17 @@ class MetricsReport:
     def to_csv(self, path: str | os.PathLike) -> None:
         """One row per layer plus a ``total`` row; list-valued fields are left out."""
         path = Path(path)
-        columns = ["layer", "type", *SYNAPSE_FIELDS, "firing_rate", "spikes", "neuron_updates"]
+        columns = ["layer", "type", *SYNAPSE_FIELDS, "firing_rate", "spikes", "neuron_updates", "weight_coverage",
+                   "mac_coverage"]
+        cover = self.total.get("coverage") or {}
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, columns, extrasaction="ignore")
             writer.writeheader()
             for name, row in self.layers.items():
                 writer.writerow({"layer": name, **row})
-            writer.writerow({"layer": "total", "type": "total", **self.total})
+            writer.writerow({"layer": "total", "type": "total", **self.total,
+                             "weight_coverage": cover.get("weights"), "mac_coverage": cover.get("macs")})
         os.replace(tmp, path)
 
     def __str__(self) -> str:
@@ -62,7 +69,8 @@ class MetricsReport:
             if r["type"] == "neuron":
                 lines.append(f"{name:<28} {'neuron':<8} {'':>10} {r['firing_rate']:9.4f}")
             else:
-                lines.append(f"{name:<28} {r['input_kind'] or '-':<8} {r['weight_sparsity']:10.4f} {'':>9} "
+                sparsity = "" if r["weight_sparsity"] is None else f"{r['weight_sparsity']:10.4f}"
+                lines.append(f"{name:<28} {r['input_kind'] or '-':<8} {sparsity:>10} {'':>9} "
                              f"{r['sops']:12.4g} {r['macs']:12.4g} {r['dense_macs']:12.4g} {r['energy_pj'] / 1e6:10.4g}")
         t = self.total
         rate = "" if t["firing_rate"] is None else f"{t['firing_rate']:9.4f}"
@@ -76,6 +84,15 @@ class MetricsReport:
                          f"{ref['dense_macs'] / t['samples']:.4g} MACs per sample): weight sparsity "
                          f"{ref['weight_sparsity']:.4f}, energy {ref['energy_ratio']:.4f} x its dense ANN "
                          f"({ref['dense_energy_pj'] / 1e6:.4g} uJ)")
+        cover = t.get("coverage")
+        if cover:
+            macs = "not measured" if cover["macs"] is None else f"{100 * cover['macs']:.2f} %"
+            lines.append(f"coverage: {100 * cover['weights']:.2f} % of {cover['synaptic_weights']:,} synaptic "
+                         f"weights, {macs} of the model's dense MACs")
+            lines += [f"not counted: {u['name']} ({u['type']}, {u['weights']:,} weights, "
+                      f"{u['dense_macs']:.4g} dense MACs)" for u in cover["uncounted"]]
+            lines += [f"not counted: {u['op']} in {u['module']} ({u['dense_macs']:.4g} dense MACs)"
+                      for u in cover["uncounted_ops"] if u["module"] not in {v["name"] for v in cover["uncounted"]}]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -100,11 +117,13 @@ def measure(
     neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES,
     max_batches: int | None = None,
     reference: nn.Module | None = None,
+    products: bool = True,
+    sample_dim: int | None = None,
 ) -> MetricsReport:
     """Run ``model`` in eval mode over ``batches`` and count, per layer and in total:
 
-    - ``weight_sparsity`` of every ``nn.Conv2d`` / ``nn.Linear`` (pruned or not; parametrized weights are read
-      through the parametrization);
+    - ``weight_sparsity`` of every ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` / ``nn.Linear`` (SpikingJelly's
+      ``layer.*`` included; pruned or not; parametrized weights are read through the parametrization);
     - ``sops``: accumulates that reach a nonzero weight, for layers fed by spikes (each spike one accumulate) or
       by integer values such as SEW ADD's 0/1/2 (each unit one accumulate; ``input_kind`` says which);
     - ``macs``: multiply-accumulates with nonzero weights, for layers fed by real values (the encoding layer, and
@@ -115,47 +134,70 @@ def measure(
     - ``firing_rate`` of every spiking neuron layer: overall, ``firing_rate_per_step``, and with
       ``per_channel=True`` ``firing_rate_per_channel``.
 
+    With ``products=True`` (the default) a torch dispatch mode also counts the matrix products that belong to
+    no counted layer (spiking attention's spike @ spike and counts @ spike), one row each, named
+    ``"<module>/matmul.<n>"`` (``type`` ``"matmul"``; see :mod:`snn_lats.metrics.products` for the rule), and
+    measures ``total["coverage"]``: the fraction of the model's synaptic weights (parameters with >= 2 dims) and
+    of its dense MACs (every product and convolution torch's flop counter knows) that the report counts, with
+    the modules and ops it does not count. ``products=False`` skips the dispatch mode (for models it cannot
+    run, e.g. compiled ones): no product rows, and ``coverage["macs"]`` is None.
+
     ``reference`` is the unpruned architecture a channel-pruned ``model`` came from (weights need not be
     trained: only shapes count). ``total["reference"]`` then restates weight sparsity, ``ops_ratio`` and
     ``energy_ratio`` against its weights and its dense MACs, because the fields above treat the thin model's
     own dense form as the baseline.
 
-    ``batches`` yields inputs or (input, target) pairs; with targets, ``total["accuracy"]`` is top-1. A 5-D input
-    is read as ``[T, B, ...]``. Counters reduce on the fly through forward hooks, so memory does not grow with
-    the number of batches. SpikingJelly networks are reset with ``functional.reset_net`` after every batch.
+    ``batches`` yields inputs or (input, target) pairs; with targets, ``total["accuracy"]`` is top-1. The input's
+    sample dimension is ``sample_dim``: by default 1 for a 5-D input (``[T, B, C, H, W]``) and 0 otherwise; set
+    it for other layouts (0 for a Conv3d ANN's ``[B, C, D, H, W]``, 1 for a 1-D SNN's ``[T, B, C, L]``). Counters
+    reduce on the fly through forward hooks, so memory does not grow with the number of batches. SpikingJelly
+    networks are reset with ``functional.reset_net`` after every batch.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for name, value in (("e_ac_pj", e_ac_pj), ("e_mac_pj", e_mac_pj)):
         if not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules()
-                if isinstance(m, (nn.Conv2d, nn.Linear))}
-    if not synapses:
-        raise ValueError("model has no nn.Conv2d or nn.Linear layer to measure")
+    if sample_dim not in (None, 0, 1):
+        raise ValueError(f"sample_dim must be None, 0 or 1, got {sample_dim!r}")
+    synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    if not synapses and not products:
+        raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer to measure")
 
     hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(i[0], o)) for c in synapses.values()]
+    counter = ProductCounter(model, {id(c.module) for c in synapses.values()}) if products else None
+    weights = synaptic_weights(model)
+    counted_weights = set().union(*(counted_layer_weight(n, c.module) for n, c in synapses.items()))
+    if counter is not None:  # uncounted weights that turn out to be an operand of a counted product count
+        counter.operand_params = {p.untyped_storage().data_ptr(): k for k, (_, _, _, p) in weights.items()
+                                  if k not in counted_weights and p is not None}
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     samples = correct = labelled = seen = 0
     one_sample = None  # the reference's dense MACs are counted on it
     try:
-        with recording_firing(model, neuron_types, per_channel) as neurons:
+        with recording_firing(model, neuron_types, per_channel) as neurons, \
+                (counter.tracking(model) if counter is not None else contextlib.nullcontext()):
             for batch in batches:
                 if max_batches is not None and seen >= max_batches:
                     break
                 x, y = _split_batch(batch)
                 x = x.to(device)
+                dim = (1 if x.dim() == 5 else 0) if sample_dim is None else sample_dim
+                if x.dim() <= dim:
+                    raise ValueError(f"sample_dim {dim} is out of range for an input of shape {tuple(x.shape)}")
                 out = model(x)
                 if neurons:
                     functional.reset_net(model)
                     new_batch(neurons)
-                batch_size = x.shape[1] if x.dim() == 5 else x.shape[0]
                 if reference is not None and one_sample is None:
-                    one_sample = x[:, :1] if x.dim() == 5 else x[:1]
-                samples += batch_size
+                    one_sample = x.narrow(dim, 0, 1)
+                samples += x.shape[dim]
                 seen += 1
+                if seen == 1 and not synapses and not counter.rows:
+                    raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer and ran no "
+                                     "matrix product: nothing to measure")
                 if y is not None:
                     logits = out.mean(0) if out.dim() == 3 else out
                     correct += int((logits.argmax(-1).cpu() == y.cpu()).sum())
@@ -166,10 +208,13 @@ def measure(
         model.train(was_training)
     if seen == 0:
         raise ValueError("batches is empty: nothing to measure (check the data loader and its batch size)")
-    report = _report(synapses, neurons, samples, e_ac_pj, e_mac_pj, correct / labelled if labelled else None)
+    report = _report(model, synapses, counter, neurons, samples, e_ac_pj, e_mac_pj,
+                     correct / labelled if labelled else None)
+    _coverage(report, model, synapses, counter, weights, counted_weights)
     if reference is not None:
         ref = measure(reference, [one_sample.to(next(reference.parameters()).device)], e_ac_pj=e_ac_pj,
-                      e_mac_pj=e_mac_pj, neuron_types=neuron_types).total
+                      e_mac_pj=e_mac_pj, neuron_types=neuron_types, products=products,
+                      sample_dim=sample_dim).total
         t = report.total
         nonzero = sum(r["nonzero_weights"] for r in report.layers.values() if r["type"] != "neuron")
         dense = ref["dense_macs"] * samples
@@ -181,27 +226,53 @@ def measure(
     return report
 
 
-def _report(synapses, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
+def _row(kind, sops, macs, dense, e_ac, e_mac, **fields) -> dict[str, Any]:
+    energy = e_ac * sops + e_mac * macs
+    return {**fields, "input_kind": kind, "sops": sops, "macs": macs, "dense_macs": dense, "energy_pj": energy,
+            "dense_energy_pj": e_mac * dense, "ops_ratio": (sops + macs) / dense if dense else None,
+            "energy_ratio": energy / (e_mac * dense) if dense and e_mac else None}
+
+
+def _time_steps(synapses, samples) -> float | None:
+    """How many passes per sample the counted layers ran: their executed dense MACs over their one-pass ones.
+
+    T for an SNN (every layer runs once per time step), 1 for an ANN. A product row's dense MACs are its
+    executed I·K·J divided by this, so that, like a layer's, they are one pass per sample.
+    """
+    ran = [c for c in synapses.values() if c.calls]
+    one_pass = sum(c.dense_macs_per_sample for c in ran) * samples
+    return sum(c.executed_dense_macs for c in ran) / one_pass if one_pass else None
+
+
+def _report(model, synapses, counter, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
     report = MetricsReport()
     for name, c in synapses.items():
         dense = (c.dense_macs_per_sample or 0) * samples
-        energy = e_ac * c.sops + e_mac * c.macs
-        report.layers[name] = {
-            "type": "conv" if isinstance(c.module, nn.Conv2d) else "linear",
-            "weight_sparsity": 1 - c.nonzero / c.weights,
-            "nonzero_weights": c.nonzero,
-            "weights": c.weights,
-            "input_kind": c.kind,
-            "sops": c.sops,
-            "macs": c.macs,
-            "dense_macs": dense,
-            "energy_pj": energy,
-            "dense_energy_pj": e_mac * dense,
-            "ops_ratio": (c.sops + c.macs) / dense if dense else None,
-            "energy_ratio": energy / (e_mac * dense) if dense and e_mac else None,
-        }
+        report.layers[name] = _row(
+            c.kind, c.sops, c.macs, dense, e_ac, e_mac, type="conv" if isinstance(c.module, CONV_TYPES) else "linear",
+            module_type=type(c.module).__name__, weight_sparsity=1 - c.nonzero / c.weights,
+            nonzero_weights=c.nonzero, weights=c.weights)
         if c.calls == 0:
             report.notes.append(f"layer {name} never ran: its counts are 0")
+    # Exact per-layer time steps, or their executed-weighted mean when layers ran a different number of passes
+    steps = _time_steps(synapses, samples) if synapses else None
+    rows = counter.rows if counter is not None else {}
+    if rows:
+        ratios = {c.executed_dense_macs / (c.dense_macs_per_sample * samples) for c in synapses.values()
+                  if c.calls and c.dense_macs_per_sample}
+        if steps is None:
+            steps = 1.0
+            report.notes.append("no counted layer ran, so the time steps are unknown: product rows' dense MACs "
+                                "count every executed product (as for one time step)")
+        elif max(ratios) - min(ratios) > 1e-9 * max(ratios):
+            report.notes.append(f"counted layers ran {min(ratios):.4g} to {max(ratios):.4g} passes per sample: "
+                                f"product rows' dense MACs divide by their weighted mean, {steps:.4g}")
+    for name, r in rows.items():
+        kind = "@".join(k or "-" for k in r.kinds)
+        report.layers[name] = _row(
+            kind, r.sops, r.macs, r.executed_dense_macs / steps, e_ac, e_mac, type="matmul",
+            module=r.module, module_type=r.module_type, op=",".join(r.ops), weight_sparsity=None,
+            nonzero_weights=0, weights=0)
     for name, c in neurons.items():
         report.layers[name] = {"type": "neuron", **c.summary()}
     syn = [r for r in report.layers.values() if r["type"] != "neuron"]
@@ -213,7 +284,7 @@ def _report(synapses, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
     updates = sum(c.elements for c in neurons.values())
     report.total = {
         "weights": weights,
-        "weight_sparsity": 1 - sum(r["nonzero_weights"] for r in syn) / weights,
+        "weight_sparsity": 1 - sum(r["nonzero_weights"] for r in syn) / weights if weights else None,
         "firing_rate": spikes / updates if updates else None,
         "spikes": spikes,
         "neuron_updates": updates,
@@ -225,6 +296,7 @@ def _report(synapses, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
         "ops_ratio": (sops + macs) / dense if dense else None,
         "energy_ratio": energy / (e_mac * dense) if dense and e_mac else None,
         "samples": samples,
+        "time_steps": steps,
         "accuracy": accuracy,
         "e_ac_pj": e_ac,
         "e_mac_pj": e_mac,
@@ -232,3 +304,51 @@ def _report(synapses, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
     if not neurons:
         report.notes.append("no spiking neuron layer found: SOPs are 0 and every layer counts MACs (an ANN)")
     return report
+
+
+def _coverage(report, model, synapses, counter, weights, counted_weights) -> None:
+    """``total["coverage"]``: the share of synaptic weights and of dense MACs the report counts, and what it misses."""
+    seen = counter.seen_params if counter is not None else set()
+    by_module: dict[str, dict[str, Any]] = {}
+    counted = total = 0
+    for key, (module, module_type, size, _) in weights.items():
+        total += size
+        if key in counted_weights or key in seen:
+            counted += size
+            continue
+        name = module or "(model)"
+        entry = by_module.setdefault(name, {"name": name, "type": module_type, "weights": 0, "dense_macs": 0})
+        entry["weights"] += size
+    ops = []
+    if counter is not None:
+        for (module, op), macs in counter.uncounted_ops.items():
+            ops.append({"module": module, "op": op, "dense_macs": macs})
+            if module in by_module:
+                by_module[module]["dense_macs"] += macs
+    counted_macs = sum(c.executed_dense_macs for c in synapses.values())
+    model_macs = None
+    if counter is not None:
+        counted_macs += sum(r.executed_dense_macs for r in counter.rows.values())
+        model_macs = counter.model_dense_macs
+    cover = {
+        "weights": counted / total if total else 1.0,
+        "macs": (counted_macs / model_macs if model_macs else 1.0) if counter is not None else None,
+        "counted_weights": counted,
+        "synaptic_weights": total,
+        "counted_dense_macs": counted_macs,
+        "model_dense_macs": model_macs,
+        "uncounted": list(by_module.values()),
+        "uncounted_ops": ops,
+    }
+    report.total["coverage"] = cover
+    if counter is None:
+        report.notes.append("products=False: matrix products outside layers are not counted and the MAC coverage "
+                            "is not measured")
+    if cover["weights"] < 1 or (cover["macs"] is not None and cover["macs"] < 1):
+        missed = ", ".join(f"{u['name']} ({u['type']})" for u in cover["uncounted"]) or "none"
+        macs = ("the dense MACs are not measured" if cover["macs"] is None
+                else f"{100 * cover['macs']:.2f} % of the dense MACs")
+        message = (f"the report counts {100 * cover['weights']:.2f} % of the synaptic weights and {macs}; modules "
+                   f"not counted: {missed}")
+        report.notes.append(message)
+        warnings.warn(message, stacklevel=4)  # the caller of measure

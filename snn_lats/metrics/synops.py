@@ -1,13 +1,17 @@
-"""Exact synaptic-operation counts for conv and linear layers, on the weights as they are (pruned zeros skipped).
+"""Exact synaptic-operation counts for conv (1-D, 2-D, 3-D) and linear layers, on the weights as they are (pruned
+zeros skipped).
 
 For a conv with nonzero-weight mask M and input x, the accumulates that reach a nonzero weight, summed over all
 outputs, are Σ_{n,o,p} Σ_{c,k} M[o,c,k]·x[n,c,p·s+k·d] = Σ_{c,k} fanout[c,k]·U[c,k], where fanout[c,k] counts the
 nonzero weights that input channel c feeds through kernel offset k, and U[c,k] = Σ_n Σ_p x[n,c,p·s+k·d] is the
 batch-summed input unfolded over the output grid. That is exactly Σ conv(x, M) but costs an unfold of one
-input-sized tensor instead of a second convolution.
+input-sized tensor instead of a second convolution. The unfold is ``Tensor.unfold`` once per spatial dimension (a
+strided view: torch has no 3-D ``F.unfold``), summed over the output grid in float64, so it is exact for any
+number of spatial dimensions.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +19,24 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUT_KINDS = ("binary", "integer", "real")
+CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # SpikingJelly's layer.* subclass them
+LAYER_TYPES: tuple[type[nn.Module], ...] = (*CONV_TYPES, nn.Linear)
+
+
+def classify(x: torch.Tensor) -> tuple[str, float, float]:
+    """The kind of ``x`` (see :func:`classify_and_sum`) and its min and max (meaningless for ``real``)."""
+    if x.is_complex():
+        return "real", 0.0, 0.0
+    if x.dtype == torch.bool:
+        return "binary", 0.0, 1.0
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if lo >= 0 and hi <= 1:
+        if x.is_floating_point() and float(torch.addcmul(x, x, x, value=-1).amax()) > 0:
+            return "real", lo, hi
+        return "binary", lo, hi
+    if x.is_floating_point() and not torch.equal(x, torch.round(x)):
+        return "real", lo, hi
+    return "integer", lo, hi
 
 
 def classify_and_sum(x: torch.Tensor) -> tuple[str, torch.Tensor | None]:
@@ -25,14 +47,12 @@ def classify_and_sum(x: torch.Tensor) -> tuple[str, torch.Tensor | None]:
     anyway; nothing is converted to float64. For x in [0, 1], x − x² is 0 exactly at 0 and 1 and stays > 0 in
     floating point for every value in between (x² rounds to at most x, and the subtraction is exact).
     """
-    lo, hi = (float(v) for v in torch.aminmax(x))
-    if lo >= 0 and hi <= 1:
-        if x.is_floating_point() and float(torch.addcmul(x, x, x, value=-1).amax()) > 0:
-            return "real", None
-        return "binary", exact_sum(x, 0, bound=1.0)
-    if x.is_floating_point() and not torch.equal(x, torch.round(x)):
+    kind, lo, hi = classify(x)
+    if kind == "real":
         return "real", None
-    return "integer", exact_sum(x.abs() if lo < 0 else x, 0, bound=max(abs(lo), abs(hi)))
+    if x.dtype == torch.bool:
+        return kind, x.sum(0, dtype=torch.float64)
+    return kind, exact_sum(x.abs() if lo < 0 else x, 0, bound=max(abs(lo), abs(hi)))
 
 
 def exact_sum(x: torch.Tensor, dim: int | tuple[int, ...], bound: float) -> torch.Tensor:
@@ -76,19 +96,21 @@ class SynapseCounter:
     dense_macs_per_sample: float | None = None
     kind: str | None = None
     calls: int = field(default=0)
+    executed_dense_macs: int = 0  # weights x output positions over every call (all time steps): for coverage
 
     @classmethod
     @torch.no_grad()
     def for_module(cls, module: nn.Module) -> SynapseCounter:
+        if not isinstance(module, LAYER_TYPES):
+            raise TypeError(f"SynapseCounter supports nn.Conv1d, nn.Conv2d, nn.Conv3d and nn.Linear, "
+                            f"got {type(module).__name__}")
         mask = module.weight != 0
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, CONV_TYPES):
             c_out, c_in_g = mask.shape[:2]
             g = module.groups
             fanout = mask.reshape(g, c_out // g, c_in_g, -1).sum(1, dtype=torch.float64).reshape(c_in_g * g, -1)
-        elif isinstance(module, nn.Linear):
-            fanout = mask.sum(0, dtype=torch.float64)
         else:
-            raise TypeError(f"SynapseCounter supports nn.Conv2d and nn.Linear, got {type(module).__name__}")
+            fanout = mask.sum(0, dtype=torch.float64)
         return cls(module, fanout, int(mask.sum()), mask.numel())
 
     @torch.no_grad()
@@ -96,34 +118,40 @@ class SynapseCounter:
         m = self.module
         time_steps = x.shape[0] if is_multi_step(m) else 1
         samples = x.shape[1] if is_multi_step(m) else x.shape[0]
-        if isinstance(m, nn.Conv2d):
-            x = x.reshape(-1, *x.shape[-3:])
-            positions = out.shape[-1] * out.shape[-2]  # output positions per image
+        conv = isinstance(m, CONV_TYPES)
+        if conv:
+            dims = m.weight.dim() - 2  # spatial dimensions
+            x = x.reshape(-1, *x.shape[-dims - 1:])  # [images, C, *spatial]: T·B images, or T·B already flat
+            positions = math.prod(out.shape[-dims:])  # output positions per image
             self.dense_macs_per_sample = self.weights * positions
-            pairs = self.nonzero * positions * x.shape[0]
+            images = x.shape[0]
         else:
             x = x.reshape(-1, m.in_features)
             self.dense_macs_per_sample = self.weights * (x.shape[0] // (time_steps * samples))
-            pairs = self.nonzero * x.shape[0]
+            positions, images = 1, x.shape[0]
+        self.executed_dense_macs += self.weights * positions * images
+        pairs = self.nonzero * positions * images
         kind, summed = classify_and_sum(x)
         self.kind = _wider(self.kind, kind)
         self.calls += 1
         if kind == "real":
             self.macs += pairs
-        elif isinstance(m, nn.Conv2d):
+        elif conv:
             self.sops += float((self._unfolded(summed) * self.fanout).sum())
         else:
             self.sops += float((summed * self.fanout).sum())
 
     def _unfolded(self, xbar: torch.Tensor) -> torch.Tensor:
-        """U[c, k] = Σ_p xbar[c, p·stride + k·dilation − padding] for the batch-summed input xbar [C, H, W]."""
+        """U[c, k] = Σ_p xbar[c, p·stride + k·dilation − padding] for the batch-summed input xbar [C, *spatial]."""
         m = self.module
-        xbar = xbar.unsqueeze(0)
+        dims = xbar.dim() - 1
         if isinstance(m.padding, str) or m.padding_mode != "zeros":
             mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
-            xbar = F.pad(xbar, m._reversed_padding_repeated_twice, mode=mode)
-            padding = 0
-        else:
-            padding = m.padding
-        cols = F.unfold(xbar, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
-        return cols.sum(-1).reshape(xbar.shape[1], -1)
+            xbar = F.pad(xbar.unsqueeze(0), m._reversed_padding_repeated_twice, mode=mode)[0]
+        elif any(m.padding):
+            xbar = F.pad(xbar, [p for p in reversed(m.padding) for _ in range(2)])
+        cols = xbar
+        for i in range(dims):  # windows of each dimension go last: [C, *out, *kernel] once done
+            k, s, d = m.kernel_size[i], m.stride[i], m.dilation[i]
+            cols = cols.unfold(1 + i, (k - 1) * d + 1, s)[..., ::d]
+        return cols.sum(tuple(range(1, 1 + dims))).reshape(xbar.shape[0], -1)

@@ -1,0 +1,203 @@
+"""Matrix products that belong to no counted layer (spiking attention's spike @ spike), and the model's coverage.
+
+A torch dispatch mode (the mechanism ``torch.utils.flop_counter`` uses, no monkey-patching) sees every aten op of
+the forward pass. ``mm``/``bmm``/``addmm``/``baddbmm``/``addbmm``/``mv``/``addmv``/``dot`` are what ``@``,
+``matmul``, ``einsum`` and ``F.linear`` decompose into. For operands A [.., I, K] and B [.., K, J] the count is
+
+    Σ_{i,k,j} m(a_ik)·m(b_kj) = Σ_k colsum(m(A))[k] · rowsum(m(B))[k]    (per batch matrix, exact in float64)
+
+with m(x) = |x| for spike (0/1) and whole-number operands (an integer n counts n times, as in the layers) and
+m(x) = 1[x ≠ 0] for real ones. So spike×spike is the number of nonzero pairs, integer×spike Σ|a|·1[b ≠ 0],
+spike×real weights the layer rule, and integer×integer Σ|a|·|b| (each product as |a|·|b| accumulates). A
+product with a spike or integer operand counts SOPs; real×real counts MACs on nonzero pairs.
+
+Products issued inside a counted nn.Conv1d/2d/3d or nn.Linear are that layer's own and are not counted again.
+Every other op that ``torch.utils.flop_counter`` has a formula for (convolutions of uncounted modules, fused
+attention) adds its dense MACs to the model's total and to the uncounted ops, so coverage shows what is missed.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from .synops import LAYER_TYPES, _wider, classify, exact_sum
+
+aten = torch.ops.aten
+# op -> (index of the first operand, how the pair is laid out): "mm" [I,K]@[K,J], "bmm" batched, "mv", "dot"
+PRODUCT_OPS = {
+    aten.mm: (0, "mm"), aten.addmm: (1, "mm"), aten.bmm: (0, "bmm"), aten.baddbmm: (1, "bmm"),
+    aten.addbmm: (1, "bmm"), aten.mv: (0, "mv"), aten.addmv: (1, "mv"), aten.dot: (0, "dot"),
+}
+ROOT = "(model)"  # name of the model itself, whose named_modules() name is ""
+
+
+@dataclass
+class ProductRow:
+    """Counts of one product call site: the n-th product a module's forward issues."""
+
+    module: str
+    module_type: str
+    ops: list[str] = field(default_factory=list)
+    sops: float = 0.0
+    macs: float = 0.0
+    executed_dense_macs: int = 0  # I·K·J over every batch matrix and call (all time steps)
+    kinds: tuple[str | None, str | None] = (None, None)
+    calls: int = 0
+
+
+def _as_batched(a: torch.Tensor, b: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both operands as [n, I, K] and [n, K, J]."""
+    if layout == "mm":
+        return a.unsqueeze(0), b.unsqueeze(0)
+    if layout == "mv":
+        return a.unsqueeze(0), b.reshape(1, -1, 1)
+    if layout == "dot":
+        return a.reshape(1, 1, -1), b.reshape(1, -1, 1)
+    return a, b
+
+
+def _weighted_sum(x: torch.Tensor, kind: str, lo: float, hi: float, dim: int) -> torch.Tensor:
+    """Σ over ``dim`` of m(x) (|x| for spikes and integers, 1[x ≠ 0] for real values), exact, float64."""
+    if kind == "real" or x.dtype == torch.bool:
+        return (x != 0).sum(dim, dtype=torch.float64)
+    return exact_sum(x.abs() if lo < 0 else x, dim, bound=max(abs(lo), abs(hi)))
+
+
+def product_count(a: torch.Tensor, b: torch.Tensor) -> tuple[float, str, str]:
+    """Σ_{n,i,k,j} m(a[n,i,k])·m(b[n,k,j]) for a [n, I, K] and b [n, K, J], and both operands' kinds."""
+    ka, *range_a = classify(a)
+    kb, *range_b = classify(b)
+    col = _weighted_sum(a, ka, *range_a, dim=-2)  # [n, K]
+    row = _weighted_sum(b, kb, *range_b, dim=-1)  # [n, K]
+    return float((col * row).sum()), ka, kb
+
+
+class ProductCounter(TorchDispatchMode):
+    """Counts products by calling module and the dense MACs of every op, counted or not (see the module doc)."""
+
+    def __init__(self, model: nn.Module, counted: set[int]):
+        super().__init__()
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.types = {id(m): type(m).__name__ for m in model.modules()}
+        self.counted = counted  # ids of the hooked layers
+        self.stack: list[list] = []  # [module id, products issued so far in this forward]
+        self.inside_counted = 0
+        self.rows: dict[str, ProductRow] = {}
+        self.model_dense_macs = 0  # every product and convolution, executed (all time steps)
+        self.uncounted_ops: dict[tuple[str, str], int] = defaultdict(int)  # (module, op) -> executed dense MACs
+        self.operand_params: dict[int, str] = {}  # storage pointer -> parameter name, for weight coverage
+        self.seen_params: set[str] = set()  # uncounted-module weights that were an operand of a counted product
+
+    @contextlib.contextmanager
+    def tracking(self, model: nn.Module) -> Iterator[None]:
+        """Keep the stack of running modules with pre/post forward hooks (removed on exit)."""
+        hooks = []
+        for m in model.modules():
+            hooks.append(m.register_forward_pre_hook(lambda m, i: self._enter(m)))
+            hooks.append(m.register_forward_hook(lambda m, i, o: self._leave(m), always_call=True))
+        try:
+            with self:
+                yield
+        finally:
+            for h in hooks:
+                h.remove()
+            self.stack.clear()
+            self.inside_counted = 0
+
+    def _enter(self, m: nn.Module) -> None:
+        self.stack.append([id(m), 0])
+        self.inside_counted += id(m) in self.counted
+
+    def _leave(self, m: nn.Module) -> None:
+        if self.stack and self.stack[-1][0] == id(m):
+            self.stack.pop()
+            self.inside_counted -= id(m) in self.counted
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet in PRODUCT_OPS:
+            first, layout = PRODUCT_OPS[packet]
+            self._product(str(packet).removeprefix("aten."), *_as_batched(args[first], args[first + 1], layout))
+        elif packet in flop_registry:
+            macs = flop_registry[packet](*args, **kwargs, out_val=out) // 2
+            self.model_dense_macs += macs
+            if not self.inside_counted:
+                self.uncounted_ops[(self._caller(), str(packet).removeprefix("aten."))] += macs
+        return out
+
+    def _caller(self) -> str:
+        return self.names.get(self.stack[-1][0], "?") or ROOT if self.stack else ROOT
+
+    def _product(self, op: str, a: torch.Tensor, b: torch.Tensor) -> None:
+        dense = a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+        self.model_dense_macs += dense
+        if self.inside_counted:  # the layer's own product: its hook counts it
+            return
+        if self.stack:
+            top = self.stack[-1]
+            key, index = top[0], top[1]
+            top[1] += 1
+        else:
+            key, index = None, 0
+        module = self.names.get(key, "?") or ROOT if key is not None else ROOT
+        name = f"{module}/matmul.{index}"
+        row = self.rows.get(name)
+        if row is None:
+            row = self.rows[name] = ProductRow(module, self.types.get(key, "?") if key is not None else "?")
+        if op not in row.ops:
+            row.ops.append(op)
+        row.calls += 1
+        row.executed_dense_macs += dense
+        if self.operand_params:
+            for t in (a, b):
+                param = self.operand_params.get(t.untyped_storage().data_ptr())
+                if param is not None:
+                    self.seen_params.add(param)
+        if a.numel() == 0 or b.numel() == 0:
+            return
+        count, ka, kb = product_count(a, b)
+        row.kinds = (_wider(row.kinds[0], ka), _wider(row.kinds[1], kb))
+        if ka == kb == "real":
+            row.macs += count
+        else:
+            row.sops += count
+
+
+def synaptic_weights(model: nn.Module) -> dict[str, tuple[str, str, int, nn.Parameter | None]]:
+    """Every synaptic weight of ``model``: parameter name -> (module name, module type, size, parameter).
+
+    The rule: a parameter with two or more dimensions is a synaptic weight (conv kernels, linear matrices, a
+    custom module's ``weight``). 0-D and 1-D parameters are not: biases, normalization affine weights, neuron
+    time constants and thresholds. A parametrized weight counts once, at its owner, with its parametrized size
+    (torch.nn.utils.prune's ``weight_orig`` is the owner's own parameter, so it counts once too).
+    """
+    found = {}
+    for name, m in model.named_modules():
+        if isinstance(m, parametrize.ParametrizationList):
+            continue  # its ``original`` is counted at the module it parametrizes
+        prefix = f"{name}." if name else ""
+        for pname, p in m.named_parameters(recurse=False):
+            if p.dim() >= 2:
+                found[prefix + pname] = (name, type(m).__name__, p.numel(), p)
+        if parametrize.is_parametrized(m):
+            for pname in m.parametrizations:
+                value = getattr(m, pname)
+                if value.dim() >= 2:
+                    found[prefix + pname] = (name, type(m).__name__, value.numel(), None)
+    return found
+
+
+def counted_layer_weight(name: str, module: nn.Module) -> set[str]:
+    """The parameter names under which a counted layer's weight can appear in :func:`synaptic_weights`."""
+    prefix = f"{name}." if name else ""
+    return {prefix + "weight", prefix + "weight_orig"} if isinstance(module, LAYER_TYPES) else set()
