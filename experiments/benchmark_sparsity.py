@@ -4,10 +4,17 @@
     python -m experiments.benchmark_sparsity --model sew_resnet18 --model-kwargs '{"T": 4}' \\
         --checkpoint ckpt.pth --data imagefolder:/data/imagenet/val --max-batches 50
 
+Any model: --model is a registry name or PACKAGE.MODULE:FACTORY, a callable importable from sys.path
+(``python -m`` puts the working directory there) that returns the nn.Module, called with --model-kwargs:
+
+    python -m experiments.benchmark_sparsity --model my_pkg.nets:build_csnn --model-kwargs '{"channels": 32}' \\
+        --checkpoint pruned.pth --data fashion-mnist
+
 The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When it
 stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed; a
-channel-pruned model's "structure" rebuilds its widths. Prints a per-layer
-table and writes sparsity.json, sparsity.csv and plots (per-layer weight density, firing rate and operations,
+channel-pruned model's "structure" rebuilds its widths (registry models only). A bad import path, a missing
+factory, kwargs the factory does not take, or a checkpoint that does not fit the model is a one-line error
+(exit code 2). Prints a per-layer table and writes sparsity.json, sparsity.csv and plots (per-layer weight density, firing rate and operations,
 pruned against dense) into --out. --dense-checkpoint adds a dense model's firing rates and SOPs to the plots.
 For a channel-pruned (OCS) checkpoint the report adds weight sparsity and energy against the unpruned
 architecture.
@@ -15,6 +22,7 @@ architecture.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -29,13 +37,66 @@ from snn_lats.checkpoint import load_checkpoint, load_plain_weights, model_state
 from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, MetricsReport, measure
 
 
+class UsageError(ValueError):
+    """A problem with the command line or its files, reported as one line and exit code 2."""
+
+
+def json_object(text: str) -> dict:
+    """--model-kwargs: a JSON object, else argparse's own one-line error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"T\": 4}}', got {text!r}")
+    return value
+
+
+def resolve_factory(name: str):
+    """``package.module:factory`` → the callable; a registry name → ``models.create_model`` for it."""
+    if ":" not in name:
+        if name not in models.list_models():
+            raise UsageError(f"--model {name!r} is not a registry model ({', '.join(models.list_models())}) "
+                             "nor PACKAGE.MODULE:FACTORY")
+        return lambda structure=None, **kwargs: models.create_model(name, structure=structure, **kwargs)
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"--model {name!r}: expected PACKAGE.MODULE:FACTORY, e.g. my_pkg.nets:build_csnn")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # also a module that fails to import one of its own dependencies
+        raise UsageError(f"--model {name!r}: cannot import {module_name!r}: {exc}") from None
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise UsageError(f"--model {name!r}: module {module_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UsageError(f"--model {name!r}: {attr!r} is a {type(factory).__name__}, not a callable")
+    return factory
+
+
+def create(name: str, kwargs: dict, structure: dict | None = None) -> torch.nn.Module:
+    factory = resolve_factory(name)
+    if structure is not None and ":" in name:
+        raise UsageError(f"the checkpoint is channel-pruned (it has a 'structure'), which only registry models "
+                         f"can rebuild; --model {name!r} is a factory")
+    try:
+        model = factory(**kwargs) if structure is None else factory(structure=structure, **kwargs)
+    except TypeError as exc:  # kwargs the factory does not take (or misses); its other errors are its own
+        raise UsageError(f"--model {name!r} with --model-kwargs {json.dumps(kwargs)}: {exc}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
 def build_model(checkpoint: dict, model_name: str | None, model_kwargs: dict | None) -> torch.nn.Module:
     name = model_name or (checkpoint.get("model_name") if isinstance(checkpoint, dict) else None)
     if name is None:
-        raise ValueError("the checkpoint does not name its model: pass --model (and --model-kwargs)")
+        raise UsageError("the checkpoint does not name its model: pass --model (and --model-kwargs)")
     kwargs = model_kwargs if model_kwargs is not None else (checkpoint.get("model_kwargs") or {})
     structure = checkpoint.get("structure") if isinstance(checkpoint, dict) else None  # channel-pruned (OCS)
-    model = models.create_model(name, structure=structure, **kwargs)
+    model = create(name, kwargs, structure)
     load_plain_weights(model, model_state_from_checkpoint(checkpoint))
     return model
 
@@ -45,7 +106,7 @@ def unpruned_architecture(checkpoint: dict, model_name: str | None, model_kwargs
     if not isinstance(checkpoint, dict) or checkpoint.get("structure") is None:
         return None
     kwargs = model_kwargs if model_kwargs is not None else (checkpoint.get("model_kwargs") or {})
-    return models.create_model(model_name or checkpoint["model_name"], **kwargs)
+    return create(model_name or checkpoint["model_name"], kwargs)
 
 
 def run(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace, desc: str,
@@ -114,10 +175,12 @@ def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[
 
 
 def main(argv: list[str] | None = None) -> MetricsReport:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmark_sparsity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--model", default=None, help=f"one of {models.list_models()}")
-    parser.add_argument("--model-kwargs", type=json.loads, default=None, help="JSON dict for create_model")
+    parser.add_argument("--model", default=None,
+                        help=f"one of {models.list_models()}, or PACKAGE.MODULE:FACTORY for any model")
+    parser.add_argument("--model-kwargs", type=json_object, default=None, help="JSON object of the model's kwargs")
     parser.add_argument("--dense-checkpoint", type=Path, default=None, help="a dense model to compare against")
     parser.add_argument("--data", default="digits", help="digits | fashion-mnist[:DIR] | cifar10:DIR | imagefolder:DIR")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -134,14 +197,20 @@ def main(argv: list[str] | None = None) -> MetricsReport:
     if args.max_batches is not None and args.max_batches <= 0:
         parser.error(f"--max-batches must be > 0, got {args.max_batches}")
 
-    loader = DataLoader(eval_dataset(args.data), batch_size=args.batch_size, num_workers=args.workers)
-    checkpoint = load_checkpoint(args.checkpoint)
-    model = build_model(checkpoint, args.model, args.model_kwargs).to(args.device)
-    reference = unpruned_architecture(checkpoint, args.model, args.model_kwargs)
+    try:  # the user's errors as one line, exit code 2 (what argparse does for its own)
+        loader = DataLoader(eval_dataset(args.data), batch_size=args.batch_size, num_workers=args.workers)
+        checkpoint = load_checkpoint(args.checkpoint)
+        model = build_model(checkpoint, args.model, args.model_kwargs).to(args.device)
+        reference = unpruned_architecture(checkpoint, args.model, args.model_kwargs)
+        dense_model = None
+        if args.dense_checkpoint is not None:
+            dense_model = build_model(load_checkpoint(args.dense_checkpoint), args.model, args.model_kwargs)
+    except (ValueError, OSError) as exc:  # UsageError, checkpoint mismatch/corrupt, missing file or --data
+        what = "" if isinstance(exc, ValueError) else f"{type(exc).__name__}: "
+        parser.exit(2, f"{parser.prog}: error: {what}{' '.join(str(exc).split())}\n")
     report = run(model, loader, args, "pruned", None if reference is None else reference.to(args.device))
     dense = None
-    if args.dense_checkpoint is not None:
-        dense_model = build_model(load_checkpoint(args.dense_checkpoint), args.model, args.model_kwargs)
+    if dense_model is not None:
         dense = run(dense_model.to(args.device), loader, args, "dense")
 
     args.out.mkdir(parents=True, exist_ok=True)

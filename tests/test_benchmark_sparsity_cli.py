@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -38,23 +39,70 @@ def test_cli_reads_a_prepared_checkpoint_and_writes_table_json_csv_and_plots(tmp
     assert dense["total"]["weight_sparsity"] < 1e-3 < saved["total"]["weight_sparsity"]
 
 
-def test_cli_errors_name_the_problem(tmp_path):
+def _fails(argv, capsys):
+    """main(argv) exits with code 2 and a one-line message on stderr (after argparse's usage for its own
+    errors); returns the message."""
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_sparsity.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    message = err.splitlines()[-1]
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    assert message.startswith("python -m experiments.benchmark_sparsity: error: "), err
+    return message
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
     model = models.create_model("sew_resnet18", **KWARGS)
     _save(tmp_path / "anonymous.pth", model.state_dict())
-    with pytest.raises(ValueError, match="--model"):
-        benchmark_sparsity.main(["--checkpoint", str(tmp_path / "anonymous.pth"), "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match=r"shape mismatches \(\d+\): bn1.bias: checkpoint \(8,\) vs model \(16,\).*more"):
-        benchmark_sparsity.main(["--checkpoint", str(tmp_path / "anonymous.pth"), "--model", "sew_resnet18",
-                                 "--model-kwargs", json.dumps({**KWARGS, "width_multiplier": 0.25}),
-                                 "--out", str(tmp_path)])
+    anonymous = ["--checkpoint", str(tmp_path / "anonymous.pth"), "--out", str(tmp_path)]
+    assert "the checkpoint does not name its model: pass --model" in _fails(anonymous, capsys)
+    err = _fails([*anonymous, "--model", "sew_resnet18", "--model-kwargs",
+                  json.dumps({**KWARGS, "width_multiplier": 0.25})], capsys)
+    assert re.search(r"shape mismatches \(\d+\): bn1.bias: checkpoint \(8,\) vs model \(16,\).*more", err)
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "anonymous.pth").read_bytes()[:100])
-    with pytest.raises(ValueError, match="corrupt or truncated"):
-        benchmark_sparsity.main(["--checkpoint", str(tmp_path / "truncated.pth"), "--out", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        benchmark_sparsity.main(["--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="--data"):
-        benchmark_sparsity.main(["--checkpoint", str(tmp_path / "anonymous.pth"), "--data", "mnist",
-                                 "--out", str(tmp_path)])
+    assert "corrupt or truncated" in _fails(["--checkpoint", str(tmp_path / "truncated.pth")], capsys)
+    assert "FileNotFoundError: checkpoint" in _fails(["--checkpoint", str(tmp_path / "nope.pth")], capsys)
+    assert "--data" in _fails([*anonymous, "--data", "mnist"], capsys)
+
+
+def test_cli_measures_a_users_own_model_from_an_import_path(tmp_path):
+    from tests.user_models import build_csnn
+
+    torch.manual_seed(0)
+    model = build_csnn(channels=6)
+    pruner = snn_lats.SoftThresholdPruner(model, 0.1, "constant", compensate=False, ignored_layers=["net.5"])
+    torch.save({"model": model.state_dict()}, tmp_path / "user.pth")
+    report = benchmark_sparsity.main(["--checkpoint", str(tmp_path / "user.pth"), "--model",
+                                      "tests.user_models:build_csnn", "--model-kwargs", '{"channels": 6}',
+                                      "--max-batches", "1", "--batch-size", "8", "--out", str(tmp_path / "out")])
+    expected = pruner.sparsity_report().layers["net.0"].fraction
+    assert 0.1 < expected < 1 and report.layers["net.0"]["weight_sparsity"] == pytest.approx(expected)
+    assert report.layers["net.5"]["weight_sparsity"] == 0.0 and report.total["samples"] == 8
+
+
+def test_cli_user_model_errors_are_one_line(tmp_path, capsys):
+    from tests.user_models import build_csnn
+
+    torch.save({"model": build_csnn(channels=6).state_dict()}, tmp_path / "user.pth")
+    base = ["--checkpoint", str(tmp_path / "user.pth"), "--out", str(tmp_path / "out")]
+    cases = {
+        "no_such_pkg.nets:build": r"cannot import 'no_such_pkg.nets': No module named 'no_such_pkg'",
+        "tests.user_models:build_cnn": r"module 'tests.user_models' has no attribute 'build_cnn'",
+        "tests.user_models:NOT_A_FACTORY": r"'NOT_A_FACTORY' is a int, not a callable",
+        "tests.user_models:not_a_module": r"returned a str, not a torch.nn.Module",
+        "tests.user_models": r"'tests.user_models' is not a registry model \(.*sew_resnet18.*\) nor PACKAGE",
+        "tests.user_models:": r"expected PACKAGE.MODULE:FACTORY",
+    }
+    for model, pattern in cases.items():
+        assert re.search(pattern, _fails([*base, "--model", model], capsys)), model
+    err = _fails([*base, "--model", "tests.user_models:build_csnn", "--model-kwargs", '{"width": 6}'], capsys)
+    assert re.search(r"with --model-kwargs \{\"width\": 6\}: .*unexpected keyword argument 'width'", err)
+    err = _fails([*base, "--model", "tests.user_models:build_csnn"], capsys)  # channels=4 != the checkpoint's 6
+    assert "checkpoint does not match the model: shape mismatches" in err
+    err = _fails([*base, "--model", "tests.user_models:build_csnn", "--model-kwargs", "{channels: 6}"], capsys)
+    assert "argument --model-kwargs: not valid JSON" in err
+    assert "must be a JSON object" in _fails([*base, "--model-kwargs", "[6]"], capsys)
 
 
 def test_cli_reads_the_training_pipelines_checkpoint(tmp_path, capsys):

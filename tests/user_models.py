@@ -1,0 +1,29 @@
+"""A user's own model, outside the registry: ``--model tests.user_models:build_csnn`` in the benchmark CLI tests."""
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from torch import nn
+
+NOT_A_FACTORY = 3
+
+
+def build_csnn(channels: int = 4, T: int = 2) -> nn.Module:
+    """A small SpikingJelly CSNN on 8×8 digits: conv, BN, LIF, pool, then a linear classifier; averages over T."""
+    net = nn.Sequential(
+        layer.Conv2d(1, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels),
+        neuron.LIFNode(surrogate_function=surrogate.ATan()), layer.MaxPool2d(2),
+        layer.Flatten(), layer.Linear(channels * 4 * 4, 10, bias=False),
+    )
+    functional.set_step_mode(net, "m")
+    return _RepeatT(net, T)
+
+
+class _RepeatT(nn.Module):
+    def __init__(self, net: nn.Module, T: int):
+        super().__init__()
+        self.net, self.T = net, T
+
+    def forward(self, x):
+        return self.net(x.unsqueeze(0).repeat(self.T, *[1] * x.dim())).mean(0)
+
+
+def not_a_module():
+    return "nope"
