@@ -357,3 +357,28 @@ def test_attach_rejects_an_optimizer_without_the_pruned_weights_and_changes_noth
     with pruner.attach(pruner.optimizer) as handle:
         assert pruner._attachment is handle
     assert pruner._attachment is None
+
+
+# 7. the guide's per-epoch warm-up + cosine: schedule="lr" keeps λ constant and ends at D ----------------------
+
+def test_lr_schedule_with_a_per_epoch_warmup_cosine_keeps_lambda_constant_and_reaches_d():
+    model = TinyCNN()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    epochs, steps_per_epoch, warmup_epochs = 5, 3, 2
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_epochs)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs - warmup_epochs)
+    lr_scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs])
+    pruner = snn_lats.SoftThresholdPruner(model, 0.02, "lr", total_steps=epochs * steps_per_epoch,
+                                          optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                          steps_per_epoch=steps_per_epoch)
+    pruner.attach(optimizer)
+    lambdas, lrs = [], []
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()  # no gradients: only the pruner moves
+            lambdas.append(pruner.l1_coefficient)
+        lr_scheduler.step()
+    assert len(set(lrs)) == epochs  # the LR changed once per epoch, with the warm-up
+    assert lambdas == pytest.approx([0.02 / sum(lrs)] * len(lrs), rel=1e-9)
+    assert pruner.threshold == pytest.approx(0.02, rel=1e-12)
