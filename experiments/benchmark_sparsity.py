@@ -7,17 +7,17 @@
 Any model: --model is a registry name or PACKAGE.MODULE:FACTORY, a callable importable from sys.path
 (``python -m`` puts the working directory there) that returns the nn.Module, called with --model-kwargs:
 
-    python -m experiments.benchmark_sparsity --model my_pkg.nets:build_csnn --model-kwargs '{"channels": 32}' \\
+    python -m experiments.benchmark_sparsity --model my_pkg.nets:build_csnn --model-kwargs '{"width": 8}' \\
         --checkpoint pruned.pth --data fashion-mnist
 
 The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When it
 stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed; a
 channel-pruned model's "structure" rebuilds its widths (registry models only). A bad import path, a missing
 factory, kwargs the factory does not take, or a checkpoint that does not fit the model is a one-line error
-(exit code 2). Prints a per-layer table and writes sparsity.json, sparsity.csv and plots (per-layer weight density, firing rate and operations,
-pruned against dense) into --out. --dense-checkpoint adds a dense model's firing rates and SOPs to the plots.
-For a channel-pruned (OCS) checkpoint the report adds weight sparsity and energy against the unpruned
-architecture.
+(exit code 2). Prints a per-layer table and writes sparsity.json, sparsity.csv and plots (per-layer weight
+density, firing rate and operations, pruned against dense) into --out. --dense-checkpoint adds a dense model's
+firing rates and SOPs to the plots. For a channel-pruned (OCS) checkpoint the report adds weight sparsity and
+energy against the unpruned architecture.
 """
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def resolve_factory(name: str):
 def create(name: str, kwargs: dict, structure: dict | None = None) -> torch.nn.Module:
     factory = resolve_factory(name)
     if structure is not None and ":" in name:
-        raise UsageError(f"the checkpoint is channel-pruned (it has a 'structure'), which only registry models "
-                         f"can rebuild; --model {name!r} is a factory")
+        raise UsageError(f"the checkpoint is channel-pruned (it has a 'structure'), which only registry "
+                         f"models can rebuild; --model {name!r} is a factory")
     try:
         model = factory(**kwargs) if structure is None else factory(structure=structure, **kwargs)
     except TypeError as exc:  # kwargs the factory does not take (or misses); its other errors are its own
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> MetricsReport:
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--model", default=None,
                         help=f"one of {models.list_models()}, or PACKAGE.MODULE:FACTORY for any model")
-    parser.add_argument("--model-kwargs", type=json_object, default=None, help="JSON object of the model's kwargs")
+    parser.add_argument("--model-kwargs", type=json_object, default=None,
+                        help="JSON object of the model's kwargs")
     parser.add_argument("--dense-checkpoint", type=Path, default=None, help="a dense model to compare against")
     parser.add_argument("--data", default="digits", help="digits | fashion-mnist[:DIR] | cifar10:DIR | imagefolder:DIR")
     parser.add_argument("--batch-size", type=int, default=128)

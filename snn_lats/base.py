@@ -40,9 +40,9 @@ class BasePruner:
     may be built before or after, since the weight ``Parameter`` objects are kept. Call ``step()`` after
     ``optimizer.step()`` and before ``lr_scheduler.step()``, or let :meth:`attach` do it.
 
-    Every ``all_zero_check_every`` steps (and at the first) ``step()`` checks whether a pruned layer's effective
-    weights have become all zero and warns once per layer: one reduction per layer and one device sync, about
-    a hundredth of a forward pass at the default of 100 (0 turns the check off).
+    Every ``all_zero_check_every`` steps (and at the first) ``step()`` checks whether a pruned layer's
+    effective weights have become all zero and warns once per layer: one reduction per layer and one device
+    sync, about a hundredth of a forward pass at the default of 100 (0 turns the check off).
     """
 
     all_zero_check_every: int = 100
@@ -88,17 +88,18 @@ class BasePruner:
 
     def _stale(self, detail: str) -> RuntimeError:
         return RuntimeError(
-            f"step() refused: {detail}. The model's state_dict was loaded without this pruner's state: load it "
-            f"too (pruner.load_state_dict(checkpoint['pruner']), saved from pruner.state_dict()), in either order, "
-            f"before stepping; stepping now would restart the pruning from this pruner's own state")
+            f"step() refused: {detail}. The model's state_dict was loaded without this pruner's state: "
+            "load it too (pruner.load_state_dict(checkpoint['pruner']), saved from pruner.state_dict()), in "
+            "either order, before stepping; stepping now would restart the pruning from this pruner's own "
+            "state")
 
     def _all_zero_layers(self) -> dict[str, str]:
         """``{layer: why}`` for the pruned layers whose effective weights are all zero now."""
         return {}
 
     def check_all_zero(self) -> list[str]:
-        """The pruned layers whose effective weights are all zero now; warns once per layer. ``step()`` calls it
-        every ``all_zero_check_every`` steps."""
+        """The pruned layers whose effective weights are all zero now; warns once per layer. ``step()`` calls
+        it every ``all_zero_check_every`` steps."""
         self._check_not_squashed("check_all_zero()")
         return self._warn_all_zero(stacklevel=3)
 
@@ -110,9 +111,10 @@ class BasePruner:
                 self._all_zero.add(name)
                 warnings.warn(
                     f"snn_lats: layer {name!r} is entirely pruned (all its weights are zero) at step "
-                    f"{self.step_count}: {why}. The network now trains without it and may fall to chance; lower "
-                    f"the threshold (snn_lats.suggest_threshold), scale it per layer "
-                    f"(snn_lats.relative_weight_scale) or add the layer to ignored_layers", stacklevel=stacklevel)
+                    f"{self.step_count}: {why}. The network now trains without it and may fall to chance; "
+                    "lower the threshold (snn_lats.suggest_threshold), scale it per layer "
+                    "(snn_lats.relative_weight_scale) or add the layer to ignored_layers",
+                    stacklevel=stacklevel)
         return list(found)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> Attachment:
@@ -127,8 +129,8 @@ class BasePruner:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if self._attachment is not None:
-            raise RuntimeError("pruner is already attached to an optimizer; call remove() on the handle attach() "
-                               "returned before attaching again")
+            raise RuntimeError("pruner is already attached to an optimizer; call remove() on the handle "
+                               "attach() returned before attaching again")
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
         missing = [name for name, w in zip(self.layers, self.weights()) if id(w) not in held]
         if missing:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-# SpikingJelly's layer.Conv1d/2d/3d and layer.Linear subclass these, so isinstance covers them in both versions.
+# SpikingJelly's layer.Conv1d/2d/3d and layer.Linear subclass these: isinstance covers them in both versions.
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 IgnoredLayers = Iterable[str | nn.Module] | None
@@ -42,8 +42,10 @@ def find_prunable_layers(
             if entry not in holders:
                 close = difflib.get_close_matches(entry, sorted(holders), n=5)
                 hint = f"; did you mean {close}?" if close else ""
-                what = (f"is a {type(named[entry]).__name__}, neither a prunable layer ({kinds}) nor a container "
-                        "holding one" if entry in named and entry else "names no module of the model")
+                what = "names no module of the model"
+                if entry in named and entry:
+                    what = (f"is a {type(named[entry]).__name__}, neither a prunable layer ({kinds}) nor a "
+                            "container holding one")
                 raise ValueError(f"ignored_layers: {entry!r} {what}{hint}")
             root = named[entry]
         elif isinstance(entry, nn.Module):
@@ -53,8 +55,8 @@ def find_prunable_layers(
                 name = next(n for n, m in named.items() if m is entry)
                 close = difflib.get_close_matches(name, sorted(holders), n=5)
                 hint = f"; did you mean {close}?" if close else ""
-                raise ValueError(f"ignored_layers: module {name!r} ({type(entry).__name__}) is neither a prunable "
-                                 f"layer ({kinds}) nor a container holding one{hint}")
+                raise ValueError(f"ignored_layers: module {name!r} ({type(entry).__name__}) is neither a "
+                                 f"prunable layer ({kinds}) nor a container holding one{hint}")
             root = entry
         else:
             raise TypeError(f"ignored_layers entries must be str or nn.Module, got {type(entry).__name__}")

@@ -130,8 +130,8 @@ class LearnedThresholdPruner(BasePruner):
 
     def _record_macs(self, name: str):
         def hook(module, inputs, output):
-            # each weight is used once per output position of one sample: the product of a conv's k spatial output
-            # sizes (L, H·W or D·H·W for Conv1d/2d/3d), 1 for a linear
+            # each weight is used once per output position of one sample: the product of a conv's spatial
+            # output sizes (L, H·W or D·H·W for Conv1d/2d/3d), 1 for a linear
             spatial = len(module.kernel_size) if isinstance(module, nn.modules.conv._ConvNd) else 0
             self._macs_per_weight[name] = math.prod(output.shape[output.dim() - spatial:])
             self._hooks_done()
@@ -214,8 +214,9 @@ class LearnedThresholdPruner(BasePruner):
 
     def _all_zero_layers(self) -> dict[str, str]:
         entries = list(self.parametrizations())
-        values = torch.stack([torch.stack([m.parametrizations.weight.original.detach().square().amax().float(),
-                                           p.tau.detach().float()]) for _, m, p in entries]).tolist()  # one sync
+        peaks = [m.parametrizations.weight.original.detach().square().amax().float() for _, m, _ in entries]
+        taus = [p.tau.detach().float() for _, _, p in entries]
+        values = torch.stack([torch.stack(pair) for pair in zip(peaks, taus)]).tolist()  # one sync
         return {name: f"its largest θ² is {peak:.4g} <= τ = {tau:.4g} (hard mask)"
                 for (name, _, _), (peak, tau) in zip(entries, values) if peak <= tau}
 

@@ -62,7 +62,8 @@ class MagnitudePruner(BasePruner):
 
         super().__init__(model, ignored_layers, layer_types)
         self._register(lambda name, module: BinaryMask(module.weight.shape).to(module.weight.device))
-        self._mask_zeros: dict[str, int] | None = dict.fromkeys(self.layers, 0)  # as this pruner last wrote them
+        # how many weights each mask prunes, as this pruner last wrote them
+        self._mask_zeros: dict[str, int] | None = dict.fromkeys(self.layers, 0)
         if start_step == 0:
             self._update_masks(self.target_sparsity(0))
 
@@ -103,23 +104,24 @@ class MagnitudePruner(BasePruner):
 
     def _check_model_state(self) -> None:
         # Only after the model's load_state_dict touched a mask (a flag, no sync otherwise): compare the
-        # pruned counts with the ones this pruner wrote, so a stale step count cannot regrow the pruned weights.
+        # pruned counts with the ones this pruner wrote, so a stale step count cannot regrow pruned weights.
         entries = list(self.parametrizations())
         if self._mask_zeros is None or not any(p.loaded for _, _, p in entries):
             return
         now = self._model_mask_zeros()
         for name in self.layers:
             if now[name] != self._mask_zeros[name]:
-                raise self._stale(f"the model's mask for {name!r} prunes {now[name]} weights, this pruner (at step "
-                                  f"{self.step_count}) last pruned {self._mask_zeros[name]}")
+                raise self._stale(f"the model's mask for {name!r} prunes {now[name]} weights, this pruner "
+                                  f"(at step {self.step_count}) last pruned {self._mask_zeros[name]}")
         for _, _, p in entries:
             p.loaded = False
 
     def _all_zero_layers(self) -> dict[str, str]:
         sizes = {name: m.parametrizations.weight.original.numel() for name, m in self.layers.items()}
+        zeros = self._mask_zeros or self._model_mask_zeros()
         return {name: f"its mask prunes all {sizes[name]} weights (target sparsity "
                       f"{self.target_sparsity(self.step_count):.4g})"
-                for name, zeros in (self._mask_zeros or self._model_mask_zeros()).items() if zeros == sizes[name]}
+                for name, count in zeros.items() if count == sizes[name]}
 
     def _step(self) -> None:
         """Count one optimizer step and update the masks when the ramp says so."""
@@ -137,8 +139,9 @@ class MagnitudePruner(BasePruner):
         self._load_base_state(state)
         zeros = state.get("mask_zeros")
         if zeros is None:
-            warnings.warn("MagnitudePruner.load_state_dict: this state has no mask counts (saved before they were "
-                          "recorded), so step() cannot check that the model's masks belong to it", stacklevel=2)
+            warnings.warn("MagnitudePruner.load_state_dict: this state has no mask counts (saved before they "
+                          "were recorded), so step() cannot check that the model's masks belong to it",
+                          stacklevel=2)
             self._mask_zeros = None
         else:
             self._mask_zeros = {name: int(zeros[name]) for name in self.layers}

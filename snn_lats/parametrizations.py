@@ -133,7 +133,7 @@ class LearnedThreshold(nn.Module):
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
         self.register_buffer("unit", torch.tensor(float(unit)))
         self.register_buffer("temperature", torch.tensor(float(temperature)))
-        self._temperature_value = float(self.temperature)  # mirror: the pruner checks a loaded T0 without a sync
+        self._temperature_value = float(self.temperature)  # mirror: a loaded T0 is checked without a sync
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -122,8 +122,8 @@ class SoftThresholdPruner(BasePruner):
             if (p._value, p._scale_value) != self._written[name]:
                 written, scale = self._written[name]
                 raise self._stale(
-                    f"the model's threshold for {name!r} is {p._value:.6g} (scale {p._scale_value:.4g}), this "
-                    f"pruner (at step {self.step_count}) last set {written:.6g} (scale {scale:.4g})")
+                    f"the model's threshold for {name!r} is {p._value:.6g} (scale {p._scale_value:.4g}), "
+                    f"this pruner (at step {self.step_count}) last set {written:.6g} (scale {scale:.4g})")
 
     def _all_zero_layers(self) -> dict[str, str]:
         entries = list(self.parametrizations())
@@ -140,8 +140,8 @@ class SoftThresholdPruner(BasePruner):
 
     def _prepare_attach(self, optimizer: torch.optim.Optimizer) -> None:
         if self.optimizer is not None and self.optimizer is not optimizer:
-            raise ValueError("attach(): pruner.optimizer is another optimizer; set pruner.optimizer to this one "
-                             "first if it is the one to read the learning rate from")
+            raise ValueError("attach(): pruner.optimizer is another optimizer; set pruner.optimizer to this "
+                             "one first if it is the one to read the learning rate from")
         self.optimizer = optimizer
 
     @property

@@ -79,7 +79,9 @@ def sparsity_report(
 
 
 @torch.no_grad()
-def layers_sparsity(layers: Mapping[str, nn.Module], dense_sizes: Mapping[str, int] | None = None) -> SparsityReport:
+def layers_sparsity(
+    layers: Mapping[str, nn.Module], dense_sizes: Mapping[str, int] | None = None
+) -> SparsityReport:
     """The report over exactly ``layers`` (``{name: module}``), as ``sparsity_report`` counts them."""
     report = SparsityReport()
     for name, module in layers.items():

@@ -1,8 +1,8 @@
-"""Choosing the soft threshold D before training: ``suggest_threshold`` and per-layer ``relative_weight_scale``.
+"""Choosing the soft threshold D: ``suggest_threshold``, and ``relative_weight_scale`` per layer.
 
-A layer's weights are all zero once its threshold reaches its largest |θ|, and weight scales differ a lot between
-layers (PyTorch's default init gives a 1568→512 linear layer |w| ≤ 1/√1568 ≈ 0.025), so a D picked for one network
-can wipe a layer of another. ``suggest_threshold`` reads D off the model's own weights.
+A layer's weights are all zero once its threshold reaches its largest |θ|, and weight scales differ a lot
+between layers (PyTorch's default init gives a 1568→512 linear layer |w| ≤ 1/√1568 ≈ 0.025), so a D picked for
+one network can wipe out a layer of another. ``suggest_threshold`` reads D off the model's own weights.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ STATISTICS = ("std", "max")
 
 
 def resolve_layer_scale(layers: Mapping[str, nn.Module], layer_scale: LayerScale) -> dict[str, float]:
-    """``{name: scale}`` for every layer from a ``{name: scale}`` dict (others 1) or a ``(name, module)`` callable."""
+    """``{name: scale}`` for every layer, from a ``{name: scale}`` dict (others 1) or a ``(name, module)``
+    callable."""
     if layer_scale is None:
         return dict.fromkeys(layers, 1.0)
     if callable(layer_scale):
@@ -34,7 +35,8 @@ def resolve_layer_scale(layers: Mapping[str, nn.Module], layer_scale: LayerScale
     else:
         raise TypeError(f"layer_scale must be a dict or a callable, got {type(layer_scale).__name__}")
     for name, value in scales.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0:
             raise ValueError(f"layer_scale for {name!r} must be a finite number >= 0, got {value!r}")
     return {name: float(v) for name, v in scales.items()}
 
@@ -62,14 +64,15 @@ def suggest_threshold(
     ignored_layers: IgnoredLayers = None,
     layer_scale: LayerScale = None,
 ) -> float:
-    """The global D at which soft-thresholding the current weights (layer l at D·scale_l) zeroes ``sparsity`` of
-    the weights of the pruned layers.
+    """The global D at which soft-thresholding the current weights (layer l at D·scale_l) zeroes
+    ``sparsity`` of the weights of the pruned layers.
 
     Exact for the weights as they are now: D is the k-th smallest |θ|/scale_l with k = round(sparsity·N), so
     ``SoftThresholdPruner(model, D, "constant", compensate=False, ...)`` with the same ``layer_types``,
-    ``ignored_layers`` and ``layer_scale`` prunes exactly k weights (more only where weights tie, which is warned).
-    A gradual schedule trains the weights while d grows, so there it is a starting point for the sweep, not the
-    final sparsity. On a prepared model the latent θ is used. A layer with scale 0 keeps its nonzero weights.
+    ``ignored_layers`` and ``layer_scale`` prunes exactly k weights (more only where weights tie: warned).
+    A gradual schedule trains the weights while d grows, so there it is a starting point for the sweep, not
+    the final sparsity. On a prepared model the latent θ is used. A layer with scale 0 keeps its nonzero
+    weights.
     """
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
@@ -88,9 +91,9 @@ def suggest_threshold(
     threshold = float(torch.kthvalue(flat.cpu(), k).values)
     reached = int((flat <= threshold).sum())
     if reached != k:
-        warnings.warn(f"suggest_threshold: {reached - k} weights tie with the k-th smallest |w|/scale, so D = "
-                      f"{threshold:.6g} zeroes {reached / flat.numel():.6f} of the weights instead of {sparsity}",
-                      stacklevel=2)
+        warnings.warn(f"suggest_threshold: {reached - k} weights tie with the k-th smallest |w|/scale, so "
+                      f"D = {threshold:.6g} zeroes {reached / flat.numel():.6f} of the weights instead of "
+                      f"{sparsity}", stacklevel=2)
     return threshold
 
 
@@ -102,7 +105,8 @@ def relative_weight_scale(
     layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
     ignored_layers: IgnoredLayers = None,
 ) -> dict[str, float]:
-    """``{layer: its weight std (or max |w|) / the mean of that statistic over the layers}``, for ``layer_scale``.
+    """``{layer: its weight std (or max |w|) / the mean of that statistic over the layers}``, for
+    ``layer_scale``.
 
     With it each layer's threshold follows its own weight scale, d_l = D·scale_l, and D is the threshold of a
     layer of average scale: ``SoftThresholdPruner(model, D, layer_scale=relative_weight_scale(model, ...))``.

@@ -75,7 +75,8 @@ def test_cli_measures_a_users_own_model_from_an_import_path(tmp_path):
     torch.save({"model": model.state_dict()}, tmp_path / "user.pth")
     report = benchmark_sparsity.main(["--checkpoint", str(tmp_path / "user.pth"), "--model",
                                       "tests.user_models:build_csnn", "--model-kwargs", '{"channels": 6}',
-                                      "--max-batches", "1", "--batch-size", "8", "--out", str(tmp_path / "out")])
+                                      "--max-batches", "1", "--batch-size", "8",
+                                      "--out", str(tmp_path / "out")])
     expected = pruner.sparsity_report().layers["net.0"].fraction
     assert 0.1 < expected < 1 and report.layers["net.0"]["weight_sparsity"] == pytest.approx(expected)
     assert report.layers["net.5"]["weight_sparsity"] == 0.0 and report.total["samples"] == 8
@@ -98,9 +99,11 @@ def test_cli_user_model_errors_are_one_line(tmp_path, capsys):
         assert re.search(pattern, _fails([*base, "--model", model], capsys)), model
     err = _fails([*base, "--model", "tests.user_models:build_csnn", "--model-kwargs", '{"width": 6}'], capsys)
     assert re.search(r"with --model-kwargs \{\"width\": 6\}: .*unexpected keyword argument 'width'", err)
-    err = _fails([*base, "--model", "tests.user_models:build_csnn"], capsys)  # channels=4 != the checkpoint's 6
+    # the default channels=4, the checkpoint's 6
+    err = _fails([*base, "--model", "tests.user_models:build_csnn"], capsys)
     assert "checkpoint does not match the model: shape mismatches" in err
-    err = _fails([*base, "--model", "tests.user_models:build_csnn", "--model-kwargs", "{channels: 6}"], capsys)
+    err = _fails([*base, "--model", "tests.user_models:build_csnn", "--model-kwargs", "{channels: 6}"],
+                 capsys)
     assert "argument --model-kwargs: not valid JSON" in err
     assert "must be a JSON object" in _fails([*base, "--model-kwargs", "[6]"], capsys)
 

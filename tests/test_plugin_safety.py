@@ -33,7 +33,7 @@ def _inputs(n=3):
 
 
 def _sj_conv_fashion_mnist(channels=4):
-    """SpikingJelly's examples/conv_fashion_mnist.py CSNN: conv_fc.10 is an IF neuron, conv_fc.11 the classifier."""
+    """SpikingJelly's examples/conv_fashion_mnist.py CSNN: [10] is an IF neuron, [11] the classifier."""
     return nn.Sequential(
         layer.Conv2d(1, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels),
         neuron.IFNode(surrogate_function=surrogate.ATan()), layer.MaxPool2d(2),
@@ -45,7 +45,7 @@ def _sj_conv_fashion_mnist(channels=4):
     )
 
 
-# 1. layer coverage -------------------------------------------------------------------------------------------
+# 1. layer coverage -----------------------------------------------------------------------------------
 
 def test_every_pruner_covers_conv1d_and_conv3d_including_spikingjelly_layers():
     assert set(snn_lats.DEFAULT_LAYER_TYPES) == {nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear}
@@ -103,8 +103,8 @@ def test_ignoring_the_neuron_next_to_the_classifier_is_an_error_suggesting_it():
     # SpikingJelly's conv_fashion_mnist.py wraps the Sequential as self.conv_fc
     net = nn.Module()
     net.conv_fc = _sj_conv_fashion_mnist()
-    with pytest.raises(ValueError, match=r"'conv_fc\.10' is a IFNode, neither a prunable layer .* did you mean "
-                                         r"\[.*'conv_fc\.11'"):
+    with pytest.raises(ValueError, match=r"'conv_fc\.10' is a IFNode, neither a prunable layer .* did you "
+                                         r"mean \[.*'conv_fc\.11'"):
         snn_lats.SoftThresholdPruner(net, 0.05, total_steps=10, ignored_layers=["conv_fc.10"])
     with pytest.raises(ValueError, match=r"module 'conv_fc\.10' \(IFNode\) is neither.*'conv_fc\.11'"):
         snn_lats.MagnitudePruner(net, 0.5, 10, ignored_layers=[net.conv_fc[10]])
@@ -214,7 +214,8 @@ def test_relative_weight_scale_is_each_layers_std_or_max_over_their_mean():
     model = _two_linears([1.0, -1.0, 1.0, -1.0], [3.0, -3.0])  # std 1 and 3, max 1 and 3: mean 2
     assert snn_lats.relative_weight_scale(model) == pytest.approx({"0": 0.5, "1": 1.5})
     assert snn_lats.relative_weight_scale(model, "max") == pytest.approx({"0": 0.5, "1": 1.5})
-    pruner = snn_lats.SoftThresholdPruner(model, 0.2, "constant", layer_scale=snn_lats.relative_weight_scale(model))
+    scale = snn_lats.relative_weight_scale(model)
+    pruner = snn_lats.SoftThresholdPruner(model, 0.2, "constant", layer_scale=scale)
     assert [float(p.threshold) for _, _, p in pruner.parametrizations()] == pytest.approx([0.1, 0.3])
     assert snn_lats.relative_weight_scale(model, ignored_layers=["1"]) == {"0": 1.0}
     with pytest.raises(ValueError, match=r"statistic must be one of \('std', 'max'\), got 'mean'"):
@@ -238,8 +239,8 @@ def test_stepping_after_loading_only_the_model_state_is_refused_and_changes_noth
     fresh = TinyCNN()
     fresh_pruner = snn_lats.SoftThresholdPruner(fresh, 0.05, "s-lats", total_steps=8)
     fresh.load_state_dict(saved_model)
-    with pytest.raises(RuntimeError, match=r"model's threshold for 'conv1' is .* this pruner \(at step 0\) last "
-                                           r"set 0 .*pruner\.load_state_dict"):
+    with pytest.raises(RuntimeError, match=r"model's threshold for 'conv1' is .* this pruner \(at step 0\) "
+                                           r"last set 0 .*pruner\.load_state_dict"):
         fresh_pruner.step()
     assert fresh_pruner.step_count == 0
     assert float(fresh.conv1.parametrizations.weight[0].threshold) == pytest.approx(pruner.threshold)
@@ -282,8 +283,8 @@ def test_ltp_and_gmp_refuse_a_model_state_loaded_without_theirs():
     fresh_gmp = snn_lats.MagnitudePruner(fresh, 0.9, total_steps=10, frequency=1)
     fresh.load_state_dict(saved_model)
     zeros = int((fresh.fc.weight == 0).sum())
-    with pytest.raises(RuntimeError, match=r"mask for 'conv1' prunes \d+ weights, this pruner \(at step 0\) last "
-                                           r"pruned 0"):
+    with pytest.raises(RuntimeError, match=r"mask for 'conv1' prunes \d+ weights, this pruner \(at step 0\) "
+                                           r"last pruned 0"):
         fresh_gmp.step()
     assert fresh_gmp.step_count == 0 and int((fresh.fc.weight == 0).sum()) == zeros  # nothing regrew
     fresh_gmp.load_state_dict(saved_pruner)
@@ -291,7 +292,7 @@ def test_ltp_and_gmp_refuse_a_model_state_loaded_without_theirs():
     assert fresh_gmp.step_count == 7 and int((fresh.fc.weight == 0).sum()) > zeros
 
 
-# 6. attach ---------------------------------------------------------------------------------------------------
+# 6. attach -----------------------------------------------------------------------------------------
 
 def test_attach_steps_the_pruner_after_each_real_optimizer_step_and_detaches():
     model = TinyCNN()
@@ -344,8 +345,8 @@ def test_attach_rejects_an_optimizer_without_the_pruned_weights_and_changes_noth
     model = TinyCNN()
     pruner = snn_lats.SoftThresholdPruner(model, 0.05, total_steps=10)
     partial = torch.optim.SGD(model.fc.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match=r"does not hold the pruned weights of 2 layer\(s\), e\.g\. \['conv1', "
-                                         r"'conv2'\]"):
+    with pytest.raises(ValueError, match=r"does not hold the pruned weights of 2 layer\(s\), e\.g\. "
+                                         r"\['conv1', 'conv2'\]"):
         pruner.attach(partial)
     assert pruner.optimizer is None and pruner._attachment is None
     with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
@@ -359,7 +360,7 @@ def test_attach_rejects_an_optimizer_without_the_pruned_weights_and_changes_noth
     assert pruner._attachment is None
 
 
-# 7. the guide's per-epoch warm-up + cosine: schedule="lr" keeps λ constant and ends at D ----------------------
+# 7. the guide's per-epoch warm-up + cosine: schedule="lr" keeps λ constant and ends at D
 
 def test_lr_schedule_with_a_per_epoch_warmup_cosine_keeps_lambda_constant_and_reaches_d():
     model = TinyCNN()
@@ -367,7 +368,8 @@ def test_lr_schedule_with_a_per_epoch_warmup_cosine_keeps_lambda_constant_and_re
     epochs, steps_per_epoch, warmup_epochs = 5, 3, 2
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_epochs)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs - warmup_epochs)
-    lr_scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs])
+    lr_scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine],
+                                                         milestones=[warmup_epochs])
     pruner = snn_lats.SoftThresholdPruner(model, 0.02, "lr", total_steps=epochs * steps_per_epoch,
                                           optimizer=optimizer, lr_scheduler=lr_scheduler,
                                           steps_per_epoch=steps_per_epoch)

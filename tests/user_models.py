@@ -1,4 +1,4 @@
-"""A user's own model, outside the registry: ``--model tests.user_models:build_csnn`` in the benchmark CLI tests."""
+"""A user's own model, outside the registry: ``--model tests.user_models:build_csnn`` in the CLI tests."""
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
@@ -6,7 +6,7 @@ NOT_A_FACTORY = 3
 
 
 def build_csnn(channels: int = 4, T: int = 2) -> nn.Module:
-    """A small SpikingJelly CSNN on 8×8 digits: conv, BN, LIF, pool, then a linear classifier; averages over T."""
+    """A small SpikingJelly CSNN on 8×8 digits: conv, BN, LIF, pool, a linear classifier; mean over T."""
     net = nn.Sequential(
         layer.Conv2d(1, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels),
         neuron.LIFNode(surrogate_function=surrogate.ATan()), layer.MaxPool2d(2),

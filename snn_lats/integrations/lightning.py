@@ -7,8 +7,8 @@
   (``trainer.fit(..., ckpt_path=...)``) finds the prepared keys it saved. ``total_steps`` defaults to
   ``trainer.estimated_stepping_batches``.
 - At ``on_fit_start`` (optimizers exist by then) the pruner is attached (``pruner.attach``) to the optimizer
-  that holds the pruned weights, so it steps right after every real optimizer step and before the LR scheduler,
-  also under gradient accumulation and when AMP skips a step.
+  that holds the pruned weights, so it steps right after every real optimizer step and before the LR
+  scheduler, also under gradient accumulation and when AMP skips a step.
 - It logs ``pruning/threshold`` and ``pruning/l1_coefficient`` every step and ``pruning/sparsity`` every epoch
   through the LightningModule's logger, saves the pruner's state in Lightning checkpoints, and squashes at
   ``on_fit_end`` when ``squash_on_fit_end=True``.
