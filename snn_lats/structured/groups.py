@@ -1,14 +1,15 @@
 """Coupled channel groups from torch-pruning's ``DependencyGraph``, for CNNs and SpikingJelly SNNs.
 
-SpikingJelly models are traced in single-step mode after ``functional.reset_net`` and returned to the step
-modes they had (reference D.3: tracing in multi-step mode mis-tracks channels through SpikingJelly's
-time-flattening reshapes, and a forward that left membrane state breaks the trace).
+Multi-step SpikingJelly models are traced in their own step mode on one time step (T=1), after
+``functional.reset_net`` (reference D.3: more than one step mis-tracks channels through SpikingJelly's
+time-flattening reshapes, and a forward that left membrane state breaks the trace). See ``tracing_pass``.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -23,11 +24,12 @@ from .flops import (
     LayerTrace,
     default_forward,
     describe_layer,
-    evaluation_pass,
     layer_geometry,
+    reset_spiking_state,
 )
 
-ROLES = ("out", "in", "depthwise", "bn")  # which slice of a member's weight belongs to a channel
+# which slice of a member's weight belongs to a channel; "grouped_in": the inputs of a grouped conv
+ROLES = ("out", "in", "depthwise", "grouped_in", "bn")
 _IGNORABLE_TYPES = (*MAC_LAYER_TYPES, nn.modules.batchnorm._BatchNorm)
 
 
@@ -47,12 +49,13 @@ class GroupMember:
 
     @property
     def dim(self) -> int:
-        return 1 if self.role == "in" else 0
+        return 1 if self.role in ("in", "grouped_in") else 0
 
     @property
     def param(self) -> torch.Tensor | None:
-        """The tensor a channel's saliency and regularisation act on: the weight (BN: γ); None if absent."""
-        return getattr(self.module, "weight", None)
+        """The tensor a channel's saliency and regularisation act on: the weight (BN: γ); None if absent, and
+        for a grouped conv's inputs (a channel owns no whole slice along one dim there)."""
+        return None if self.role == "grouped_in" else getattr(self.module, "weight", None)
 
 
 @dataclass
@@ -64,12 +67,20 @@ class ChannelGroup:
     handler: Callable
     size: int
     members: list[GroupMember] = field(default_factory=list)
+    # Grouped convs (ResNeXt): root channel c = p + b·(size/tie) for block b; the same positions p must go
+    # from every block, so a conv keeps whole, equal groups. 1 = no constraint.
+    tie: int = 1
+
+    @property
+    def units(self) -> int:
+        """Independently removable units: positions within a block (the channels when ``tie == 1``)."""
+        return self.size // self.tie
 
     def couplings(self) -> list[tuple[str, int, torch.Tensor]]:
         """``(layer, dim, channels removed per root channel)`` for every conv/linear member (for MAC counts)."""
         out = []
         for m in self.members:
-            if m.role in ("out", "in", "depthwise"):
+            if m.role in ("out", "in", "depthwise", "grouped_in"):
                 out.append((m.name, m.dim, torch.bincount(m.root, minlength=self.size)))
         return out
 
@@ -81,6 +92,8 @@ class GraphInfo:
     geometry: dict[str, LayerGeometry]
     classifier: str | None
     ignored: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)  # group root -> why it is left unpruned
+    output: object = None  # of the dense forward of example_inputs
 
 
 def resolve_ignored_layers(model: nn.Module, ignored_layers: Iterable[str | nn.Module] | None) -> list[str]:
@@ -99,6 +112,10 @@ def step_mode_modules(model: nn.Module) -> dict[nn.Module, str]:
 
 def is_multi_step(model: nn.Module) -> bool:
     return any(mode == "m" for mode in step_mode_modules(model).values())
+
+
+def _is_neuron(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "step_mode", None), str) and hasattr(module, "surrogate_function")
 
 
 @contextmanager
@@ -143,6 +160,65 @@ def single_step_inputs(example_inputs: object) -> object:
     return example_inputs
 
 
+def first_time_step(example_inputs: object) -> object:
+    """``x[:1]`` of a 5-D ``[T, B, C, H, W]`` tensor (one time step, still 5-D), else the input."""
+    if isinstance(example_inputs, torch.Tensor) and example_inputs.dim() == 5:
+        return example_inputs[:1]
+    return example_inputs
+
+
+@contextmanager
+def tracing_pass(model: nn.Module, mode: str):
+    """The state torch-pruning traces in; every flag, step mode and attribute is restored after.
+
+    Eval mode (BN running stats and dropout untouched), except spiking neurons, which run in train mode: an
+    eval-mode IF/LIF node of SpikingJelly 0.0.0.0.14 computes its spikes without autograd and would cut the
+    graph. Neuron state is reset before and after. ``mode="s"``: every SpikingJelly module in single-step mode.
+    ``mode="m"``: the model's own step modes, and every integer attribute ``T`` set to 1, so that a forward that
+    repeats a static image over ``self.T`` runs one time step.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    steps = [(m, m.T) for m in model.modules()
+             if mode == "m" and isinstance(getattr(m, "T", None), int) and not isinstance(m.T, bool) and m.T > 1]
+    model.eval()
+    for m in model.modules():
+        if _is_neuron(m):
+            m.train()
+    for m, _ in steps:
+        m.T = 1
+    try:
+        with (single_step_mode(model) if mode == "s" else nullcontext()):
+            reset_spiking_state(model)
+            yield
+    finally:
+        reset_spiking_state(model)
+        for m, t in steps:
+            m.T = t
+        for m, flag in flags:
+            m.training = flag
+
+
+class _TimeStepProbe:
+    """Records the largest leading (time) dimension that a multi-step neuron receives during the trace."""
+
+    def __init__(self, model: nn.Module):
+        self.steps, self.where = 1, None
+        names = {m: n for n, m in model.named_modules()}
+        self._handles = [m.register_forward_pre_hook(self._hook(names[m])) for m in model.modules()
+                         if _is_neuron(m) and m.step_mode == "m"]
+
+    def _hook(self, name):
+        def hook(module, args):
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] > self.steps:
+                self.steps, self.where = int(x.shape[0]), name
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
 def build_channel_groups(
     model: nn.Module,
     example_inputs: object,
@@ -156,11 +232,11 @@ def build_channel_groups(
     """Trace ``model`` with torch-pruning and return its prunable channel groups.
 
     ``forward_fn`` runs ``example_inputs`` the normal way (MAC geometry; the last conv/linear called is the
-    classifier, ignored when ``ignore_classifier``). The graph is traced with ``trace_forward_fn`` on
-    ``trace_inputs``; for SpikingJelly models these default to the single-step forward (see
-    ``spikingjelly_zoo_forward``) on one time step of ``example_inputs``.
+    classifier, ignored when ``ignore_classifier``). The graph is traced with ``trace_forward_fn`` (default:
+    ``forward_fn``) on ``trace_inputs`` (default: ``example_inputs``; for multi-step models its first time step
+    if it is ``[T, B, C, H, W]``), under ``tracing_pass``.
     """
-    geometry, order, _ = layer_geometry(model, example_inputs, forward_fn)
+    geometry, order, output = layer_geometry(model, example_inputs, forward_fn)
     if not geometry:
         raise GraphTraceError(f"{type(model).__name__} ran no conv or linear layer on example_inputs; "
                               "nothing to prune")
@@ -170,26 +246,28 @@ def build_channel_groups(
         ignored.append(classifier)
 
     snn = bool(step_mode_modules(model))
-    if trace_forward_fn is None:
-        trace_forward_fn = (spikingjelly_zoo_forward(model) if snn else None) or forward_fn or default_forward
+    multi_step = snn and is_multi_step(model)
+    user_trace = trace_forward_fn is not None or trace_inputs is not None
+    forward = trace_forward_fn or (spikingjelly_zoo_forward(model) if snn else None) or forward_fn
     if trace_inputs is None:
-        trace_inputs = single_step_inputs(example_inputs) if snn and is_multi_step(model) else example_inputs
+        trace_inputs = single_step_inputs(example_inputs) if multi_step else example_inputs
+    attempts = [("s", forward or default_forward, trace_inputs)]  # (step mode, forward, inputs), in order
+    if multi_step and not user_trace:
+        # models that repeat a static image over T in forward cannot run single-step layers: multi-step, T=1
+        attempts.append(("m", forward_fn or default_forward, first_time_step(example_inputs)))
 
+    failures = []
+    for mode, forward, inputs in attempts:
+        graph = _trace(model, mode, forward, inputs, failures)
+        if graph is not None:
+            break
+    else:
+        if len(failures) == 1:
+            raise failures[0]
+        raise GraphTraceError(f"torch-pruning could not trace {type(model).__name__}: in single-step mode "
+                              f"{failures[0].where}; in multi-step mode at T=1 {failures[1].where}") from failures[1]
     named = dict(model.named_modules())
     names = {m: n for n, m in named.items()}
-    graph = tp.DependencyGraph()
-    trace = LayerTrace(model)
-    try:
-        with single_step_mode(model), evaluation_pass(model), torch.enable_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch-pruning's notes on unwrapped parameters (e.g. PLIF's w)
-            try:
-                graph.build_dependency(model, trace_inputs, forward_fn=trace_forward_fn, verbose=False)
-            except Exception as exc:
-                where = describe_layer(model, trace.innermost())
-                raise GraphTraceError(f"torch-pruning could not trace {type(model).__name__}: the traced forward "
-                                      f"failed in {where}: {exc}") from exc
-    finally:
-        trace.remove()
 
     untraced = [n for n in geometry if named[n] not in graph.module2node]
     if untraced:
@@ -201,7 +279,7 @@ def build_channel_groups(
             "to output")
 
     ignored_modules = [named[n] for n in ignored]
-    groups = []
+    groups, skipped = [], {}
     for tp_group in graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=MAC_LAYER_TYPES):
         root_dep = tp_group[0].dep
         root = root_dep.target.module
@@ -216,8 +294,45 @@ def build_channel_groups(
                 idxs=torch.as_tensor(list(item.idxs), dtype=torch.long),
                 root=torch.as_tensor(list(item.root_idxs), dtype=torch.long),
             ))
-        groups.append(group)
-    return GraphInfo(graph=graph, groups=groups, geometry=geometry, classifier=classifier, ignored=ignored)
+        group.tie, problem = channel_tie(group)
+        if problem:
+            skipped[group.key] = problem
+        else:
+            groups.append(group)
+    return GraphInfo(graph=graph, groups=groups, geometry=geometry, classifier=classifier, ignored=ignored,
+                     skipped=skipped, output=output)
+
+
+def _trace(model: nn.Module, mode: str, forward: ForwardFn, inputs: object,
+           failures: list) -> tp.DependencyGraph | None:
+    """torch-pruning's graph traced under ``tracing_pass(model, mode)``; None (a GraphTraceError appended to
+    ``failures``, ``.where`` saying what failed) if the forward raised or ran more than one time step."""
+    graph = tp.DependencyGraph()
+    trace = LayerTrace(model)
+    steps = _TimeStepProbe(model) if mode == "m" else None
+    error = None
+    try:
+        with tracing_pass(model, mode), torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch-pruning's notes on unwrapped parameters (e.g. PLIF's w)
+            try:
+                graph.build_dependency(model, inputs, forward_fn=forward, verbose=False)
+            except Exception as exc:
+                where = f"the traced forward failed in {describe_layer(model, trace.innermost())}: {exc}"
+                error = GraphTraceError(f"torch-pruning could not trace {type(model).__name__}: {where}")
+                error.__cause__ = exc
+    finally:
+        trace.remove()
+        if steps is not None:
+            steps.remove()
+    if error is None and steps is not None and steps.steps > 1:
+        where = (f"the traced forward ran {steps.steps} time steps through multi-step neuron {steps.where!r} (T=1 "
+                 "is needed: more mis-tracks channels through the [T*B] reshapes; pass trace_inputs with one step)")
+        error = GraphTraceError(f"torch-pruning could not trace {type(model).__name__}: {where}")
+    if error is None:
+        return graph
+    error.where = where
+    failures.append(error)
+    return None
 
 
 def _role(graph: tp.DependencyGraph, module: nn.Module, handler: Callable) -> str | None:
@@ -232,5 +347,24 @@ def _role(graph: tp.DependencyGraph, module: nn.Module, handler: Callable) -> st
             return "depthwise"
         if graph.is_out_channel_pruning_fn(handler):
             return "out"
-        return "in" if module.groups == 1 else None  # grouped (non-depthwise) inputs: no per-channel slice
+        return "in" if module.groups == 1 else "grouped_in"
     return None
+
+
+def channel_tie(group: ChannelGroup) -> tuple[int, str | None]:
+    """``(tie, problem)``: the block count that the group's grouped convs impose (lcm of their ``groups``), or
+    1 and why the group cannot be pruned consistently."""
+    tie = 1
+    for m in group.members:
+        groups = getattr(m.module, "groups", 1)
+        if m.role not in ("out", "grouped_in") or not isinstance(m.module, nn.modules.conv._ConvNd) or groups == 1:
+            continue
+        width = m.module.out_channels if m.role == "out" else m.module.in_channels
+        order = torch.argsort(m.root)
+        if len(m.idxs) != width or not torch.equal(m.idxs[order], torch.arange(width)) or width != group.size:
+            return 1, (f"grouped conv {m.name!r} (groups={groups}) has {width} channels along this dim, not mapped "
+                       f"one-to-one onto the group's {group.size}: its groups cannot be kept equal")
+        tie = math.lcm(tie, groups)
+    if group.size % tie:
+        return 1, f"its {group.size} channels do not split into {tie} equal blocks for its grouped convs"
+    return tie, None

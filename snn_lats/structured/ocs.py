@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .flops import ChannelMacModel, ForwardFn, count_macs, reset_spiking_state
+from .atomic import StructureSnapshot
+from .flops import ChannelMacModel, ForwardFn, layer_geometry, reset_spiking_state
 from .groups import ChannelGroup, build_channel_groups
 from .importance import channels_to_keep, flops_cost_softmax, group_saliency, protected_channels
 from .spec import structure_spec
@@ -56,6 +57,17 @@ def _to_device(obj: object, device: torch.device) -> object:
     if isinstance(obj, dict):
         return {k: _to_device(v, device) for k, v in obj.items()}
     return obj
+
+
+def _shapes(obj: object) -> object:
+    """The tensor shapes in a (nested) forward output, for comparing outputs before and after pruning."""
+    if isinstance(obj, torch.Tensor):
+        return tuple(obj.shape)
+    if isinstance(obj, (tuple, list)):
+        return tuple(_shapes(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _shapes(v) for k, v in obj.items()}
+    return type(obj).__name__
 
 
 class OCSPruner:
@@ -164,17 +176,27 @@ class OCSPruner:
         self.groups: list[ChannelGroup] = info.groups
         self.classifier = info.classifier
         self.ignored_layers = info.ignored
+        self._geometry = info.geometry
+        self._output_shapes = _shapes(info.output)
+        # {group root: why it is never pruned}: grouped convs that cannot keep equal groups, and groups whose
+        # removal breaks the forward or the MAC model (attention head splits torch-pruning cannot see).
+        self.skipped_groups: dict[str, str] = dict(info.skipped)
         self.mac_model = ChannelMacModel(info.geometry, [g.couplings() for g in self.groups])
         self.dense_flops = self.mac_model.macs([None] * len(self.groups))
+        self.keep_floor = self._floors()
+        self._drop_unprunable_groups()
+        if self.skipped_groups:
+            shown = "; ".join(f"{k}: {v}" for k, v in list(self.skipped_groups.items())[:6])
+            more = f"; ... and {len(self.skipped_groups) - 6} more" if len(self.skipped_groups) > 6 else ""
+            warnings.warn(f"OCSPruner: {len(self.skipped_groups)} channel group(s) of {type(model).__name__} are "
+                          f"left unpruned (pruner.skipped_groups): {shown}{more}", stacklevel=2)
         # κ_g: MACs saved per removed channel when a group keeps only its last channel (B.4, cost.py).
         kappa = []
         for i, g in enumerate(self.groups):
             removed = [None] * len(self.groups)
-            removed[i] = torch.arange(g.size) < g.size - 1
+            removed[i] = (torch.arange(g.units) < g.units - 1).repeat(g.tie)
             kappa.append((self.dense_flops - self.mac_model.macs(removed)) / max(g.size - 1, 1))
         self.flops_cost = flops_cost_softmax(kappa, self.cost_temperature)  # π_g
-        self.keep_floor = [channels_to_keep(g.size, self.layer_prune_limit, self.prune_limit_rate)
-                           for g in self.groups]
 
         self.tracker = StabilityTracker()
         self._epoch: int | None = None
@@ -198,6 +220,20 @@ class OCSPruner:
         return [group_saliency(g, self.importance_p) * (1.0 - float(self.flops_cost[i]))
                 for i, g in enumerate(self.groups)]
 
+    def unit_scores(self) -> list[torch.Tensor]:
+        """``scores()`` per removable unit: the channel itself, or for a group tied by grouped convs the mean
+        over the channels at one position of every block (as torch-pruning scores grouped convs)."""
+        return [s.view(g.tie, g.units).mean(0) for s, g in zip(self.scores(), self.groups)]
+
+    def _floors(self) -> list[int]:
+        """Units each group keeps at least: the channel floor ⌈C − ⌊C·r_max·(1 − e^{−kC})⌋⌉ in units."""
+        return [-(-channels_to_keep(g.size, self.layer_prune_limit, self.prune_limit_rate) // g.tie)
+                for g in self.groups]
+
+    @staticmethod
+    def _channel_mask(group: ChannelGroup, unit_mask: torch.Tensor) -> torch.Tensor:
+        return unit_mask.repeat(group.tie)  # channel p + b·units belongs to unit p
+
     def select(self) -> tuple[list[torch.Tensor], int]:
         """Binary-search the global score cut meeting the target (B.5): per-group to-prune masks and their MACs.
 
@@ -205,8 +241,9 @@ class OCSPruner:
         pruned model; ``prune()`` re-measures). The search stops within ``flops_tolerance`` of the target; of
         all candidates evaluated, the one closest to the target is returned.
         """
-        scores = self.scores()
+        scores = self.unit_scores()
         protected = [protected_channels(s, k) for s, k in zip(scores, self.keep_floor)]
+        expand = self._channel_masks
         free = torch.cat([s[~p] for s, p in zip(scores, protected)]) if scores else torch.zeros(0)
         values = torch.sort(free).values
         none = [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]
@@ -216,7 +253,8 @@ class OCSPruner:
             mid = (left + right) // 2
             masks = [(s <= values[mid]) & ~p for s, p in zip(scores, protected)]
             if self.round_to:
-                masks = [self._round(m, s) for m, s in zip(masks, scores)]
+                masks = [self._round(m, s, g) for m, s, g in zip(masks, scores, self.groups)]
+            masks = expand(masks)
             macs = self.mac_model.macs(masks)
             achieved = 1.0 - macs / self.dense_flops
             gap = abs(self.target_flops_reduction - achieved)
@@ -230,15 +268,19 @@ class OCSPruner:
                 right = mid - 1
         short = 1.0 - best_macs / self.dense_flops < self.target_flops_reduction
         if len(values) and best_gap > self.flops_tolerance and short:
-            reachable = 1.0 - self.mac_model.macs([~p for p in protected]) / self.dense_flops
+            reachable = 1.0 - self.mac_model.macs(expand([~p for p in protected])) / self.dense_flops
             if reachable < self.target_flops_reduction - self.flops_tolerance:
                 warnings.warn(f"OCSPruner: target_flops_reduction {self.target_flops_reduction} is out of reach: "
                               f"the per-group floor (layer_prune_limit={self.layer_prune_limit}) and ignored "
                               f"layers allow at most {reachable:.4f}", stacklevel=3)
         return best, best_macs
 
-    def _round(self, mask: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        n = int(mask.sum()) // self.round_to * self.round_to
+    def _channel_masks(self, unit_masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [self._channel_mask(g, m) for g, m in zip(self.groups, unit_masks)]
+
+    def _round(self, mask: torch.Tensor, scores: torch.Tensor, group: ChannelGroup) -> torch.Tensor:
+        step = self.round_to // math.gcd(self.round_to, group.tie)  # units per round_to channels
+        n = int(mask.sum()) // step * step
         if n == int(mask.sum()):
             return mask
         chosen = mask.nonzero().flatten()
@@ -441,26 +483,12 @@ class OCSPruner:
             masks, macs = self.select()
         else:
             masks, macs = self._masks, self._candidate_flops
-        reset_spiking_state(self.model)
-        for group, mask in zip(self.groups, masks):
-            idxs = mask.nonzero().flatten().tolist()
-            if not idxs:
-                continue
-            tp_group = self.graph.get_pruning_group(group.root, group.handler, idxs)
-            if not self.graph.check_pruning_group(tp_group):
-                raise RuntimeError(f"OCSPruner.prune: removing {len(idxs)} of {group.size} channels of group "
-                                   f"{group.key!r} would empty a layer")
-            tp_group.prune()
-        reset_spiking_state(self.model)
-        device = next(self.model.parameters()).device
-        measured = count_macs(self.model, _to_device(self.example_inputs, device), forward_fn=self.forward_fn)
-        if measured != macs:
-            warnings.warn(f"OCSPruner.prune: the pruned model has {measured} MACs, the channel model predicted "
-                          f"{macs}; a layer type the MAC model does not cover (grouped conv?) is coupled",
-                          stacklevel=2)
+        failure = self._remove(masks, macs)
+        if failure is not None:
+            raise RuntimeError(f"OCSPruner.prune: {failure}; the model and the pruner are unchanged")
         self._masks, self._candidate_flops = masks, macs
         self._pruned_selection = [m.nonzero().flatten().tolist() for m in masks]
-        self.pruned_flops = measured
+        self.pruned_flops = macs
         self.pruned = True
         self.prune_epoch = self._epoch
         self._regularizing = False
@@ -469,8 +497,95 @@ class OCSPruner:
         self.spec = structure_spec(self.model)
         return self.spec
 
+    def _remove(self, masks: Sequence[torch.Tensor | None], macs: int) -> str | None:
+        """Remove ``masks`` in place and check the result: the forward of ``example_inputs`` runs, gives outputs
+        of the dense shapes and exactly ``macs`` MACs. On any failure restore the model and the graph exactly
+        (same Parameter objects and values, so an optimizer over them is untouched) and return what failed."""
+        snapshot = StructureSnapshot(self.model, self.graph)
+        try:
+            reset_spiking_state(self.model)
+            for group, mask in zip(self.groups, masks):
+                if mask is None or not bool(mask.any()):
+                    continue
+                idxs = mask.nonzero().flatten().tolist()
+                step = f"removing {len(idxs)} of {group.size} channels of group {group.key!r}"
+                try:
+                    tp_group = self.graph.get_pruning_group(group.root, group.handler, idxs)
+                    if not self.graph.check_pruning_group(tp_group):
+                        raise RuntimeError("it would empty a layer")
+                    tp_group.prune()
+                except Exception as exc:
+                    snapshot.restore()
+                    return f"{step} failed in torch-pruning: {type(exc).__name__}: {exc}"
+            device = next(self.model.parameters()).device
+            try:
+                geometry, _, output = layer_geometry(self.model, _to_device(self.example_inputs, device),
+                                                     self.forward_fn)
+            except Exception as exc:
+                snapshot.restore()
+                return f"the pruned model's forward failed: {exc}"
+            measured = sum(g.macs for g in geometry.values())
+            if _shapes(output) != self._output_shapes:
+                snapshot.restore()
+                return (f"the pruned model's output has shapes {_shapes(output)}, the dense model's "
+                        f"{self._output_shapes}")
+            if measured != macs:
+                snapshot.restore()
+                return (f"the pruned model has {measured} MACs but the channel model predicted {macs}: a coupled "
+                        "layer is not pruned consistently")
+            return None
+        except BaseException:
+            snapshot.restore()
+            raise
+
+    def _probe(self, indices: Sequence[int]) -> str | None:
+        """Why removing the last unit of every group in ``indices`` breaks the model (None if it does not);
+        the model is restored either way."""
+        masks: list[torch.Tensor | None] = [None] * len(self.groups)
+        for i in indices:
+            g = self.groups[i]
+            masks[i] = self._channel_mask(g, torch.arange(g.units) == g.units - 1)
+        snapshot = StructureSnapshot(self.model, self.graph)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return self._remove(masks, self.mac_model.macs(masks))
+        finally:
+            snapshot.restore()
+
+    def _drop_unprunable_groups(self) -> None:
+        """Leave out the groups whose removal breaks the model (found by trying one unit of every group at once,
+        then bisecting the failures), and rebuild the MAC model and floors without them."""
+        bad: dict[int, str] = {}
+
+        def visit(indices: list[int]) -> None:
+            if not indices:
+                return
+            failure = self._probe(indices)
+            if failure is None:
+                return
+            if len(indices) == 1:
+                bad[indices[0]] = failure
+                return
+            half = len(indices) // 2
+            visit(indices[:half])
+            visit(indices[half:])
+
+        visit([i for i, (g, k) in enumerate(zip(self.groups, self.keep_floor)) if k < g.units])
+        if not bad:
+            return
+        for i, why in sorted(bad.items()):
+            self.skipped_groups[self.groups[i].key] = f"removing one of its channels breaks the model ({why})"
+        self.groups = [g for i, g in enumerate(self.groups) if i not in bad]
+        self.mac_model = ChannelMacModel(self._geometry, [g.couplings() for g in self.groups])
+        self.keep_floor = self._floors()
+
     def _masks_from(self, selection: Mapping[str, Sequence[int]]) -> list[torch.Tensor]:
         keys = {g.key: i for i, g in enumerate(self.groups)}
+        skipped = [k for k in selection if k in self.skipped_groups]
+        if skipped:
+            raise ValueError(f"selection: groups {skipped} are left unpruned: "
+                             + "; ".join(f"{k}: {self.skipped_groups[k]}" for k in skipped))
         unknown = [k for k in selection if k not in keys]
         if unknown:
             raise ValueError(f"selection: {unknown} are not group roots; groups are {list(keys)}")
@@ -481,6 +596,10 @@ class OCSPruner:
             if len(idxs) and (idxs.min() < 0 or idxs.max() >= group.size):
                 raise ValueError(f"selection[{key!r}]: indices must be in [0, {group.size}), got {idxs.tolist()}")
             masks[keys[key]][idxs] = True
+            blocks = masks[keys[key]].view(group.tie, group.units)
+            if group.tie > 1 and not bool((blocks == blocks[:1]).all()):
+                raise ValueError(f"selection[{key!r}]: the group feeds grouped convs, so it must lose the same "
+                                 f"positions in each of its {group.tie} blocks of {group.units} channels")
             if bool(masks[keys[key]].all()):
                 raise ValueError(f"selection[{key!r}] removes all {group.size} channels of the group")
         return masks
