@@ -56,7 +56,12 @@ METHODS = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp", "ltp",
 STRUCTURED = ("ocs", "ocs-lats")
 SOFT_THRESHOLD = ("s-lats", "lats", "pgh", "lr", "early", "pai", "ocs-lats")
 OCS_REGULARIZERS = ("shrink", "group_lasso")
-SNN_MODELS = ("sew_resnet18", "sew_resnet34", "sew_resnet50")
+# train.py option -> the builder keyword argument it sets, for the options a model declares (models.model_info)
+MODEL_OPTIONS = {"T": "T", "neuron": "neuron_type", "cnf": "cnf", "stem": "stem",
+                 "width_multiplier": "width_multiplier", "image_size": "img_size"}
+# the image size of each data set, for models that are built for one (the transformers' img_size)
+IMAGE_SIZES = {"digits": (8, 8), "fashion-mnist": (28, 28), "cifar10": (32, 32), "cifar100": (32, 32),
+               "imagenet": (224, 224)}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -68,12 +73,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=0)
     g.add_argument("--train-subset", type=int, default=None, help="train on the first N samples (CPU-sized runs)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="sew_resnet18", help=f"one of {models.list_models()}")
+    g.add_argument("--model", default="sew_resnet18", help=f"one of {models.list_models()}; "
+                   "models.model_info(NAME).options says which of the next options it takes")
     g.add_argument("--T", type=int, default=4, help="time steps (SNNs)")
-    g.add_argument("--neuron", default="if", help="if | lif | plif (SNNs)")
+    g.add_argument("--neuron", default="if", help="if | lif | plif (SNN ResNets and VGGs)")
     g.add_argument("--cnf", default="ADD", help="ADD | AND | IAND (SEW ResNets)")
     g.add_argument("--stem", default=None, help="imagenet | cifar (ResNets; default: imagenet for ImageNet, else cifar)")
     g.add_argument("--width-multiplier", type=float, default=1.0)
+    g.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help='architecture options as a JSON object, e.g. \'{"embed_dims": 64, "depths": 2}\' '
+                        "(models.model_info(NAME).arch_kwargs lists them)")
     g.add_argument("--fused-neurons", action="store_true", help="swap in snn_lats's fused LIF/IF nodes")
     g = p.add_argument_group("pruning")
     g.add_argument("--method", default="s-lats", help=f"one of {METHODS}")
@@ -146,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--config {pre.config}: unknown keys {unknown}")
         parser.set_defaults(**{k.replace("-", "_"): v for k, v in config.items()})
     args = parser.parse_args(argv)
+    if args.model in models.list_models():
+        check_model_options(parser, args)
     checks = [
         (args.data in DATASETS, f"--data must be one of {DATASETS}, got {args.data!r}"),
         (args.model in models.list_models(), f"--model must be one of {models.list_models()}, got {args.model!r}"),
@@ -176,6 +187,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.method in STRUCTURED:
         check_structured_args(parser, args)
     return args
+
+
+def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An option the model does not take must keep its default (never ignored silently); --model-kwargs becomes a
+    dict of the model's architecture options."""
+    info = models.model_info(args.model)
+    defaults = get_args_parser()  # without the config's defaults
+    for option in MODEL_OPTIONS:
+        if option != "image_size" and option not in info.options \
+                and getattr(args, option) != defaults.get_default(option):
+            parser.error(f"--{option.replace('_', '-')} does not apply to --model {args.model} (it takes "
+                         f"{[o for o in info.options if o != 'image_size'] or 'none of --T/--neuron/--cnf/--stem/--width-multiplier'})")
+    kwargs = args.model_kwargs
+    if isinstance(kwargs, str):
+        try:
+            kwargs = json.loads(kwargs)
+        except json.JSONDecodeError as e:
+            parser.error(f"--model-kwargs must be a JSON object, e.g. '{{\"depths\": 2}}': {e}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        parser.error(f"--model-kwargs must be a JSON object (a mapping), got {args.model_kwargs!r}")
+    for key in kwargs or {}:
+        flag = next((o for o, k in MODEL_OPTIONS.items() if k == key and o in info.options), None)
+        if flag is not None:
+            where = "the data set" if flag == "image_size" else f"--{flag.replace('_', '-')}"
+            parser.error(f"--model-kwargs {key!r}: set by {where}, not by --model-kwargs")
+        if key not in info.arch_kwargs:
+            parser.error(f"--model-kwargs {key!r} is not an architecture option of {args.model}; it takes "
+                         f"{list(info.arch_kwargs)}")
+    args.model_kwargs = kwargs
 
 
 def parse_layer_scale(parser: argparse.ArgumentParser, entries: list[str] | str | dict) -> dict[str, float]:
@@ -247,19 +287,26 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
 
 # --- building blocks --------------------------------------------------------------------------------------------
 
-def model_kwargs(args, num_classes: int, in_channels: int) -> dict:
-    """The keyword arguments of models.create_model; stored in checkpoints so tools can rebuild the model."""
-    stem = args.stem or ("imagenet" if args.data == "imagenet" else "cifar")
-    if args.model in SNN_MODELS:
-        return dict(T=args.T, neuron_type=args.neuron, cnf=args.cnf, stem=stem, in_channels=in_channels,
-                    num_classes=num_classes, width_multiplier=args.width_multiplier)
-    if args.model == "mobilenet_v1":
-        return dict(num_classes=num_classes, width_multiplier=args.width_multiplier, in_channels=in_channels)
-    return dict(num_classes=num_classes, stem=stem, in_channels=in_channels, width_multiplier=args.width_multiplier)
+def model_kwargs(args, num_classes: int, in_channels: int, image_size: tuple[int, int] | None = None) -> dict:
+    """The keyword arguments of models.create_model, from the options the model declares (models.model_info) and
+    --model-kwargs; stored in checkpoints so tools can rebuild the model. ``image_size`` (H, W) defaults to the
+    data set's."""
+    info = models.model_info(args.model)
+    values = {"T": args.T, "neuron": args.neuron, "cnf": args.cnf, "width_multiplier": args.width_multiplier,
+              "stem": args.stem or ("imagenet" if args.data == "imagenet" else "cifar"),
+              "image_size": list(image_size or IMAGE_SIZES[args.data])}
+    kwargs = dict(num_classes=num_classes, in_channels=in_channels)
+    kwargs.update({MODEL_OPTIONS[o]: values[o] for o in info.options})
+    kwargs.update(args.model_kwargs or {})
+    return kwargs
 
 
 def ignored_layers(args) -> list[str]:
-    return args.ignored_layers if args.ignored_layers is not None else (["fc"] if args.model in SNN_MODELS else [])
+    """--ignored-layers, by default the classifier of SNNs (models.model_info(NAME).classifier), none for ANNs."""
+    if args.ignored_layers is not None:
+        return args.ignored_layers
+    info = models.model_info(args.model)
+    return [info.classifier] if info.snn else []
 
 
 def build_optimizer(args, model) -> torch.optim.Optimizer:
@@ -317,7 +364,7 @@ def schedule_lr_mismatch(args) -> str | None:
 def build_ocs(args, model, optimizer, example) -> OCSPruner:
     """OCSPruner with the --ocs-* settings. ``example`` is one sample; for SNNs its MACs are summed over T, so the
     FLOPs-cost softmax is scaled by T to weigh groups as the reference does for one ANN forward."""
-    time_steps = args.T if args.model in SNN_MODELS else 1
+    time_steps = args.T if models.model_info(args.model).snn else 1
     return OCSPruner(model, example, args.target_flops_reduction, ignored_layers=ignored_layers(args),
                      layer_prune_limit=args.ocs_layer_prune_limit, monitor_start_epoch=args.ocs_monitor_start_epoch,
                      reg_start_epoch=args.ocs_reg_start_epoch, reg_init=args.ocs_reg_init,
@@ -504,7 +551,7 @@ def main(argv: list[str] | None = None) -> dict:
     resume, pretrained = load_start_checkpoints(args, out)
     source = resume if resume is not None else pretrained
     structure = source.get("structure") if isinstance(source, dict) else None  # channel widths of a pruned model
-    kwargs = model_kwargs(args, num_classes, in_channels)
+    kwargs = model_kwargs(args, num_classes, in_channels, tuple(val_set[0][0].shape[-2:]))
     model = models.create_model(args.model, structure=structure, **kwargs)
     if pretrained is not None:  # into the plain model, before any pruner: LTP's threshold unit and LATS's θ follow it
         load_plain_weights(model, model_state_from_checkpoint(pretrained))

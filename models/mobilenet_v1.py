@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 
 # (output channels, stride) of the 13 depthwise-separable blocks
 BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),
@@ -45,7 +45,7 @@ class MobileNetV1(nn.Module):
         return self.fc(self.avgpool(self.features(x))).flatten(1)
 
 
-@register_model
+@register_model(classifier="fc", options=("width_multiplier",), family="models.mobilenet_v1")
 def mobilenet_v1(num_classes: int = 1000, width_multiplier: float = 1.0, in_channels: int = 3) -> MobileNetV1:
     """MobileNet-V1 (4.23M parameters at width 1.0 and 1000 classes)."""
     return MobileNetV1(num_classes, width_multiplier, in_channels)

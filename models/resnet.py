@@ -12,8 +12,11 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from . import register_model
+from .registry import register_model
 from .resnet_options import check_options, init_rebuilt, stage_widths, stem_geometry
+
+
+_INFO = dict(classifier="fc", options=("stem", "width_multiplier"), family="torchvision.models.resnet")
 
 
 def _build(block: type[nn.Module], layers: list[int], num_classes: int = 1000, stem: str = "imagenet",
@@ -38,7 +41,7 @@ def _build(block: type[nn.Module], layers: list[int], num_classes: int = 1000, s
     return model
 
 
-@register_model
+@register_model(**_INFO)
 def resnet18(num_classes: int = 1000, **kwargs) -> torchvision.models.ResNet:
     """torchvision ResNet-18 (11.69M parameters at 1000 classes, 1.82 GMACs at 224x224); never downloads weights.
 
@@ -48,7 +51,7 @@ def resnet18(num_classes: int = 1000, **kwargs) -> torchvision.models.ResNet:
     return _build(BasicBlock, [2, 2, 2, 2], num_classes, **kwargs)
 
 
-@register_model
+@register_model(**_INFO)
 def resnet50(num_classes: int = 1000, **kwargs) -> torchvision.models.ResNet:
     """torchvision ResNet-50 (25.56M parameters at 1000 classes); never downloads weights. Options as resnet18."""
     return _build(Bottleneck, [3, 4, 6, 3], num_classes, **kwargs)

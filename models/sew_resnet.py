@@ -18,8 +18,9 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import sew_resnet
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 from .resnet_options import STEMS, check_options, init_rebuilt, stage_widths, stem_geometry
+from .snn_options import NEURON_KWARGS, check_T, neuron_setup, time_sequence
 
 NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
@@ -57,14 +58,7 @@ class SEWResNetClassifier(sew_resnet.SEWResNet):
         functional.set_step_mode(self, "m")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            x = x.unsqueeze(0).expand(self.T, *x.shape)
-        elif x.dim() == 5:
-            if x.shape[0] != self.T:
-                raise ValueError(f"input has T={x.shape[0]} time steps but the model was built with T={self.T}")
-        else:
-            raise ValueError(f"input must be [B, C, H, W] or [T, B, C, H, W], got shape {tuple(x.shape)}")
-        return super().forward(x).mean(0)
+        return super().forward(time_sequence(x, self.T)).mean(0)
 
 
 def _build(
@@ -85,43 +79,35 @@ def _build(
     in_channels: int = 3,
     width_multiplier: float = 1.0,
 ) -> SEWResNetClassifier:
-    if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
-        raise ValueError(f"T must be an int > 0, got {T!r}")
+    check_T(T)
     if cnf not in CONNECT_FUNCTIONS:
         raise ValueError(f"cnf must be one of {CONNECT_FUNCTIONS}, got {cnf!r}")
-    if neuron_type not in NEURONS:
-        raise ValueError(f"neuron_type must be one of {sorted(NEURONS)}, got {neuron_type!r}")
-    if surrogate_function not in SURROGATES:
-        raise ValueError(f"surrogate_function must be one of {sorted(SURROGATES)}, got {surrogate_function!r}")
     check_options(stem, width_multiplier, in_channels)
-    sg = SURROGATES[surrogate_function]
-    neuron_kwargs = dict(
-        surrogate_function=sg() if surrogate_alpha is None else sg(alpha=surrogate_alpha),
-        detach_reset=detach_reset,
-        v_threshold=v_threshold,
-        v_reset=v_reset,
-    )
-    if neuron_type == "lif":
-        neuron_kwargs["tau"] = tau
-    elif neuron_type == "plif":
-        neuron_kwargs["init_tau"] = tau
+    spiking_neuron, neuron_kwargs = neuron_setup(neuron_type, surrogate_function, surrogate_alpha, detach_reset, tau,
+                                                 v_threshold, v_reset)
     return SEWResNetClassifier(
-        block, layers, T=T, stem=stem, in_channels=in_channels, width_multiplier=width_multiplier, num_classes=num_classes, cnf=cnf,
-        spiking_neuron=NEURONS[neuron_type], **neuron_kwargs,
+        block, layers, T=T, stem=stem, in_channels=in_channels, width_multiplier=width_multiplier,
+        num_classes=num_classes, cnf=cnf,
+        spiking_neuron=spiking_neuron, **neuron_kwargs,
     )
 
 
-@register_model
+_INFO = dict(snn=True, classifier="fc", options=("T", "neuron", "cnf", "stem", "width_multiplier"),
+             arch_kwargs=NEURON_KWARGS,
+             family="spikingjelly.activation_based.model.sew_resnet")
+
+
+@register_model(**_INFO)
 def sew_resnet18(**kwargs) -> SEWResNetClassifier:
     """SEW ResNet-18 (11.69M parameters with the ImageNet stem and 1000 classes)."""
     return _build(sew_resnet.BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model
+@register_model(**_INFO)
 def sew_resnet34(**kwargs) -> SEWResNetClassifier:
     return _build(sew_resnet.BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model
+@register_model(**_INFO)
 def sew_resnet50(**kwargs) -> SEWResNetClassifier:
     return _build(sew_resnet.Bottleneck, [3, 4, 6, 3], **kwargs)

@@ -1,0 +1,95 @@
+"""The model registry: builders and what ``experiments.train`` needs to know about each (``ModelInfo``).
+
+Kept apart from ``models/__init__`` so that the model modules import it without an import cycle.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+# The options experiments.train can pass to a builder (each is a builder keyword argument of the same name, except
+# "neuron" -> neuron_type and "image_size" -> img_size); num_classes and in_channels come from the data set.
+TRAIN_OPTIONS = ("T", "neuron", "cnf", "stem", "width_multiplier", "image_size")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a registered model declares.
+
+    - ``snn``: a spiking network with ``T`` time steps (direct encoding, logits averaged over T: ``[B, classes]``);
+      call ``spikingjelly.activation_based.functional.reset_net`` after every batch.
+    - ``classifier``: the module name of its classifier, the default ``--ignored-layers`` of SNNs.
+    - ``options``: the train.py options (of ``TRAIN_OPTIONS``) it takes.
+    - ``arch_kwargs``: further architecture keyword arguments, settable with train.py's ``--model-kwargs``.
+    - ``family``: where it comes from (e.g. ``spikingjelly.activation_based.model.spikformer``).
+    """
+
+    name: str
+    snn: bool = False
+    classifier: str = "fc"
+    options: tuple[str, ...] = ()
+    arch_kwargs: tuple[str, ...] = ()
+    family: str = ""
+
+    def __post_init__(self):
+        unknown = set(self.options) - set(TRAIN_OPTIONS)
+        if unknown:
+            raise ValueError(f"model {self.name!r}: unknown train options {sorted(unknown)}; valid: {TRAIN_OPTIONS}")
+        if self.snn != ("T" in self.options):
+            raise ValueError(f"model {self.name!r}: an SNN takes the option 'T' and an ANN does not")
+
+    @property
+    def accepted_kwargs(self) -> tuple[str, ...]:
+        """Every keyword argument of its builder."""
+        renamed = {"neuron": "neuron_type", "image_size": "img_size"}
+        return ("num_classes", "in_channels", *(renamed.get(o, o) for o in self.options), *self.arch_kwargs)
+
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_INFO: dict[str, ModelInfo] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, **info):
+    """Register a builder under its function name: ``@register_model`` or ``@register_model(snn=True, ...)`` with
+    the fields of ``ModelInfo``."""
+
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _REGISTRY:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        _INFO[fn.__name__] = ModelInfo(fn.__name__, **info)
+        _REGISTRY[fn.__name__] = fn
+        return fn
+
+    return register if fn is None else register(fn)
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" (did you mean {close}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}; valid names: {list_models()}")
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    _check_name(name)
+    return _INFO[name]
+
+
+def create_model(name: str, structure: dict | None = None, **kwargs) -> nn.Module:
+    """Build a registered model; ``structure`` (from ``snn_lats.structured.structure_spec``) rebuilds the
+    channel widths of a pruned model on it, so the pruned state_dict loads strictly."""
+    _check_name(name)
+    model = _REGISTRY[name](**kwargs)
+    if structure is not None:
+        from snn_lats.structured.spec import apply_structure
+
+        apply_structure(model, structure)
+    return model

@@ -1,0 +1,94 @@
+"""What the SpikingJelly wrappers share: argument checks, the neuron options and the direct-encoded input."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+
+
+def check_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_T(T) -> None:  # noqa: N802
+    if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
+        raise ValueError(f"T must be an int > 0, got {T!r}")
+
+
+def image_hw(img_size) -> tuple[int, int]:
+    """``img_size`` as (H, W): an int or a pair of ints >= 1."""
+    pair = (img_size, img_size) if isinstance(img_size, int) and not isinstance(img_size, bool) else img_size
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f"img_size must be an int >= 1 or a pair (H, W) of them, got {img_size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def time_sequence(x: torch.Tensor, T: int) -> torch.Tensor:  # noqa: N803
+    """``[B, C, H, W]`` repeated over T (direct encoding), or ``[T, B, C, H, W]`` checked against T."""
+    if x.dim() == 4:
+        return x.unsqueeze(0).expand(T, *x.shape)
+    if x.dim() == 5:
+        if x.shape[0] != T:
+            raise ValueError(f"input has T={x.shape[0]} time steps but the model was built with T={T}")
+        return x
+    raise ValueError(f"input must be [B, C, H, W] or [T, B, C, H, W], got shape {tuple(x.shape)}")
+
+
+def check_time_input(x: torch.Tensor, T: int, in_channels: int, hw: tuple[int, int] | None = None) -> None:  # noqa: N803
+    """The checks of ``time_sequence`` (for models that repeat the input over T themselves), plus channels and
+    (when given) the image size the model was built for."""
+    time_sequence(x, T)
+    if x.shape[-3] != in_channels:
+        raise ValueError(f"input has {x.shape[-3]} channels but the model was built with in_channels={in_channels}")
+    if hw is not None and tuple(x.shape[-2:]) != tuple(hw):
+        raise ValueError(f"input is {tuple(x.shape[-2:])} (H, W) but the model was built with img_size={hw}")
+
+
+def zoo_module(name: str) -> ModuleType:
+    """``spikingjelly.activation_based.model.<name>``, or a clear error naming what the installed SpikingJelly
+    lacks (a feature check, not a version check: 0.0.0.0.14 has spiking_resnet, spiking_vgg, sew_resnet and
+    parametric_lif_net, and none of the transformers)."""
+    full = f"spikingjelly.activation_based.model.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as e:
+        if e.name is not None and not full.startswith(e.name):
+            raise
+        import spikingjelly
+
+        where = getattr(spikingjelly, "__file__", "?")
+        raise ImportError(f"the installed SpikingJelly ({where}) has no {full}: this model needs a SpikingJelly "
+                          f"whose model zoo includes it (2.0.0 does)") from e
+
+
+def zoo_attr(module: ModuleType, attr: str):
+    if not hasattr(module, attr):
+        raise ImportError(f"the installed SpikingJelly's {module.__name__} has no {attr!r} (2.0.0 has)")
+    return getattr(module, attr)
+
+
+def neuron_setup(neuron_type: str = "if", surrogate_function: str = "atan", surrogate_alpha: float | None = None,
+                 detach_reset: bool = True, tau: float = 2.0, v_threshold: float = 1.0, v_reset: float | None = 0.0):
+    """(neuron class, its keyword arguments) for SpikingJelly's ``spiking_neuron=`` builders (the ResNets, VGGs)."""
+    from spikingjelly.activation_based import neuron, surrogate
+
+    neurons = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
+    surrogates = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
+    if neuron_type not in neurons:
+        raise ValueError(f"neuron_type must be one of {sorted(neurons)}, got {neuron_type!r}")
+    if surrogate_function not in surrogates:
+        raise ValueError(f"surrogate_function must be one of {sorted(surrogates)}, got {surrogate_function!r}")
+    sg = surrogates[surrogate_function]
+    kwargs = dict(surrogate_function=sg() if surrogate_alpha is None else sg(alpha=surrogate_alpha),
+                  detach_reset=detach_reset, v_threshold=v_threshold, v_reset=v_reset)
+    if neuron_type == "lif":
+        kwargs["tau"] = tau
+    elif neuron_type == "plif":
+        kwargs["init_tau"] = tau
+    return neurons[neuron_type], kwargs
+
+
+NEURON_KWARGS = ("surrogate_function", "surrogate_alpha", "detach_reset", "tau", "v_threshold", "v_reset")
