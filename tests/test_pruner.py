@@ -99,7 +99,8 @@ def test_layer_scale_sets_per_layer_thresholds(tiny_cnn):
         type(tiny_cnn)(), final_threshold=0.4, schedule=lambda s: 0.1 * s,
         layer_scale=lambda name, m: 2.0 if isinstance(m, nn.Linear) else 1.0,
     )
-    pruner.step()
+    with pytest.warns(UserWarning, match=r"'fc' is entirely pruned .* threshold d = 0\.2\b"):  # |θ| <= 0.044
+        pruner.step()
     thresholds = {n: float(p.threshold) for n, _, p in pruner.parametrizations()}
     assert thresholds == pytest.approx({"conv1": 0.1, "conv2": 0.1, "fc": 0.2})
 
@@ -357,7 +358,8 @@ def test_lr_schedule_without_an_optimizer_fails_at_the_first_step(tiny_cnn):
         pruner.step()
     assert pruner.step_count == 0 and pruner.threshold == 0.0  # the failed step changed nothing
     pruner.optimizer = torch.optim.SGD(tiny_cnn.parameters(), lr=0.5)
-    pruner.step()
+    with pytest.warns(UserWarning, match="'fc' is entirely pruned"):  # d = 0.05 > its largest |θ| = 0.044
+        pruner.step()
     assert pruner.threshold == pytest.approx(0.05)
 
 
