@@ -116,6 +116,8 @@ def train_command(run: Run, base_config: Path, out: Path) -> list[str]:
             cmd.append(option_flag(key) if value else "--no-" + key.replace("_", "-"))
         elif isinstance(value, list):
             cmd += [option_flag(key), *map(str, value)]
+        elif isinstance(value, dict):  # e.g. model_kwargs: train.py takes a JSON object
+            cmd += [option_flag(key), json.dumps(value)]
         elif value is not None:
             cmd += [option_flag(key), str(value)]
     if (out / "checkpoint_last.pth").exists():
