@@ -47,7 +47,8 @@ GEOMETRIES = [dict(), dict(stride=2, padding=1), dict(padding=2, dilation=2, gro
 
 
 @pytest.mark.parametrize("dims", [1, 3])
-@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: ",".join(f"{k}={v}" for k, v in g.items()) or "plain")
+@pytest.mark.parametrize("geometry", GEOMETRIES,
+                         ids=lambda g: ",".join(f"{k}={v}" for k, v in g.items()) or "plain")
 @pytest.mark.parametrize("kind", ["binary", "integer", "real"])
 def test_conv1d_conv3d_counts_equal_a_mask_convolution(dims, geometry, kind):
     torch.manual_seed(dims)
@@ -84,8 +85,8 @@ def test_multi_step_conv1d_and_plain_conv1d_in_seq_to_ann_container():
     report = measure(net, [x], sample_dim=1)
     first, inner = report.layers["0"], report.layers["2.0"]
     assert first["sops"] == mask_conv_count(net[0], x.flatten(0, 1), F.conv1d)
-    assert inner["input_kind"] == "binary" and inner["sops"] == mask_conv_count(net[2][0], spikes[0].flatten(0, 1),
-                                                                                F.conv1d)
+    assert inner["input_kind"] == "binary"
+    assert inner["sops"] == mask_conv_count(net[2][0], spikes[0].flatten(0, 1), F.conv1d)
     assert first["dense_macs"] == B * 2 * 5 * 3 * L and inner["dense_macs"] == B * 5 * 4 * 3 * 4
     assert report.total["samples"] == B and report.total["time_steps"] == T
     assert report.total["sops"] == first["sops"] + inner["sops"] > 0
@@ -97,7 +98,7 @@ def test_synapse_counter_accepts_conv1d_conv3d_and_names_what_it_supports():
         SynapseCounter.for_module(nn.ConvTranspose2d(2, 2, 3))
 
 
-# --- matrix products -------------------------------------------------------------------------------------------
+# --- matrix products ---------------------------------------------------------------------------------------
 
 class TinyAttention(nn.Module):
     """spike @ spike.T, counts @ spike, counts @ counts, real @ real, spikes through F.linear and einsum."""
@@ -123,7 +124,7 @@ def brute_product(a, b, ma, mb):
     """Σ_{n,i,k,j} ma(a[n,i,k])·mb(b[n,k,j]) by explicit loops."""
     a, b = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
     total = 0.0
-    for n, i, k, j in itertools.product(range(a.shape[0]), range(a.shape[1]), range(a.shape[2]), range(b.shape[2])):
+    for n, i, k, j in itertools.product(*map(range, (a.shape[0], a.shape[1], a.shape[2], b.shape[2]))):
         total += ma(float(a[n, i, k])) * mb(float(b[n, k, j]))
     return total
 
@@ -138,12 +139,14 @@ def test_matrix_products_equal_explicit_loops():
     a = s @ s.transpose(-2, -1)
     size, nz = abs, lambda v: float(v != 0)
     expect = {  # row: (sops, macs, kinds, dense MACs per sample)
-        "(model)/matmul.0": (brute_product(s, s.transpose(-2, -1), size, size), 0, "binary@binary", N * d * N),
+        "(model)/matmul.0": (brute_product(s, s.transpose(-2, -1), size, size), 0, "binary@binary",
+                             N * d * N),
         "(model)/matmul.1": (brute_product(a, s, size, size), 0, "integer@binary", N * N * d),
         "(model)/matmul.2": (brute_product(a, a, size, size), 0, "integer@integer", N * N * N),
-        "(model)/matmul.3": (0, brute_product(torch.relu(x - 0.3), torch.relu(0.7 - x).transpose(-2, -1), nz, nz),
-                             "real@real", N * d * N),
-        "(model)/matmul.4": (brute_product(s, net.w.detach().expand(B, d, 3), size, nz), 0, "binary@real", N * d * 3),
+        "(model)/matmul.3": (0, brute_product(torch.relu(x - 0.3), torch.relu(0.7 - x).transpose(-2, -1), nz,
+                                              nz), "real@real", N * d * N),
+        "(model)/matmul.4": (brute_product(s, net.w.detach().expand(B, d, 3), size, nz), 0, "binary@real",
+                             N * d * 3),
         # F.linear on s[0]: one sample's tokens, so B x fewer dense MACs per sample of the batch
         "(model)/matmul.5": (brute_product(s[:1], net.w2.detach().t()[None], size, nz), 0, "binary@real",
                              N * d * 4 / B),
@@ -153,16 +156,18 @@ def test_matrix_products_equal_explicit_loops():
     for name, (sops, macs, kinds, dense) in expect.items():
         r = rows[name]
         assert (r["sops"], r["macs"], r["input_kind"]) == (sops, macs, kinds), name
-        assert r["dense_macs"] == B * dense and r["module"] == "(model)" and r["module_type"] == "TinyAttention"
+        assert r["dense_macs"] == B * dense
+        assert r["module"] == "(model)" and r["module_type"] == "TinyAttention"
         assert r["energy_pj"] == pytest.approx(E_AC_PJ * sops + E_MAC_PJ * macs)
     assert rows["(model)/matmul.0"]["sops"] > 0 and rows["(model)/matmul.3"]["macs"] > 0
     t = report.total
     assert t["sops"] == sum(v[0] for v in expect.values()) + report.layers["head"]["sops"]
     assert t["macs"] == sum(v[1] for v in expect.values()) + report.layers["head"]["macs"]
     assert t["dense_macs"] == sum(r["dense_macs"] for r in report.layers.values() if r["type"] != "neuron")
-    # w and w2 are operands of counted products, so every synaptic weight counts; the FlopCounter agrees on MACs
+    # w and w2 are operands of counted products, so every synaptic weight counts; FlopCounter agrees on MACs
     cover = t["coverage"]
-    assert cover["weights"] == 1.0 and cover["synaptic_weights"] == 5 * 3 + 4 * 5 + 2 * 5 and not cover["uncounted"]
+    assert cover["weights"] == 1.0 and cover["synaptic_weights"] == 5 * 3 + 4 * 5 + 2 * 5
+    assert not cover["uncounted"]
     flops = FlopCounterMode(display=False)
     with flops, torch.no_grad():
         net(x)
@@ -180,9 +185,10 @@ def test_products_inside_modules_are_attributed_and_indexed_per_forward():
         def __init__(self):
             super().__init__()
             self.attn, self.fc = Inner(), layer.Linear(3, 2, step_mode="m")
+            self.head = nn.Linear(2, 2)  # once per sample, on the time-averaged features
 
         def forward(self, x):  # [T, B, N, 3]
-            return self.fc(self.attn((x > 0.5).float())).sum(2)
+            return self.head(self.fc(self.attn((x > 0.5).float())).sum(2).mean(0))
 
     T, B, N = 3, 2, 4
     x = torch.rand(T, B, N, 3)
@@ -191,19 +197,21 @@ def test_products_inside_modules_are_attributed_and_indexed_per_forward():
     assert rows == ["attn/matmul.0", "attn/matmul.1"]
     s = (x > 0.5).float()
     assert report.layers["attn/matmul.0"]["sops"] == float((s @ s.transpose(-2, -1)).sum())
-    # one pass per sample: T is read off the counted layer (fc ran on T·B·N rows, B·N per pass)
+    # one pass per sample: T is read off the counted layers (fc ran on T·B·N rows, B·N per pass), where the
+    # head ran once: fc carries more of the layers' MACs, so it sets the count, and a note says so
     assert report.total["time_steps"] == T and report.layers["attn/matmul.0"]["dense_macs"] == B * N * 3 * N
+    assert any("counted layers ran 1, 3 passes per sample" in n for n in report.notes)
 
 
-# --- a real SpikingJelly transformer ---------------------------------------------------------------------------
+# --- a real SpikingJelly transformer -----------------------------------------------------------------------
 
 def test_spikformer_counts_everything_and_equals_brute_force():
     from spikingjelly.activation_based.model.spikformer import Spikformer
 
     torch.manual_seed(0)
     T, B, heads, dim = 2, 2, 2, 16
-    net = Spikformer(T=T, in_channels=1, img_size_h=8, img_size_w=8, patch_size=4, num_classes=10, embed_dims=dim,
-                     num_heads=heads, depths=1)
+    net = Spikformer(T=T, in_channels=1, img_size_h=8, img_size_w=8, patch_size=4, num_classes=10,
+                     embed_dims=dim, num_heads=heads, depths=1)
     layers = {n: m for n, m in net.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
     with torch.no_grad():  # strong enough for spikes everywhere (residuals then carry 0/1/2)
         for m in net.modules():
@@ -229,7 +237,8 @@ def test_spikformer_counts_everything_and_equals_brute_force():
         fn = next(f for c, f in fns.items() if isinstance(m, c))
         x = x.flatten(0, 1) if x.dim() == m.weight.dim() + 1 else x  # multi-step layer: [T, B, ...]
         if not torch.equal(x, x.round()):
-            brute["macs"] += int((m.weight != 0).sum()) * math.prod(out.shape[-(m.weight.dim() - 2):]) * x.shape[0]
+            positions = math.prod(out.shape[-(m.weight.dim() - 2):])
+            brute["macs"] += int((m.weight != 0).sum()) * positions * x.shape[0]
         else:
             brute["sops"] += float(fn(x.abs().double(), (m.weight != 0).double(), None, m.stride, m.padding,
                                       m.dilation, m.groups).sum())
@@ -255,21 +264,24 @@ def test_spikformer_counts_everything_and_equals_brute_force():
         h.remove()
     report = measure(net, [x])
     t, cover = report.total, report.total["coverage"]
-    assert cover["weights"] == 1.0 and cover["macs"] == 1.0 and not cover["uncounted"] and not cover["uncounted_ops"]
+    assert cover["weights"] == 1.0 and cover["macs"] == 1.0
+    assert not cover["uncounted"] and not cover["uncounted_ops"]
     assert cover["synaptic_weights"] == sum(m.weight.numel() for m in layers.values())
     assert cover["model_dense_macs"] == brute["dense"]
-    assert brute["attn_in"].sum() > 0 and report.layers["blocks.0.attn/matmul.1"]["input_kind"] == "integer@binary"
+    assert brute["attn_in"].sum() > 0
+    assert report.layers["blocks.0.attn/matmul.1"]["input_kind"] == "integer@binary"
     assert report.layers["blocks.0.attn.qkv_conv_bn.0"]["input_kind"] == "integer"  # x + attn(x): 0/1/2
     assert t["sops"] == brute["sops"] > 0 and t["macs"] == brute["macs"] > 0
     assert t["time_steps"] == T
     rows = [n for n, r in report.layers.items() if r["type"] == "matmul"]
     assert rows == ["blocks.0.attn/matmul.0", "blocks.0.attn/matmul.1"]
     cph, length = dim // heads, (8 // 4) ** 2
-    assert all(report.layers[n]["dense_macs"] == B * heads * cph * cph * length for n in rows)  # one pass / sample
+    # one pass per sample
+    assert all(report.layers[n]["dense_macs"] == B * heads * cph * cph * length for n in rows)
     assert "coverage: 100.00 %" in str(report)
 
 
-# --- coverage of what is not counted ---------------------------------------------------------------------------
+# --- coverage of what is not counted -----------------------------------------------------------------------
 
 class Odd(nn.Module):
     """A custom module with a 2-D weight it does not multiply through a matmul."""
@@ -285,11 +297,11 @@ class Odd(nn.Module):
 
 def test_uncounted_modules_are_listed_and_lower_coverage_exactly():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.ConvTranspose2d(4, 2, 3, stride=2),
-                        Odd(), nn.Flatten(), nn.Linear(2 * 9 * 9, 5))
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.ConvTranspose2d(4, 2, 3, stride=2), Odd(), nn.Flatten(), nn.Linear(2 * 9 * 9, 5))
     B = 3
     x = torch.rand(B, 1, 6, 6)
-    with pytest.warns(UserWarning, match=r"modules not counted: 3 \(ConvTranspose2d\), 4 \(Odd\)"):
+    with pytest.warns(UserWarning, match=r"not counted: 3 \(ConvTranspose2d\), 4 \(Odd\)"):
         report = measure(net, [x])
     cover = report.total["coverage"]
     counted_w, convt_w, odd_w = 4 * 9 + 2 * 81 * 5, 4 * 2 * 9, 9
@@ -297,18 +309,74 @@ def test_uncounted_modules_are_listed_and_lower_coverage_exactly():
     assert cover["weights"] == counted_w / (counted_w + convt_w + odd_w)
     convt_macs = B * 4 * 2 * 9 * 4 * 4  # a transposed conv: every input pixel meets every weight
     counted_macs = B * (4 * 9 * 4 * 4 + 2 * 81 * 5)
-    assert cover["counted_dense_macs"] == counted_macs and cover["model_dense_macs"] == counted_macs + convt_macs
+    assert cover["counted_dense_macs"] == counted_macs
+    assert cover["model_dense_macs"] == counted_macs + convt_macs
     assert cover["macs"] == counted_macs / (counted_macs + convt_macs)
     flops = FlopCounterMode(display=False)
     with flops, torch.no_grad():
         net(x)
     assert cover["model_dense_macs"] == flops.get_total_flops() // 2
-    assert cover["uncounted"] == [{"name": "3", "type": "ConvTranspose2d", "weights": convt_w, "dense_macs": convt_macs},
-                                  {"name": "4", "type": "Odd", "weights": odd_w, "dense_macs": 0}]
+    assert cover["uncounted"] == [
+        {"name": "3", "type": "ConvTranspose2d", "weights": convt_w, "dense_macs": convt_macs},
+        {"name": "4", "type": "Odd", "weights": odd_w, "dense_macs": 0}]
     assert cover["uncounted_ops"] == [{"module": "3", "op": "convolution", "dense_macs": convt_macs}]
     text = str(report)
     assert "not counted: 3 (ConvTranspose2d, 72 weights" in text and "not counted: 4 (Odd, 9 weights" in text
-    assert any("modules not counted" in n for n in report.notes)
+    assert any("not counted: 3 (ConvTranspose2d)" in n for n in report.notes)
+    assert cover["unknown_ops"] == []  # Odd's weight.sum() is a reduction, not a product
+
+
+class FusedAttention(nn.Module):
+    def __init__(self, fused):
+        super().__init__()
+        self.fused, self.fc = fused, nn.Linear(8, 2)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True) if fused == "mha" else None
+
+    def forward(self, x):
+        if self.fused == "sdpa":  # one fused CPU kernel, no bmm the dispatch mode could count
+            return self.fc(F.scaled_dot_product_attention(x, x, x))
+        return self.fc(self.mha(x, x, x, need_weights=False)[0])  # eval fast path: one fused op
+
+
+def test_fused_attention_is_in_the_mac_coverage_with_its_closed_form():
+    torch.manual_seed(0)
+    B, H, L, E = 2, 2, 4, 8
+    with pytest.warns(UserWarning, match=r"not counted: _scaled_dot_product_flash_attention_for_cpu in \("):
+        sdpa = measure(FusedAttention("sdpa"), [torch.rand(B, H, L, E)]).total["coverage"]
+    attention = 2 * B * H * L * L * E  # Q·Kᵀ and A·V
+    fc = B * H * L * E * 2
+    assert sdpa["model_dense_macs"] == fc + attention and sdpa["macs"] == fc / (fc + attention)
+    fused = "_scaled_dot_product_flash_attention_for_cpu"
+    assert sdpa["uncounted_ops"] == [{"module": "(model)", "op": fused, "dense_macs": attention}]
+    with pytest.warns(UserWarning, match=r"not counted: mha \(MultiheadAttention\)"):
+        report = measure(FusedAttention("mha"), [torch.rand(B, L, E)])
+    mha, fc = report.total["coverage"], B * L * E * 2
+    projections = 4 * B * L * E * E  # q, k, v and out
+    attention = 2 * B * L * L * E
+    # out_proj is a Linear, but the fused path uses its weight without running it: not counted either
+    assert mha["uncounted"] == [
+        {"name": "mha", "type": "MultiheadAttention", "weights": 3 * E * E,
+         "dense_macs": projections + attention},
+        {"name": "mha.out_proj", "type": "NonDynamicallyQuantizableLinear", "weights": E * E,
+         "dense_macs": 0}]
+    assert mha["macs"] == fc / (fc + projections + attention)
+    assert "layer mha.out_proj never ran: its counts are 0" in report.notes  # the fused path skips the module
+
+
+def test_an_op_without_a_mac_formula_on_an_uncounted_weight_is_named():
+    class Bilinear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.fc = nn.Parameter(torch.randn(3, 4, 4)), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(F.bilinear(x, x, self.weight))
+
+    with pytest.warns(UserWarning, match=r"11.11 % of the synaptic weights"):
+        report = measure(Bilinear(), [torch.rand(2, 4)])
+    assert report.total["coverage"]["unknown_ops"] == [{"module": "(model)", "op": "_trilinear", "calls": 1}]
+    assert any(n.startswith("_trilinear in (model) takes a synaptic weight and has no MAC formula")
+               for n in report.notes)
 
 
 def test_new_rows_and_fields_serialise(tmp_path):
@@ -317,7 +385,8 @@ def test_new_rows_and_fields_serialise(tmp_path):
     report.to_json(tmp_path / "r.json")
     report.to_csv(tmp_path / "r.csv")
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["total"]["coverage"]["weights"] == 1.0 and data["layers"]["(model)/matmul.0"]["type"] == "matmul"
+    assert data["total"]["coverage"]["weights"] == 1.0
+    assert data["layers"]["(model)/matmul.0"]["type"] == "matmul"
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0].endswith("weight_coverage,mac_coverage") and lines[-1].endswith(",1.0,1.0")
     assert any(line.startswith("(model)/matmul.2,matmul,,integer@integer") for line in lines)
@@ -325,7 +394,7 @@ def test_new_rows_and_fields_serialise(tmp_path):
 
 def test_products_off_and_bad_arguments():
     net = TinyAttention()
-    with pytest.warns(UserWarning, match=r"22.22 % of the synaptic weights and the dense MACs are not measured"):
+    with pytest.warns(UserWarning, match=r"22.22 % of the synaptic weights and the dense MACs are not meas"):
         report = measure(net, [torch.rand(2, 4, 5)], products=False)  # w and w2 are not seen in products
     assert not [r for r in report.layers.values() if r["type"] == "matmul"]
     assert report.total["coverage"]["macs"] is None and any("products=False" in n for n in report.notes)

@@ -24,8 +24,8 @@ from .synops import CONV_TYPES, LAYER_TYPES, SynapseCounter
 E_AC_PJ = 0.9
 E_MAC_PJ = 4.6
 
-SYNAPSE_FIELDS = ("weight_sparsity", "input_kind", "sops", "macs", "dense_macs", "energy_pj", "dense_energy_pj",
-                  "ops_ratio", "energy_ratio")
+SYNAPSE_FIELDS = ("weight_sparsity", "input_kind", "sops", "macs", "dense_macs", "energy_pj",
+                  "dense_energy_pj", "ops_ratio", "energy_ratio")
 
 
 @dataclass
@@ -49,8 +49,8 @@ class MetricsReport:
     def to_csv(self, path: str | os.PathLike) -> None:
         """One row per layer plus a ``total`` row; list-valued fields are left out."""
         path = Path(path)
-        columns = ["layer", "type", *SYNAPSE_FIELDS, "firing_rate", "spikes", "neuron_updates", "weight_coverage",
-                   "mac_coverage"]
+        columns = ["layer", "type", *SYNAPSE_FIELDS, "firing_rate", "spikes", "neuron_updates",
+                   "weight_coverage", "mac_coverage"]
         cover = self.total.get("coverage") or {}
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
@@ -71,7 +71,8 @@ class MetricsReport:
             else:
                 sparsity = "" if r["weight_sparsity"] is None else f"{r['weight_sparsity']:10.4f}"
                 lines.append(f"{name:<28} {r['input_kind'] or '-':<8} {sparsity:>10} {'':>9} "
-                             f"{r['sops']:12.4g} {r['macs']:12.4g} {r['dense_macs']:12.4g} {r['energy_pj'] / 1e6:10.4g}")
+                             f"{r['sops']:12.4g} {r['macs']:12.4g} {r['dense_macs']:12.4g} "
+                             f"{r['energy_pj'] / 1e6:10.4g}")
         t = self.total
         rate = "" if t["firing_rate"] is None else f"{t['firing_rate']:9.4f}"
         lines.append(f"{'total':<28} {'':<8} {t['weight_sparsity']:10.4f} {rate:>9} {t['sops']:12.4g} "
@@ -87,12 +88,13 @@ class MetricsReport:
         cover = t.get("coverage")
         if cover:
             macs = "not measured" if cover["macs"] is None else f"{100 * cover['macs']:.2f} %"
-            lines.append(f"coverage: {100 * cover['weights']:.2f} % of {cover['synaptic_weights']:,} synaptic "
-                         f"weights, {macs} of the model's dense MACs")
+            lines.append(f"coverage: {100 * cover['weights']:.2f} % of {cover['synaptic_weights']:,} "
+                         f"synaptic weights, {macs} of the model's dense MACs")
             lines += [f"not counted: {u['name']} ({u['type']}, {u['weights']:,} weights, "
                       f"{u['dense_macs']:.4g} dense MACs)" for u in cover["uncounted"]]
+            listed = {u["name"] for u in cover["uncounted"]}  # their ops are on their line already
             lines += [f"not counted: {u['op']} in {u['module']} ({u['dense_macs']:.4g} dense MACs)"
-                      for u in cover["uncounted_ops"] if u["module"] not in {v["name"] for v in cover["uncounted"]}]
+                      for u in cover["uncounted_ops"] if u["module"] not in listed]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -122,12 +124,13 @@ def measure(
 ) -> MetricsReport:
     """Run ``model`` in eval mode over ``batches`` and count, per layer and in total:
 
-    - ``weight_sparsity`` of every ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` / ``nn.Linear`` (SpikingJelly's
-      ``layer.*`` included; pruned or not; parametrized weights are read through the parametrization);
-    - ``sops``: accumulates that reach a nonzero weight, for layers fed by spikes (each spike one accumulate) or
-      by integer values such as SEW ADD's 0/1/2 (each unit one accumulate; ``input_kind`` says which);
-    - ``macs``: multiply-accumulates with nonzero weights, for layers fed by real values (the encoding layer, and
-      every layer of an ANN); every output position counts, zero padding included, as in dense MAC counts;
+    - ``weight_sparsity`` of every ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` / ``nn.Linear``
+      (SpikingJelly's ``layer.*`` included; pruned or not; parametrized weights are read through the
+      parametrization);
+    - ``sops``: accumulates that reach a nonzero weight, for layers fed by spikes (each spike one accumulate)
+      or by integer values such as SEW ADD's 0/1/2 (each unit one accumulate; ``input_kind`` says which);
+    - ``macs``: multiply-accumulates with nonzero weights, for layers fed by real values (the encoding layer,
+      and every layer of an ANN); every output position counts, zero padding included, as in dense MAC counts;
     - ``dense_macs``: the same network dense and non-spiking: one pass per sample with every weight;
     - ``energy_pj`` = ``e_ac_pj``·SOPs + ``e_mac_pj``·MACs, and ``dense_energy_pj`` = ``e_mac_pj``·dense MACs;
     - ``ops_ratio`` = (SOPs + MACs) / dense MACs and ``energy_ratio``;
@@ -137,21 +140,21 @@ def measure(
     With ``products=True`` (the default) a torch dispatch mode also counts the matrix products that belong to
     no counted layer (spiking attention's spike @ spike and counts @ spike), one row each, named
     ``"<module>/matmul.<n>"`` (``type`` ``"matmul"``; see :mod:`snn_lats.metrics.products` for the rule), and
-    measures ``total["coverage"]``: the fraction of the model's synaptic weights (parameters with >= 2 dims) and
-    of its dense MACs (every product and convolution torch's flop counter knows) that the report counts, with
-    the modules and ops it does not count. ``products=False`` skips the dispatch mode (for models it cannot
-    run, e.g. compiled ones): no product rows, and ``coverage["macs"]`` is None.
+    measures ``total["coverage"]``: the fraction of the model's synaptic weights (parameters with >= 2 dims)
+    and of its dense MACs (every product and convolution torch's flop counter knows) that the report counts,
+    with the modules and ops it does not count. ``products=False`` skips the dispatch mode (for models it
+    cannot run, e.g. compiled ones): no product rows, and ``coverage["macs"]`` is None.
 
     ``reference`` is the unpruned architecture a channel-pruned ``model`` came from (weights need not be
     trained: only shapes count). ``total["reference"]`` then restates weight sparsity, ``ops_ratio`` and
     ``energy_ratio`` against its weights and its dense MACs, because the fields above treat the thin model's
     own dense form as the baseline.
 
-    ``batches`` yields inputs or (input, target) pairs; with targets, ``total["accuracy"]`` is top-1. The input's
-    sample dimension is ``sample_dim``: by default 1 for a 5-D input (``[T, B, C, H, W]``) and 0 otherwise; set
-    it for other layouts (0 for a Conv3d ANN's ``[B, C, D, H, W]``, 1 for a 1-D SNN's ``[T, B, C, L]``). Counters
-    reduce on the fly through forward hooks, so memory does not grow with the number of batches. SpikingJelly
-    networks are reset with ``functional.reset_net`` after every batch.
+    ``batches`` yields inputs or (input, target) pairs; with targets, ``total["accuracy"]`` is top-1. The
+    input's sample dimension is ``sample_dim``: by default 1 for a 5-D input (``[T, B, C, H, W]``) and 0
+    otherwise; set it for other layouts (0 for a Conv3d ANN's ``[B, C, D, H, W]``, 1 for a 1-D SNN's
+    ``[T, B, C, L]``). Counters reduce on the fly through forward hooks, so memory does not grow with the
+    number of batches. SpikingJelly networks are reset with ``functional.reset_net`` after every batch.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -160,17 +163,18 @@ def measure(
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     if sample_dim not in (None, 0, 1):
         raise ValueError(f"sample_dim must be None, 0 or 1, got {sample_dim!r}")
-    synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules()
+                if isinstance(m, LAYER_TYPES)}
     if not synapses and not products:
         raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer to measure")
 
-    hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(i[0], o)) for c in synapses.values()]
+    hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(i[0], o))
+             for c in synapses.values()]
     counter = ProductCounter(model, {id(c.module) for c in synapses.values()}) if products else None
     weights = synaptic_weights(model)
-    counted_weights = set().union(*(counted_layer_weight(n, c.module) for n, c in synapses.items()))
-    if counter is not None:  # uncounted weights that turn out to be an operand of a counted product count
+    if counter is not None:  # weights seen as an operand of a counted product count (x @ self.weight)
         counter.operand_params = {p.untyped_storage().data_ptr(): k for k, (_, _, _, p) in weights.items()
-                                  if k not in counted_weights and p is not None}
+                                  if p is not None}
     was_training = model.training
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
@@ -186,7 +190,8 @@ def measure(
                 x = x.to(device)
                 dim = (1 if x.dim() == 5 else 0) if sample_dim is None else sample_dim
                 if x.dim() <= dim:
-                    raise ValueError(f"sample_dim {dim} is out of range for an input of shape {tuple(x.shape)}")
+                    raise ValueError(f"sample_dim {dim} is out of range for an input of shape "
+                                     f"{tuple(x.shape)}")
                 out = model(x)
                 if neurons:
                     functional.reset_net(model)
@@ -196,8 +201,8 @@ def measure(
                 samples += x.shape[dim]
                 seen += 1
                 if seen == 1 and not synapses and not counter.rows:
-                    raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer and ran no "
-                                     "matrix product: nothing to measure")
+                    raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer and "
+                                     "ran no matrix product: nothing to measure")
                 if y is not None:
                     logits = out.mean(0) if out.dim() == 3 else out
                     correct += int((logits.argmax(-1).cpu() == y.cpu()).sum())
@@ -208,9 +213,9 @@ def measure(
         model.train(was_training)
     if seen == 0:
         raise ValueError("batches is empty: nothing to measure (check the data loader and its batch size)")
-    report = _report(model, synapses, counter, neurons, samples, e_ac_pj, e_mac_pj,
+    report = _report(synapses, counter, neurons, samples, e_ac_pj, e_mac_pj,
                      correct / labelled if labelled else None)
-    _coverage(report, model, synapses, counter, weights, counted_weights)
+    _coverage(report, synapses, counter, weights)
     if reference is not None:
         ref = measure(reference, [one_sample.to(next(reference.parameters()).device)], e_ac_pj=e_ac_pj,
                       e_mac_pj=e_mac_pj, neuron_types=neuron_types, products=products,
@@ -228,45 +233,49 @@ def measure(
 
 def _row(kind, sops, macs, dense, e_ac, e_mac, **fields) -> dict[str, Any]:
     energy = e_ac * sops + e_mac * macs
-    return {**fields, "input_kind": kind, "sops": sops, "macs": macs, "dense_macs": dense, "energy_pj": energy,
-            "dense_energy_pj": e_mac * dense, "ops_ratio": (sops + macs) / dense if dense else None,
+    return {**fields, "input_kind": kind, "sops": sops, "macs": macs, "dense_macs": dense,
+            "energy_pj": energy, "dense_energy_pj": e_mac * dense,
+            "ops_ratio": (sops + macs) / dense if dense else None,
             "energy_ratio": energy / (e_mac * dense) if dense and e_mac else None}
 
 
-def _time_steps(synapses, samples) -> float | None:
+def _time_steps(synapses, samples) -> tuple[float | None, dict[float, int]]:
     """How many passes per sample the counted layers ran: their executed dense MACs over their one-pass ones.
 
-    T for an SNN (every layer runs once per time step), 1 for an ANN. A product row's dense MACs are its
+    T for an SNN (every layer runs once per time step), 1 for an ANN. Where layers differ (a head that runs
+    once on the time-averaged features) the count that carries most of the executed dense MACs is taken.
+    Returns it and every count with the executed dense MACs behind it. A product row's dense MACs are its
     executed I·K·J divided by this, so that, like a layer's, they are one pass per sample.
     """
-    ran = [c for c in synapses.values() if c.calls]
-    one_pass = sum(c.dense_macs_per_sample for c in ran) * samples
-    return sum(c.executed_dense_macs for c in ran) / one_pass if one_pass else None
+    passes: dict[float, int] = {}
+    for c in synapses.values():
+        if c.calls and c.dense_macs_per_sample:
+            ratio = c.executed_dense_macs / (c.dense_macs_per_sample * samples)
+            passes[ratio] = passes.get(ratio, 0) + c.executed_dense_macs
+    return (max(passes, key=passes.get) if passes else None), passes
 
 
-def _report(model, synapses, counter, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
+def _report(synapses, counter, neurons, samples, e_ac, e_mac, accuracy) -> MetricsReport:
     report = MetricsReport()
     for name, c in synapses.items():
         dense = (c.dense_macs_per_sample or 0) * samples
         report.layers[name] = _row(
-            c.kind, c.sops, c.macs, dense, e_ac, e_mac, type="conv" if isinstance(c.module, CONV_TYPES) else "linear",
+            c.kind, c.sops, c.macs, dense, e_ac, e_mac,
+            type="conv" if isinstance(c.module, CONV_TYPES) else "linear",
             module_type=type(c.module).__name__, weight_sparsity=1 - c.nonzero / c.weights,
             nonzero_weights=c.nonzero, weights=c.weights)
         if c.calls == 0:
             report.notes.append(f"layer {name} never ran: its counts are 0")
-    # Exact per-layer time steps, or their executed-weighted mean when layers ran a different number of passes
-    steps = _time_steps(synapses, samples) if synapses else None
+    steps, passes = _time_steps(synapses, samples)
     rows = counter.rows if counter is not None else {}
-    if rows:
-        ratios = {c.executed_dense_macs / (c.dense_macs_per_sample * samples) for c in synapses.values()
-                  if c.calls and c.dense_macs_per_sample}
-        if steps is None:
-            steps = 1.0
-            report.notes.append("no counted layer ran, so the time steps are unknown: product rows' dense MACs "
-                                "count every executed product (as for one time step)")
-        elif max(ratios) - min(ratios) > 1e-9 * max(ratios):
-            report.notes.append(f"counted layers ran {min(ratios):.4g} to {max(ratios):.4g} passes per sample: "
-                                f"product rows' dense MACs divide by their weighted mean, {steps:.4g}")
+    if rows and steps is None:
+        steps = 1.0
+        report.notes.append("no counted layer ran, so the time steps are unknown: product rows' dense MACs "
+                            "count every executed product (as for one time step)")
+    elif rows and len(passes) > 1:
+        counts = ", ".join(f"{k:.4g}" for k in sorted(passes))
+        report.notes.append(f"counted layers ran {counts} passes per sample: product rows' dense MACs are "
+                            f"per {steps:.4g} passes, the count that carries most of the layers' MACs")
     for name, r in rows.items():
         kind = "@".join(k or "-" for k in r.kinds)
         report.layers[name] = _row(
@@ -306,9 +315,12 @@ def _report(model, synapses, counter, neurons, samples, e_ac, e_mac, accuracy) -
     return report
 
 
-def _coverage(report, model, synapses, counter, weights, counted_weights) -> None:
-    """``total["coverage"]``: the share of synaptic weights and of dense MACs the report counts, and what it misses."""
+def _coverage(report, synapses, counter, weights) -> None:
+    """``total["coverage"]``: the shares of synaptic weights and dense MACs counted, and what is missed."""
     seen = counter.seen_params if counter is not None else set()
+    # a layer that never ran counts nothing (a fused kernel may use its weight: MultiheadAttention's out_proj)
+    counted_weights = set().union(*(counted_layer_weight(n, c.module) for n, c in synapses.items()
+                                    if c.calls))
     by_module: dict[str, dict[str, Any]] = {}
     counted = total = 0
     for key, (module, module_type, size, _) in weights.items():
@@ -319,12 +331,13 @@ def _coverage(report, model, synapses, counter, weights, counted_weights) -> Non
         name = module or "(model)"
         entry = by_module.setdefault(name, {"name": name, "type": module_type, "weights": 0, "dense_macs": 0})
         entry["weights"] += size
-    ops = []
+    ops, unknown = [], []
     if counter is not None:
         for (module, op), macs in counter.uncounted_ops.items():
             ops.append({"module": module, "op": op, "dense_macs": macs})
             if module in by_module:
                 by_module[module]["dense_macs"] += macs
+        unknown = [{"module": m, "op": op, "calls": n} for (m, op), n in counter.unknown_ops.items()]
     counted_macs = sum(c.executed_dense_macs for c in synapses.values())
     model_macs = None
     if counter is not None:
@@ -339,16 +352,23 @@ def _coverage(report, model, synapses, counter, weights, counted_weights) -> Non
         "model_dense_macs": model_macs,
         "uncounted": list(by_module.values()),
         "uncounted_ops": ops,
+        "unknown_ops": unknown,
     }
     report.total["coverage"] = cover
+    for u in unknown:
+        report.notes.append(f"{u['op']} in {u['module']} takes a synaptic weight and has no MAC formula: its "
+                            f"MACs are in neither coverage figure")
     if counter is None:
-        report.notes.append("products=False: matrix products outside layers are not counted and the MAC coverage "
-                            "is not measured")
+        report.notes.append("products=False: matrix products outside layers are not counted and the MAC "
+                            "coverage is not measured")
     if cover["weights"] < 1 or (cover["macs"] is not None and cover["macs"] < 1):
-        missed = ", ".join(f"{u['name']} ({u['type']})" for u in cover["uncounted"]) or "none"
+        listed = {u["name"] for u in cover["uncounted"]}
+        missed = [f"{u['name']} ({u['type']})" for u in cover["uncounted"]]
+        missed += [f"{u['op']} in {u['module']}" for u in ops if u["module"] not in listed]
+        missed = ", ".join(missed) or "none"
         macs = ("the dense MACs are not measured" if cover["macs"] is None
                 else f"{100 * cover['macs']:.2f} % of the dense MACs")
-        message = (f"the report counts {100 * cover['weights']:.2f} % of the synaptic weights and {macs}; modules "
+        message = (f"the report counts {100 * cover['weights']:.2f} % of the synaptic weights and {macs}; "
                    f"not counted: {missed}")
         report.notes.append(message)
         warnings.warn(message, stacklevel=4)  # the caller of measure

@@ -1,8 +1,9 @@
-"""Matrix products that belong to no counted layer (spiking attention's spike @ spike), and the model's coverage.
+"""Matrix products that belong to no counted layer (spiking attention's spike @ spike); the model's coverage.
 
-A torch dispatch mode (the mechanism ``torch.utils.flop_counter`` uses, no monkey-patching) sees every aten op of
-the forward pass. ``mm``/``bmm``/``addmm``/``baddbmm``/``addbmm``/``mv``/``addmv``/``dot`` are what ``@``,
-``matmul``, ``einsum`` and ``F.linear`` decompose into. For operands A [.., I, K] and B [.., K, J] the count is
+A torch dispatch mode (the mechanism ``torch.utils.flop_counter`` uses, no monkey-patching) sees every aten op
+of the forward pass. ``mm``/``bmm``/``addmm``/``baddbmm``/``addbmm``/``mv``/``addmv``/``dot`` are what ``@``,
+``matmul``, ``einsum`` and ``F.linear`` decompose into. For operands A [.., I, K] and B [.., K, J] the count
+is
 
     Σ_{i,k,j} m(a_ik)·m(b_kj) = Σ_k colsum(m(A))[k] · rowsum(m(B))[k]    (per batch matrix, exact in float64)
 
@@ -13,7 +14,8 @@ product with a spike or integer operand counts SOPs; real×real counts MACs on n
 
 Products issued inside a counted nn.Conv1d/2d/3d or nn.Linear are that layer's own and are not counted again.
 Every other op that ``torch.utils.flop_counter`` has a formula for (convolutions of uncounted modules, fused
-attention) adds its dense MACs to the model's total and to the uncounted ops, so coverage shows what is missed.
+attention) adds its dense MACs to the model's total and to the uncounted ops, so coverage shows what is
+missed.
 """
 from __future__ import annotations
 
@@ -37,6 +39,28 @@ PRODUCT_OPS = {
     aten.addbmm: (1, "bmm"), aten.mv: (0, "mv"), aten.addmv: (1, "mv"), aten.dot: (0, "dot"),
 }
 ROOT = "(model)"  # name of the model itself, whose named_modules() name is ""
+# data movement and lookups that take a weight without multiplying it: never "unknown products"
+_NOT_PRODUCTS = {aten._to_copy, aten.copy_, aten.clone, aten.cat, aten.stack, aten.embedding,
+                 aten.index_select, aten.gather, aten.index, aten.detach, aten.alias, aten.lift_fresh}
+
+
+def _native_mha_macs(query, key, value, embed_dim, num_head, *args, **kwargs) -> int:
+    """nn.MultiheadAttention's fused inference path: q, k, v projections, Q·Kᵀ, A·V, output projection."""
+    batch = query.shape[0] if query.dim() == 3 else 1
+    lq, lk = query.shape[-2], key.shape[-2]
+    e = embed_dim
+    return batch * (lq * e * e + 2 * lk * e * e + 2 * lq * lk * e + lq * e * e)
+
+
+def _fused_macs(packet, args, kwargs, out) -> int | None:
+    """Dense MACs of the ops torch's flop counter has a formula for, and of fused ones it lacks on CPU."""
+    if packet in flop_registry:
+        return flop_registry[packet](*args, **kwargs, out_val=out) // 2
+    if packet is getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None):
+        return flop_registry[aten._scaled_dot_product_flash_attention](*args[:3], out_val=out) // 2
+    if packet is aten._native_multi_head_attention:
+        return _native_mha_macs(*args, **kwargs)
+    return None
 
 
 @dataclass
@@ -81,7 +105,7 @@ def product_count(a: torch.Tensor, b: torch.Tensor) -> tuple[float, str, str]:
 
 
 class ProductCounter(TorchDispatchMode):
-    """Counts products by calling module and the dense MACs of every op, counted or not (see the module doc)."""
+    """Counts products by calling module, and the dense MACs of every op, counted or not (see the module)."""
 
     def __init__(self, model: nn.Module, counted: set[int]):
         super().__init__()
@@ -92,9 +116,13 @@ class ProductCounter(TorchDispatchMode):
         self.inside_counted = 0
         self.rows: dict[str, ProductRow] = {}
         self.model_dense_macs = 0  # every product and convolution, executed (all time steps)
-        self.uncounted_ops: dict[tuple[str, str], int] = defaultdict(int)  # (module, op) -> executed dense MACs
+        # (module, op) -> executed dense MACs
+        self.uncounted_ops: dict[tuple[str, str], int] = defaultdict(int)
         self.operand_params: dict[int, str] = {}  # storage pointer -> parameter name, for weight coverage
-        self.seen_params: set[str] = set()  # uncounted-module weights that were an operand of a counted product
+        self.seen_params: set[str] = set()  # weights seen as operands of counted products
+        # (module, op) -> calls of ops that take a weight outside its layer and whose cost is unknown
+        self.unknown_ops: dict[tuple[str, str], int] = defaultdict(int)
+        self.plain_ops: dict = {}
 
     @contextlib.contextmanager
     def tracking(self, model: nn.Module) -> Iterator[None]:
@@ -127,13 +155,33 @@ class ProductCounter(TorchDispatchMode):
         packet = func._overloadpacket
         if packet in PRODUCT_OPS:
             first, layout = PRODUCT_OPS[packet]
-            self._product(str(packet).removeprefix("aten."), *_as_batched(args[first], args[first + 1], layout))
-        elif packet in flop_registry:
-            macs = flop_registry[packet](*args, **kwargs, out_val=out) // 2
-            self.model_dense_macs += macs
-            if not self.inside_counted:
-                self.uncounted_ops[(self._caller(), str(packet).removeprefix("aten."))] += macs
+            a, b = _as_batched(args[first], args[first + 1], layout)
+            self._product(str(packet).removeprefix("aten."), a, b)
+        else:
+            macs = _fused_macs(packet, args, kwargs, out)
+            if macs is not None:
+                self.model_dense_macs += macs
+                if not self.inside_counted:
+                    self.uncounted_ops[(self._caller(), str(packet).removeprefix("aten."))] += macs
+            elif not self.inside_counted and self.operand_params and not self._plain(func, packet):
+                self._unknown(packet, args)
         return out
+
+    def _plain(self, func, packet) -> bool:
+        """Views, data movement, pointwise ops and reductions: they multiply no weight into a sum (cached)."""
+        plain = self.plain_ops.get(func)
+        if plain is None:
+            tags = {torch.Tag.pointwise, torch.Tag.reduction} & set(func.tags)
+            plain = self.plain_ops[func] = func.is_view or packet in _NOT_PRODUCTS or bool(tags)
+        return plain
+
+    def _unknown(self, packet, args) -> None:
+        """An op with no MAC formula that takes a weight outside its layer (a fused kernel?): MACs unknown."""
+        for t in args:
+            if isinstance(t, torch.Tensor) and t.dim() >= 2 \
+                    and t.untyped_storage().data_ptr() in self.operand_params:
+                self.unknown_ops[(self._caller(), str(packet).removeprefix("aten."))] += 1
+                return
 
     def _caller(self) -> str:
         return self.names.get(self.stack[-1][0], "?") or ROOT if self.stack else ROOT

@@ -1,13 +1,13 @@
-"""Exact synaptic-operation counts for conv (1-D, 2-D, 3-D) and linear layers, on the weights as they are (pruned
-zeros skipped).
+"""Exact synaptic-operation counts for conv (1-D, 2-D, 3-D) and linear layers, on the weights as they are
+(pruned zeros skipped).
 
-For a conv with nonzero-weight mask M and input x, the accumulates that reach a nonzero weight, summed over all
-outputs, are Σ_{n,o,p} Σ_{c,k} M[o,c,k]·x[n,c,p·s+k·d] = Σ_{c,k} fanout[c,k]·U[c,k], where fanout[c,k] counts the
-nonzero weights that input channel c feeds through kernel offset k, and U[c,k] = Σ_n Σ_p x[n,c,p·s+k·d] is the
-batch-summed input unfolded over the output grid. That is exactly Σ conv(x, M) but costs an unfold of one
-input-sized tensor instead of a second convolution. The unfold is ``Tensor.unfold`` once per spatial dimension (a
-strided view: torch has no 3-D ``F.unfold``), summed over the output grid in float64, so it is exact for any
-number of spatial dimensions.
+For a conv with nonzero-weight mask M and input x, the accumulates that reach a nonzero weight, summed over
+all outputs, are Σ_{n,o,p} Σ_{c,k} M[o,c,k]·x[n,c,p·s+k·d] = Σ_{c,k} fanout[c,k]·U[c,k], where fanout[c,k]
+counts the nonzero weights that input channel c feeds through kernel offset k, and U[c,k] = Σ_n Σ_p
+x[n,c,p·s+k·d] is the batch-summed input unfolded over the output grid. That is exactly Σ conv(x, M) but costs
+an unfold of one input-sized tensor instead of a second convolution. The unfold is ``Tensor.unfold`` once per
+spatial dimension (a strided view: torch has no 3-D ``F.unfold``), summed over the output grid in float64, so
+it is exact for any number of spatial dimensions.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUT_KINDS = ("binary", "integer", "real")
-CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # SpikingJelly's layer.* subclass them
+# SpikingJelly's layer.Conv1d/2d/3d and layer.Linear subclass these
+CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LAYER_TYPES: tuple[type[nn.Module], ...] = (*CONV_TYPES, nn.Linear)
 
 
@@ -108,7 +109,8 @@ class SynapseCounter:
         if isinstance(module, CONV_TYPES):
             c_out, c_in_g = mask.shape[:2]
             g = module.groups
-            fanout = mask.reshape(g, c_out // g, c_in_g, -1).sum(1, dtype=torch.float64).reshape(c_in_g * g, -1)
+            fanout = mask.reshape(g, c_out // g, c_in_g, -1).sum(1, dtype=torch.float64)
+            fanout = fanout.reshape(c_in_g * g, -1)
         else:
             fanout = mask.sum(0, dtype=torch.float64)
         return cls(module, fanout, int(mask.sum()), mask.numel())
@@ -142,7 +144,7 @@ class SynapseCounter:
             self.sops += float((summed * self.fanout).sum())
 
     def _unfolded(self, xbar: torch.Tensor) -> torch.Tensor:
-        """U[c, k] = Σ_p xbar[c, p·stride + k·dilation − padding] for the batch-summed input xbar [C, *spatial]."""
+        """U[c, k] = Σ_p xbar[c, p·stride + k·dilation − padding]; xbar [C, *spatial] is the batch sum."""
         m = self.module
         dims = xbar.dim() - 1
         if isinstance(m.padding, str) or m.padding_mode != "zeros":
