@@ -56,7 +56,8 @@ METHODS = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp", "ltp",
 STRUCTURED = ("ocs", "ocs-lats")
 SOFT_THRESHOLD = ("s-lats", "lats", "pgh", "lr", "early", "pai", "ocs-lats")
 OCS_REGULARIZERS = ("shrink", "group_lasso")
-# train.py option -> the builder keyword argument it sets, for the options a model declares (models.model_info)
+# train.py option -> the builder keyword argument it sets, for the options a model declares
+# (models.model_info)
 MODEL_OPTIONS = {"T": "T", "neuron": "neuron_type", "cnf": "cnf", "stem": "stem",
                  "width_multiplier": "width_multiplier", "image_size": "img_size"}
 # the image size of each data set, for models that are built for one (the transformers' img_size)
@@ -190,15 +191,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """An option the model does not take must keep its default (never ignored silently); --model-kwargs becomes a
-    dict of the model's architecture options."""
+    """An option the model does not take must keep its default (never ignored silently); --model-kwargs
+    becomes a dict of the model's architecture options."""
     info = models.model_info(args.model)
     defaults = get_args_parser()  # without the config's defaults
     for option in MODEL_OPTIONS:
         if option != "image_size" and option not in info.options \
                 and getattr(args, option) != defaults.get_default(option):
-            parser.error(f"--{option.replace('_', '-')} does not apply to --model {args.model} (it takes "
-                         f"{[o for o in info.options if o != 'image_size'] or 'none of --T/--neuron/--cnf/--stem/--width-multiplier'})")
+            takes = [o for o in info.options if o != "image_size"] or "none of --T/--neuron/--cnf/--stem/..."
+            parser.error(f"--{option.replace('_', '-')} does not apply to --model {args.model} (it takes {takes})")
     kwargs = args.model_kwargs
     if isinstance(kwargs, str):
         try:
@@ -288,9 +289,9 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
 # --- building blocks --------------------------------------------------------------------------------------------
 
 def model_kwargs(args, num_classes: int, in_channels: int, image_size: tuple[int, int] | None = None) -> dict:
-    """The keyword arguments of models.create_model, from the options the model declares (models.model_info) and
-    --model-kwargs; stored in checkpoints so tools can rebuild the model. ``image_size`` (H, W) defaults to the
-    data set's."""
+    """The keyword arguments of models.create_model, from the options the model declares (models.model_info)
+    and --model-kwargs; stored in checkpoints so tools can rebuild the model. ``image_size`` (H, W) defaults to
+    the data set's."""
     info = models.model_info(args.model)
     values = {"T": args.T, "neuron": args.neuron, "cnf": args.cnf, "width_multiplier": args.width_multiplier,
               "stem": args.stem or ("imagenet" if args.data == "imagenet" else "cifar"),
@@ -302,7 +303,8 @@ def model_kwargs(args, num_classes: int, in_channels: int, image_size: tuple[int
 
 
 def ignored_layers(args) -> list[str]:
-    """--ignored-layers, by default the classifier of SNNs (models.model_info(NAME).classifier), none for ANNs."""
+    """--ignored-layers; by default the classifier of SNNs (models.model_info(NAME).classifier), none for
+    ANNs."""
     if args.ignored_layers is not None:
         return args.ignored_layers
     info = models.model_info(args.model)

@@ -1,10 +1,11 @@
 """MS-ResNet-18/34 (membrane-shortcut ResNets, Hu et al.) from SpikingJelly 2.0.0's model zoo.
 
-The network is SpikingJelly's own ``MSResNet`` (subclassed: SpikingJelly's module names and ``state_dict`` keys),
-with its neurons (LIF τ = 4/3, threshold 0.5, rectangular surrogate). SpikingJelly repeats a ``[B, C, H, W]``
-input over T and averages the logits over T, so the wrapper only checks the input; ``forward`` returns
+The network is SpikingJelly's own ``MSResNet`` (subclassed: SpikingJelly's module names and ``state_dict``
+keys), with its neurons (LIF τ = 4/3, threshold 0.5, rectangular surrogate). SpikingJelly repeats a ``[B, C,
+H, W]`` input over T and averages the logits over T, so the wrapper only checks the input; ``forward`` returns
 ``[B, num_classes]``. Options as the other ResNets: ``stem="imagenet"`` (SpikingJelly's 7×7/2 conv) or
-``"cifar"`` (3×3/1, for 28×28 and 32×32 input), ``width_multiplier`` scales the stage widths 64, 128, 256, 512.
+``"cifar"`` (3×3/1, for 28×28 and 32×32 input), ``width_multiplier`` scales the stage widths 64, 128, 256,
+512.
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """QKFormer (Zhou et al. 2024) from SpikingJelly 2.0.0's model zoo, for direct-encoded classification.
 
-The network is SpikingJelly's own ``QKFormer`` (subclassed: SpikingJelly's module names and ``state_dict`` keys):
-a patch stem that downsamples 4×, then three stages of ``embed_dims // 4``, ``// 2`` and ``embed_dims`` channels
-(each later stage downsamples 2×: 28×28 input ends at 2×2 tokens, 32×32 at 2×2, 224×224 at 14×14) with
-``depths[i]`` blocks of ``num_heads[i]`` heads (Q-K attention in the first two, self-attention in the third).
-SpikingJelly repeats a ``[B, C, H, W]`` input over T and averages over T before its head, so the wrapper only
-checks the input; ``forward`` returns ``[B, num_classes]``.
+The network is SpikingJelly's own ``QKFormer`` (subclassed: SpikingJelly's module names and ``state_dict``
+keys): a patch stem that downsamples 4×, then three stages of ``embed_dims // 4``, ``// 2`` and ``embed_dims``
+channels (each later stage downsamples 2×: 28×28 input ends at 2×2 tokens, 32×32 at 2×2, 224×224 at 14×14)
+with ``depths[i]`` blocks of ``num_heads[i]`` heads (Q-K attention in the first two, self-attention in the
+third). SpikingJelly repeats a ``[B, C, H, W]`` input over T and averages over T before its head, so the
+wrapper only checks the input; ``forward`` returns ``[B, num_classes]``.
 
 - ``qkformer``: every architecture argument; the defaults are SpikingJelly's (384 dims, heads (3, 6, 6),
   depths (1, 2, 7)).
@@ -57,16 +57,21 @@ def _build(*, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_d
     check_int("embed_dims", embed_dims, 4)
     num_heads, depths = _triple("num_heads", num_heads), _triple("depths", depths)
     if embed_dims % 4:
-        raise ValueError(f"embed_dims must be a multiple of 4 (stages of embed_dims // 4 and // 2), got {embed_dims}")
+        raise ValueError("embed_dims must be a multiple of 4 (stages of embed_dims // 4 and // 2), got "
+                         f"{embed_dims}")
     for dim, heads in zip((embed_dims // 4, embed_dims // 2, embed_dims), num_heads):
         if dim % heads:
-            raise ValueError(f"num_heads {num_heads}: a stage of {dim} channels cannot split into {heads} heads")
-    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or int(embed_dims // 4 * mlp_ratio) < 1:
-        raise ValueError(f"mlp_ratio must be a number with int(embed_dims // 4 * mlp_ratio) >= 1, got {mlp_ratio!r}")
+            raise ValueError(f"num_heads {num_heads}: a stage of {dim} channels cannot split into {heads} "
+                             "heads")
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) \
+            or int(embed_dims // 4 * mlp_ratio) < 1:
+        raise ValueError("mlp_ratio must be a number with int(embed_dims // 4 * mlp_ratio) >= 1, got "
+                         f"{mlp_ratio!r}")
     if qka_type not in QKA_TYPES:
         raise ValueError(f"qka_type must be one of {QKA_TYPES}, got {qka_type!r}")
     return QKFormerClassifier(T=T, in_channels=in_channels, num_classes=num_classes, embed_dims=embed_dims,
-                              num_heads=num_heads, depths=depths, mlp_ratio=float(mlp_ratio), qka_type=qka_type)
+                              num_heads=num_heads, depths=depths, mlp_ratio=float(mlp_ratio),
+                              qka_type=qka_type)
 
 
 ARCH = ("embed_dims", "num_heads", "depths", "mlp_ratio", "qka_type")
@@ -80,7 +85,8 @@ def qkformer(**kwargs) -> QKFormerClassifier:
 
 @register_model(snn=True, classifier="head", options=("T",), family=FAMILY)
 def qkformer_tiny(**kwargs) -> QKFormerClassifier:
-    """A CPU-sized QKFormer for 28×28 input: 64 dims (16, 32, 64 a stage), heads (1, 2, 2), one block a stage."""
+    """A CPU-sized QKFormer for 28×28 input: 64 dims (16, 32, 64 a stage), heads (1, 2, 2), one block a stage.
+    """
     fixed = dict(embed_dims=64, num_heads=(1, 2, 2), depths=(1, 1, 1), mlp_ratio=4.0)
     clash = sorted(set(kwargs) & set(fixed))
     if clash:

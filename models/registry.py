@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-# The options experiments.train can pass to a builder (each is a builder keyword argument of the same name, except
+# The options experiments.train can pass to a builder (each is a builder keyword argument of the same name,
+# except
 # "neuron" -> neuron_type and "image_size" -> img_size); num_classes and in_channels come from the data set.
 TRAIN_OPTIONS = ("T", "neuron", "cnf", "stem", "width_multiplier", "image_size")
 
@@ -20,12 +21,13 @@ TRAIN_OPTIONS = ("T", "neuron", "cnf", "stem", "width_multiplier", "image_size")
 class ModelInfo:
     """What a registered model declares.
 
-    - ``snn``: a spiking network with ``T`` time steps (direct encoding, logits averaged over T: ``[B, classes]``);
-      call ``spikingjelly.activation_based.functional.reset_net`` after every batch.
+    - ``snn``: a spiking network with ``T`` time steps (direct encoding, logits averaged over T: ``[B,
+      classes]``); call ``spikingjelly.activation_based.functional.reset_net`` after every batch.
     - ``classifier``: the module name of its classifier, the default ``--ignored-layers`` of SNNs.
     - ``options``: the train.py options (of ``TRAIN_OPTIONS``) it takes.
     - ``arch_kwargs``: further architecture keyword arguments, settable with train.py's ``--model-kwargs``.
     - ``family``: where it comes from (e.g. ``spikingjelly.activation_based.model.spikformer``).
+
     """
 
     name: str
@@ -38,7 +40,8 @@ class ModelInfo:
     def __post_init__(self):
         unknown = set(self.options) - set(TRAIN_OPTIONS)
         if unknown:
-            raise ValueError(f"model {self.name!r}: unknown train options {sorted(unknown)}; valid: {TRAIN_OPTIONS}")
+            raise ValueError(f"model {self.name!r}: unknown train options {sorted(unknown)}; valid: "
+                             f"{TRAIN_OPTIONS}")
         if self.snn != ("T" in self.options):
             raise ValueError(f"model {self.name!r}: an SNN takes the option 'T' and an ANN does not")
 
@@ -54,8 +57,8 @@ _INFO: dict[str, ModelInfo] = {}
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, **info):
-    """Register a builder under its function name: ``@register_model`` or ``@register_model(snn=True, ...)`` with
-    the fields of ``ModelInfo``."""
+    """Register a builder under its function name: ``@register_model`` or ``@register_model(snn=True, ...)``
+    with the fields of ``ModelInfo``."""
 
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _REGISTRY:

@@ -14,16 +14,14 @@ The network is SpikingJelly's own ``SEWResNet`` (subclassed, not re-implemented)
 from __future__ import annotations
 
 import torch
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from spikingjelly.activation_based import functional, layer
 from spikingjelly.activation_based.model import sew_resnet
 from torch import nn
 
 from .registry import register_model
 from .resnet_options import STEMS, check_options, init_rebuilt, stage_widths, stem_geometry
-from .snn_options import NEURON_KWARGS, check_T, neuron_setup, time_sequence
+from .snn_options import NEURON_KWARGS, NEURONS, SURROGATES, check_T, neuron_setup, time_sequence
 
-NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
-SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
 CONNECT_FUNCTIONS = ("ADD", "AND", "IAND")
 __all__ = ["CONNECT_FUNCTIONS", "NEURONS", "STEMS", "SURROGATES", "SEWResNetClassifier"]
 
@@ -83,8 +81,8 @@ def _build(
     if cnf not in CONNECT_FUNCTIONS:
         raise ValueError(f"cnf must be one of {CONNECT_FUNCTIONS}, got {cnf!r}")
     check_options(stem, width_multiplier, in_channels)
-    spiking_neuron, neuron_kwargs = neuron_setup(neuron_type, surrogate_function, surrogate_alpha, detach_reset, tau,
-                                                 v_threshold, v_reset)
+    spiking_neuron, neuron_kwargs = neuron_setup(neuron_type, surrogate_function, surrogate_alpha, detach_reset,
+                                                 tau, v_threshold, v_reset)
     return SEWResNetClassifier(
         block, layers, T=T, stem=stem, in_channels=in_channels, width_multiplier=width_multiplier,
         num_classes=num_classes, cnf=cnf,

@@ -5,6 +5,10 @@ import importlib
 from types import ModuleType
 
 import torch
+from spikingjelly.activation_based import neuron, surrogate
+
+NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
+SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
 
 
 def check_int(name: str, value, minimum: int = 1) -> None:
@@ -37,12 +41,14 @@ def time_sequence(x: torch.Tensor, T: int) -> torch.Tensor:  # noqa: N803
     raise ValueError(f"input must be [B, C, H, W] or [T, B, C, H, W], got shape {tuple(x.shape)}")
 
 
-def check_time_input(x: torch.Tensor, T: int, in_channels: int, hw: tuple[int, int] | None = None) -> None:  # noqa: N803
+def check_time_input(x: torch.Tensor, T: int, in_channels: int,  # noqa: N803
+                     hw: tuple[int, int] | None = None) -> None:
     """The checks of ``time_sequence`` (for models that repeat the input over T themselves), plus channels and
     (when given) the image size the model was built for."""
     time_sequence(x, T)
     if x.shape[-3] != in_channels:
-        raise ValueError(f"input has {x.shape[-3]} channels but the model was built with in_channels={in_channels}")
+        raise ValueError(f"input has {x.shape[-3]} channels but the model was built with "
+                         f"in_channels={in_channels}")
     if hw is not None and tuple(x.shape[-2:]) != tuple(hw):
         raise ValueError(f"input is {tuple(x.shape[-2:])} (H, W) but the model was built with img_size={hw}")
 
@@ -60,8 +66,9 @@ def zoo_module(name: str) -> ModuleType:
         import spikingjelly
 
         where = getattr(spikingjelly, "__file__", "?")
-        raise ImportError(f"the installed SpikingJelly ({where}) has no {full}: this model needs a SpikingJelly "
-                          f"whose model zoo includes it (2.0.0 does)") from e
+        raise ImportError(f"the installed SpikingJelly ({where}) has no {full}: this model needs a "
+                          "SpikingJelly "
+                          "whose model zoo includes it (2.0.0 does)") from e
 
 
 def zoo_attr(module: ModuleType, attr: str):
@@ -70,17 +77,19 @@ def zoo_attr(module: ModuleType, attr: str):
     return getattr(module, attr)
 
 
-def neuron_setup(neuron_type: str = "if", surrogate_function: str = "atan", surrogate_alpha: float | None = None,
-                 detach_reset: bool = True, tau: float = 2.0, v_threshold: float = 1.0, v_reset: float | None = 0.0):
-    """(neuron class, its keyword arguments) for SpikingJelly's ``spiking_neuron=`` builders (the ResNets, VGGs)."""
-    from spikingjelly.activation_based import neuron, surrogate
-
-    neurons = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
-    surrogates = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
+def neuron_setup(neuron_type: str = "if", surrogate_function: str = "atan",
+                 surrogate_alpha: float | None = None,
+                 detach_reset: bool = True, tau: float = 2.0, v_threshold: float = 1.0,
+                 v_reset: float | None = 0.0):
+    """(neuron class, its keyword arguments) for SpikingJelly's ``spiking_neuron=`` builders (the ResNets,
+    VGGs).
+    """
+    neurons, surrogates = NEURONS, SURROGATES
     if neuron_type not in neurons:
         raise ValueError(f"neuron_type must be one of {sorted(neurons)}, got {neuron_type!r}")
     if surrogate_function not in surrogates:
-        raise ValueError(f"surrogate_function must be one of {sorted(surrogates)}, got {surrogate_function!r}")
+        raise ValueError(f"surrogate_function must be one of {sorted(surrogates)}, got "
+                         f"{surrogate_function!r}")
     sg = surrogates[surrogate_function]
     kwargs = dict(surrogate_function=sg() if surrogate_alpha is None else sg(alpha=surrogate_alpha),
                   detach_reset=detach_reset, v_threshold=v_threshold, v_reset=v_reset)

@@ -2,13 +2,13 @@
 classification.
 
 The network is SpikingJelly's own ``SpikeDrivenTransformer`` (subclassed: SpikingJelly's module names and
-``state_dict`` keys). SpikingJelly repeats a ``[B, C, H, W]`` input over T and averages over T before its head,
-so the wrapper only checks the input; ``forward`` returns ``[B, num_classes]``. ``pooling_stat`` says which of the
-patch stem's four stages max-pool (stride 2): SpikingJelly's "1111" takes 224×224 to 14×14 tokens, "0011" takes
-28×28 to 7×7.
+``state_dict`` keys). SpikingJelly repeats a ``[B, C, H, W]`` input over T and averages over T before its
+head, so the wrapper only checks the input; ``forward`` returns ``[B, num_classes]``. ``pooling_stat`` says
+which of the patch stem's four stages max-pool (stride 2): SpikingJelly's "1111" takes 224×224 to 14×14
+tokens, "0011" takes 28×28 to 7×7.
 
-- ``spike_driven_transformer``: every architecture argument; the defaults are SpikingJelly's (384 dims, 8 heads,
-  8 blocks, "1111").
+- ``spike_driven_transformer``: every architecture argument; the defaults are SpikingJelly's (384 dims, 8
+  heads, 8 blocks, "1111").
 - ``spike_driven_transformer_tiny``: a CPU-sized one for 28×28 input ("0011", 64 dims, 4 heads, 2 blocks).
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ FAMILY = "spikingjelly.activation_based.model.spike_driven_transformer"
 
 
 class SpikeDrivenTransformerClassifier(SpikeDrivenTransformer):
-    """SpikingJelly's SpikeDrivenTransformer with its input checked (its output is already ``[B, classes]``)."""
+    """SpikingJelly's SpikeDrivenTransformer with its input checked (its output is already ``[B, classes]``).
+    """
 
     def __init__(self, *, in_channels: int, **kwargs):
         super().__init__(in_channels=in_channels, **kwargs)
@@ -40,12 +41,15 @@ class SpikeDrivenTransformerClassifier(SpikeDrivenTransformer):
         return super().forward(x)
 
 
-def _build(*, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_dims: int = 384, num_heads: int = 8,
-           depths: int = 8, mlp_ratio: float = 4.0, pooling_stat: str = "1111") -> SpikeDrivenTransformerClassifier:
+def _build(*, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_dims: int = 384,
+           num_heads: int = 8,
+           depths: int = 8, mlp_ratio: float = 4.0,
+           pooling_stat: str = "1111") -> SpikeDrivenTransformerClassifier:
     zoo_attr(zoo_module("spike_driven_transformer"), "SpikeDrivenTransformer")
     check_transformer(T, in_channels, num_classes, embed_dims, num_heads, mlp_ratio, depths, dims_multiple=8)
     if not isinstance(pooling_stat, str) or len(pooling_stat) != 4 or set(pooling_stat) - set("01"):
-        raise ValueError(f"pooling_stat must be a string of four 0/1 (which stem stages pool), got {pooling_stat!r}")
+        raise ValueError("pooling_stat must be a string of four 0/1 (which stem stages pool), got "
+                         f"{pooling_stat!r}")
     return SpikeDrivenTransformerClassifier(T=T, in_channels=in_channels, num_classes=num_classes,
                                             embed_dims=embed_dims, num_heads=num_heads, depths=depths,
                                             mlp_ratio=float(mlp_ratio), pooling_stat=pooling_stat)
@@ -67,5 +71,6 @@ def spike_driven_transformer_tiny(**kwargs) -> SpikeDrivenTransformerClassifier:
     fixed = dict(embed_dims=64, num_heads=4, depths=2, mlp_ratio=4.0, pooling_stat="0011")
     clash = sorted(set(kwargs) & set(fixed))
     if clash:
-        raise ValueError(f"spike_driven_transformer_tiny fixes {clash}; use 'spike_driven_transformer' to set them")
+        raise ValueError(f"spike_driven_transformer_tiny fixes {clash}; use 'spike_driven_transformer' to "
+                         "set them")
     return _build(**{"in_channels": 1, "num_classes": 10, **fixed, **kwargs})

@@ -2,18 +2,19 @@
 
 The network is SpikingJelly's own ``Spikformer`` (subclassed), so module names and ``state_dict`` keys are
 SpikingJelly's; its neurons are SpikingJelly's paper defaults (LIF, τ = 2, detach_reset, the attention's
-threshold 0.5). SpikingJelly's ``Spikformer`` already repeats a ``[B, C, H, W]`` input over T; the wrapper only
-checks the input and averages its ``[T, B, classes]`` logits over T, so ``forward`` returns ``[B, num_classes]``.
+threshold 0.5). SpikingJelly's ``Spikformer`` already repeats a ``[B, C, H, W]`` input over T; the wrapper
+only checks the input and averages its ``[T, B, classes]`` logits over T, so ``forward`` returns ``[B,
+num_classes]``.
 
-Prunable layers: the patch stem's Conv2d, the attention's and MLP's 1×1 Conv1d, and the Linear ``head``
-(the classifier, which SNN runs leave dense by default).
+Prunable layers: the patch stem's Conv2d, the attention's and MLP's 1×1 Conv1d, and the Linear ``head`` (the
+classifier, which SNN runs leave dense by default).
 
-- ``spikformer``: every architecture argument of SpikingJelly's ``Spikformer``; its defaults are SpikingJelly's
-  (224×224, patch 16, 256 dims, 8 heads, 4 blocks).
-- ``spikformer_cifar10``: SpikingJelly's ``spikformer_cifar10`` preset (32×32, patch 4, 384 dims, 12 heads,
-  4 blocks, 9.3M parameters), with ``in_channels`` and ``img_size`` settable for other data.
-- ``spikformer_tiny``: a CPU-sized one for 28×28 Fashion-MNIST (patch 4: 7×7 tokens, 64 dims, 4 heads,
-  2 blocks, 0.2M parameters).
+- ``spikformer``: every architecture argument of SpikingJelly's ``Spikformer``; its defaults are
+  SpikingJelly's (224×224, patch 16, 256 dims, 8 heads, 4 blocks).
+- ``spikformer_cifar10``: SpikingJelly's ``spikformer_cifar10`` preset (32×32, patch 4, 384 dims, 12 heads, 4
+  blocks, 9.3M parameters), with ``in_channels`` and ``img_size`` settable for other data.
+- ``spikformer_tiny``: a CPU-sized one for 28×28 Fashion-MNIST (patch 4: 7×7 tokens, 64 dims, 4 heads, 2
+  blocks, 0.16M parameters).
 """
 from __future__ import annotations
 
@@ -36,10 +37,11 @@ ARCH = ("img_size", "patch_size", "embed_dims", "num_heads", "mlp_ratio", "depth
 class SpikformerClassifier(Spikformer):
     """SpikingJelly's Spikformer with checked input and logits averaged over T."""
 
-    def __init__(self, *, T: int, in_channels: int, img_size: tuple[int, int], patch_size: int, num_classes: int,
-                 embed_dims: int, num_heads: int, mlp_ratio: float, depths: int):
+    def __init__(self, *, T: int, in_channels: int, img_size: tuple[int, int], patch_size: int,
+                 num_classes: int, embed_dims: int, num_heads: int, mlp_ratio: float, depths: int):
         super().__init__(T=T, in_channels=in_channels, img_size_h=img_size[0], img_size_w=img_size[1],
-                         patch_size=patch_size, num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads,
+                         patch_size=patch_size, num_classes=num_classes, embed_dims=embed_dims,
+                         num_heads=num_heads,
                          mlp_ratio=mlp_ratio, depths=depths)
         self.in_channels, self.img_size = in_channels, img_size
 
@@ -59,19 +61,23 @@ def check_transformer(T, in_channels, num_classes, embed_dims, num_heads, mlp_ra
     if embed_dims % num_heads:
         raise ValueError(f"embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})")
     if embed_dims % dims_multiple:
-        raise ValueError(f"embed_dims must be a multiple of {dims_multiple} (the patch stem's first stage has "
-                         f"embed_dims // {dims_multiple} channels), got {embed_dims}")
-    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or int(embed_dims * mlp_ratio) < 1:
-        raise ValueError(f"mlp_ratio must be a number with int(embed_dims * mlp_ratio) >= 1, got {mlp_ratio!r}")
+        raise ValueError(f"embed_dims must be a multiple of {dims_multiple} (the patch stem's first stage "
+                         f"has embed_dims // {dims_multiple} channels), got {embed_dims}")
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) \
+            or int(embed_dims * mlp_ratio) < 1:
+        raise ValueError("mlp_ratio must be a number with int(embed_dims * mlp_ratio) >= 1, got "
+                         f"{mlp_ratio!r}")
 
 
 def _build(*, T: int = 4, in_channels: int = 3, img_size=224, patch_size: int = 16, num_classes: int = 1000,
-           embed_dims: int = 256, num_heads: int = 8, mlp_ratio: float = 4.0, depths: int = 4) -> SpikformerClassifier:
+           embed_dims: int = 256, num_heads: int = 8, mlp_ratio: float = 4.0,
+           depths: int = 4) -> SpikformerClassifier:
     zoo_attr(zoo_module("spikformer"), "Spikformer")
     hw = image_hw(img_size)
     check_transformer(T, in_channels, num_classes, embed_dims, num_heads, mlp_ratio, depths, dims_multiple=8)
     if patch_size not in PATCH_SIZES:
-        raise ValueError(f"patch_size must be one of {PATCH_SIZES} (SpikingJelly's patch stem), got {patch_size!r}")
+        raise ValueError(f"patch_size must be one of {PATCH_SIZES} (SpikingJelly's patch stem), got "
+                         f"{patch_size!r}")
     return SpikformerClassifier(T=T, in_channels=in_channels, img_size=hw, patch_size=patch_size,
                                 num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads,
                                 mlp_ratio=float(mlp_ratio), depths=depths)

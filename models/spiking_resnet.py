@@ -1,11 +1,11 @@
 """Spiking ResNet-18/34/50 and ResNeXt-50 (32×4d) from SpikingJelly, for direct-encoded classification over T.
 
 The network is SpikingJelly's own ``SpikingResNet`` (subclassed), so module names and ``state_dict`` keys are
-SpikingJelly's. The options are those of ``models.sew_resnet`` (``stem``, ``in_channels``, ``width_multiplier``,
-``neuron_type``...): ``stem="cifar"`` is a 3×3/1 conv without the max-pool, ``width_multiplier`` rebuilds the
-stages narrower with SpikingJelly's ``_make_layer``. ``forward`` takes ``[B, C, H, W]`` (repeated over T) or
-``[T, B, C, H, W]`` and returns the logits averaged over T, ``[B, num_classes]``. SpikingJelly 0.0.0.0.14 has the
-same class, and the wrapper works there too.
+SpikingJelly's. The options are those of ``models.sew_resnet`` (``stem``, ``in_channels``,
+``width_multiplier``, ``neuron_type``...): ``stem="cifar"`` is a 3×3/1 conv without the max-pool,
+``width_multiplier`` rebuilds the stages narrower with SpikingJelly's ``_make_layer``. ``forward`` takes ``[B,
+C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` and returns the logits averaged over T, ``[B,
+num_classes]``. SpikingJelly 0.0.0.0.14 has the same class, and the wrapper works there too.
 """
 from __future__ import annotations
 
@@ -53,19 +53,22 @@ class SpikingResNetClassifier(spiking_resnet.SpikingResNet):
         return super().forward(time_sequence(x, self.T)).mean(0)
 
 
-def _build(block, layers, *, T: int = 4, neuron_type: str = "if", num_classes: int = 1000, stem: str = "imagenet",
+def _build(block, layers, *, T: int = 4, neuron_type: str = "if", num_classes: int = 1000,
+           stem: str = "imagenet",
            in_channels: int = 3, width_multiplier: float = 1.0, groups: int = 1, width_per_group: int = 64,
            **neuron_options) -> SpikingResNetClassifier:
     check_T(T)
     check_options(stem, width_multiplier, in_channels)
     if groups > 1 and int(stage_widths(width_multiplier)[0] * width_per_group / 64) < 1:
-        raise ValueError(f"width_multiplier {width_multiplier} leaves the first stage's grouped convolution no "
+        raise ValueError(f"width_multiplier {width_multiplier} leaves the first stage's grouped convolution "
+                         "no "
                          f"channel per group (ResNeXt {groups}x{width_per_group}d); use at least "
                          f"{64 / width_per_group / 64:g}")
     spiking_neuron, neuron_kwargs = neuron_setup(neuron_type, **neuron_options)
     return SpikingResNetClassifier(block, layers, T=T, stem=stem, in_channels=in_channels,
                                    width_multiplier=width_multiplier, num_classes=num_classes, groups=groups,
-                                   width_per_group=width_per_group, spiking_neuron=spiking_neuron, **neuron_kwargs)
+                                   width_per_group=width_per_group, spiking_neuron=spiking_neuron,
+                                   **neuron_kwargs)
 
 
 _INFO = dict(snn=True, classifier="fc", options=("T", "neuron", "stem", "width_multiplier"),
@@ -90,6 +93,6 @@ def spiking_resnet50(**kwargs) -> SpikingResNetClassifier:
 
 @register_model(**_INFO)
 def spiking_resnext50_32x4d(**kwargs) -> SpikingResNetClassifier:
-    """Spiking ResNeXt-50 32×4d (25.03M parameters at 1000 classes); width_multiplier >= 0.25 keeps 1 channel a
-    group."""
+    """Spiking ResNeXt-50 32×4d (25.03M parameters at 1000 classes); width_multiplier >= 0.25 keeps 1 channel
+    a group."""
     return _build(spiking_resnet.Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)

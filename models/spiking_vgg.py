@@ -5,10 +5,10 @@ keys), in multi-step mode; ``forward`` takes ``[B, C, H, W]`` (repeated over T) 
 returns the logits averaged over T, ``[B, num_classes]``. Options for small inputs:
 
 - ``in_channels`` replaces the first conv; ``width_multiplier`` scales every conv width (SpikingJelly's cfg);
-- ``ceil_mode=True`` lets 28×28 input through the five 2×2 max-pools (28, 14, 7, 4, 2, 1; with floor, 7 -> 3 ->
-  1 -> 0 fails);
-- ``pool_size`` (SpikingJelly: 7) and ``classifier_width`` (SpikingJelly: 4096) size the three-layer classifier
-  ``classifier.0``, ``.3``, ``.6`` (the last is the classifier SNN runs leave dense).
+- ``ceil_mode=True`` lets 28×28 input through the five 2×2 max-pools (28, 14, 7, 4, 2, 1; with floor, 7 -> 3
+  -> 1 -> 0 fails);
+- ``pool_size`` (SpikingJelly: 7) and ``classifier_width`` (SpikingJelly: 4096) size the three-layer
+  classifier ``classifier.0``, ``.3``, ``.6`` (the last is the classifier SNN runs leave dense).
 
 SpikingJelly 0.0.0.0.14 has the same class, and the wrapper works there too.
 """
@@ -70,7 +70,8 @@ def _build(cfg_key: str, batch_norm: bool, *, T: int = 4, neuron_type: str = "if
     cfg = [v if v == "M" else max(1, round(v * width_multiplier)) for v in spiking_vgg.cfgs[cfg_key]]
     spiking_neuron, neuron_kwargs = neuron_setup(neuron_type, **neuron_options)
     return SpikingVGGClassifier(cfg, T=T, in_channels=in_channels, ceil_mode=ceil_mode, pool_size=pool_size,
-                                classifier_width=classifier_width, num_classes=num_classes, batch_norm=batch_norm,
+                                classifier_width=classifier_width, num_classes=num_classes,
+                                batch_norm=batch_norm,
                                 spiking_neuron=spiking_neuron, **neuron_kwargs)
 
 

@@ -1,5 +1,5 @@
-"""The SpikingJelly model-zoo wrappers (models/spikformer.py, ...), the registry's metadata and how train.py uses
-it: tiny configs, output shapes, state_dict keys against SpikingJelly's own classes, clear errors."""
+"""The SpikingJelly model-zoo wrappers (models/spikformer.py, ...), the registry's metadata and how train.py
+uses it: tiny configs, output shapes, state_dict keys against SpikingJelly's own classes, clear errors."""
 import json
 import os
 import subprocess
@@ -23,7 +23,8 @@ ROOT = Path(__file__).parents[1]
 LEGACY_DIR = Path(os.environ.get("SNN_LATS_SJ_LEGACY", Path(sys.prefix) / "sj-legacy"))
 # name -> tiny kwargs (28x28 one-channel input, 10 classes, T=2)
 TINY = {
-    "spikformer": dict(T=2, in_channels=1, img_size=28, num_classes=10, patch_size=4, embed_dims=32, num_heads=2,
+    "spikformer": dict(T=2, in_channels=1, img_size=28, num_classes=10, patch_size=4, embed_dims=32,
+                       num_heads=2,
                        mlp_ratio=2, depths=1),
     "spikformer_tiny": dict(T=2),
     "spike_driven_transformer": dict(T=2, in_channels=1, num_classes=10, embed_dims=32, num_heads=2, depths=1,
@@ -35,7 +36,8 @@ TINY = {
     "ms_resnet18": dict(T=2, in_channels=1, num_classes=10, stem="cifar", width_multiplier=0.125),
     "spiking_resnet18": dict(T=2, in_channels=1, num_classes=10, stem="cifar", width_multiplier=0.125,
                              neuron_type="lif"),
-    "spiking_resnext50_32x4d": dict(T=2, in_channels=1, num_classes=10, stem="imagenet", width_multiplier=0.25),
+    "spiking_resnext50_32x4d": dict(T=2, in_channels=1, num_classes=10, stem="imagenet",
+                                    width_multiplier=0.25),
     "spiking_vgg11_bn": dict(T=2, in_channels=1, num_classes=10, width_multiplier=0.125, ceil_mode=True,
                              pool_size=1, classifier_width=32),
 }
@@ -71,7 +73,8 @@ def test_spikformer_is_spikingjellys_spikformer():
     torch.manual_seed(0)
     ours = models.create_model("spikformer", **kw).eval()
     torch.manual_seed(0)
-    theirs = sj_spikformer.Spikformer(T=2, in_channels=1, img_size_h=28, img_size_w=28, patch_size=4, num_classes=10,
+    theirs = sj_spikformer.Spikformer(T=2, in_channels=1, img_size_h=28, img_size_w=28, patch_size=4,
+                                      num_classes=10,
                                       embed_dims=32, num_heads=2, mlp_ratio=2.0, depths=1).eval()
     assert isinstance(ours, sj_spikformer.Spikformer)
     assert _keys_and_shapes(ours) == _keys_and_shapes(theirs)
@@ -89,7 +92,8 @@ def test_spikformer_cifar10_preset_matches_spikingjellys():
     ours = models.create_model("spikformer_cifar10")
     theirs = sj_spikformer.spikformer_cifar10()
     assert _keys_and_shapes(ours) == _keys_and_shapes(theirs)
-    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters()) == 9_310_906
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in theirs.parameters()) == 9_310_906
     with pytest.raises(ValueError, match=r"spikformer_cifar10 fixes \['depths'\]"):
         models.create_model("spikformer_cifar10", depths=2)
 
@@ -111,16 +115,19 @@ def test_spikformer_bad_arguments_are_named(kwargs, pattern):
 def test_spike_driven_transformer_and_qkformer_are_spikingjellys():
     kw = TINY["spike_driven_transformer"]
     ours = models.create_model("spike_driven_transformer", **kw)
-    theirs = sj_sdt.SpikeDrivenTransformer(T=2, in_channels=1, num_classes=10, embed_dims=32, num_heads=2, depths=1,
+    theirs = sj_sdt.SpikeDrivenTransformer(T=2, in_channels=1, num_classes=10, embed_dims=32, num_heads=2,
+                                           depths=1,
                                            mlp_ratio=2.0, pooling_stat="0011")
-    assert isinstance(ours, sj_sdt.SpikeDrivenTransformer) and _keys_and_shapes(ours) == _keys_and_shapes(theirs)
+    assert isinstance(ours, sj_sdt.SpikeDrivenTransformer)
+    assert _keys_and_shapes(ours) == _keys_and_shapes(theirs)
     ours = models.create_model("qkformer", **TINY["qkformer"])
     theirs = sj_qkformer.QKFormer(T=2, in_channels=1, num_classes=10, embed_dims=32, num_heads=(1, 1, 2),
                                   depths=(1, 1, 1), mlp_ratio=2.0)
     assert isinstance(ours, sj_qkformer.QKFormer) and _keys_and_shapes(ours) == _keys_and_shapes(theirs)
     with pytest.raises(ValueError, match="pooling_stat must be a string of four 0/1"):
         models.create_model("spike_driven_transformer", pooling_stat="011")
-    with pytest.raises(ValueError, match=r"num_heads \(1, 3, 2\): a stage of 16 channels cannot split into 3"):
+    with pytest.raises(ValueError,
+                       match=r"num_heads \(1, 3, 2\): a stage of 16 channels cannot split into 3"):
         models.create_model("qkformer", embed_dims=32, num_heads=(1, 3, 2))
     with pytest.raises(ValueError, match="depths must be three ints"):
         models.create_model("qkformer", depths=(1, 2))
@@ -133,12 +140,14 @@ def test_ms_resnet_is_spikingjellys():
     theirs = sj_ms_resnet.MSResNet(T=2, in_channels=1, num_classes=10, base_channels=8,
                                    stage_channels=(8, 16, 32, 64), stem_kernel_size=3, stem_stride=1)
     assert isinstance(ours, sj_ms_resnet.MSResNet) and _keys_and_shapes(ours) == _keys_and_shapes(theirs)
-    for name, builder in (("ms_resnet18", sj_ms_resnet.ms_resnet18), ("ms_resnet34", sj_ms_resnet.ms_resnet34)):
+    for name, builder in (("ms_resnet18", sj_ms_resnet.ms_resnet18),
+                          ("ms_resnet34", sj_ms_resnet.ms_resnet34)):
         assert _keys_and_shapes(models.create_model(name)) == _keys_and_shapes(builder())
 
 
 @pytest.mark.parametrize("name, params", [("spiking_resnet18", 11_689_512), ("spiking_resnet34", 21_797_672),
-                                          ("spiking_resnet50", 25_557_032), ("spiking_resnext50_32x4d", 25_028_904)])
+                                          ("spiking_resnet50", 25_557_032),
+                                          ("spiking_resnext50_32x4d", 25_028_904)])
 def test_spiking_resnets_at_imagenet_size_are_spikingjellys(name, params):
     ours = models.create_model(name)
     theirs = getattr(sj_spiking_resnet, name)(spiking_neuron=neuron.IFNode)
@@ -148,7 +157,8 @@ def test_spiking_resnets_at_imagenet_size_are_spikingjellys(name, params):
 
 def test_narrow_spiking_resnet_and_vgg_keep_spikingjellys_keys():
     ours = models.create_model("spiking_resnet18", **TINY["spiking_resnet18"])
-    assert set(ours.state_dict()) == set(sj_spiking_resnet.spiking_resnet18(spiking_neuron=neuron.IFNode).state_dict())
+    theirs = sj_spiking_resnet.spiking_resnet18(spiking_neuron=neuron.IFNode)
+    assert set(ours.state_dict()) == set(theirs.state_dict())
     assert isinstance(ours.sn1, neuron.LIFNode) and ours.layer4[1].conv2.out_channels == 64
     ours = models.create_model("spiking_vgg11_bn", **TINY["spiking_vgg11_bn"])
     cfg = [v if v == "M" else v // 8 for v in sj_spiking_vgg.cfgs["A"]]
@@ -182,7 +192,8 @@ def test_model_info_declares_what_train_needs():
 
 
 def test_registry_has_no_import_cycle():
-    result = subprocess.run([sys.executable, "-c", "import models.spikformer, models.registry; import models; "
+    result = subprocess.run([sys.executable, "-c",
+                             "import models.spikformer, models.registry; import models; "
                              "print(len(models.list_models()))"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
@@ -199,13 +210,16 @@ def test_train_model_kwargs_reach_the_builder_and_the_classifier_is_ignored():
     assert kwargs == dict(num_classes=10, in_channels=1, T=2, img_size=[8, 8], patch_size=4, embed_dims=16,
                           num_heads=2, depths=1)
     model = models.create_model(args.model, **kwargs)
-    assert model.embed_dims == 16 and len(model.blocks) == 1 and model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    assert model.embed_dims == 16 and len(model.blocks) == 1
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
     assert train.ignored_layers(args) == ["head"]
     assert train.ignored_layers(train.parse_args([*BASE, "--model", "spiking_vgg11"])) == ["classifier.6"]
     assert train.ignored_layers(train.parse_args([*BASE, "--model", "sew_resnet18"])) == ["fc"]
-    assert train.ignored_layers(train.parse_args(["--data", "digits", "--model", "resnet18", "--method", "dense"])) == []
+    assert train.ignored_layers(train.parse_args(["--data", "digits", "--model", "resnet18", "--method",
+                                                  "dense"])) == []
     assert train.ignored_layers(train.parse_args([*BASE, "--model", "spikformer", "--ignored-layers"])) == []
-    vgg = train.parse_args([*BASE, "--model", "spiking_vgg11_bn", "--neuron", "lif", "--width-multiplier", "0.125",
+    vgg = train.parse_args([*BASE, "--model", "spiking_vgg11_bn", "--neuron", "lif", "--width-multiplier",
+                            "0.125",
                             "--model-kwargs", '{"ceil_mode": true, "pool_size": 1, "classifier_width": 16}'])
     kwargs = train.model_kwargs(vgg, 10, 1)
     assert kwargs["neuron_type"] == "lif" and kwargs["ceil_mode"] is True and "cnf" not in kwargs
@@ -222,11 +236,13 @@ def test_train_model_kwargs_from_a_config_file(tmp_path):
 
 @pytest.mark.parametrize("extra, pattern", [
     (["--model", "spikformer", "--model-kwargs", "{depths: 2}"], r"--model-kwargs must be a JSON object"),
-    (["--model", "spikformer", "--model-kwargs", "[2]"], r"--model-kwargs must be a JSON object \(a mapping\)"),
+    (["--model", "spikformer", "--model-kwargs", "[2]"],
+     r"--model-kwargs must be a JSON object \(a mapping\)"),
     (["--model", "spikformer", "--model-kwargs", '{"depth": 2}'],
      r"--model-kwargs 'depth' is not an architecture option of spikformer; it takes \['patch_size'"),
     (["--model", "spikformer", "--model-kwargs", '{"T": 2}'], r"--model-kwargs 'T': set by --T"),
-    (["--model", "spikformer", "--model-kwargs", '{"img_size": 28}'], r"--model-kwargs 'img_size': set by the data"),
+    (["--model", "spikformer", "--model-kwargs", '{"img_size": 28}'],
+     r"--model-kwargs 'img_size': set by the data"),
     (["--model", "spikformer_tiny", "--model-kwargs", '{"depths": 2}'],
      r"not an architecture option of spikformer_tiny; it takes \[\]"),
     (["--model", "spikformer", "--neuron", "lif"], r"--neuron does not apply to --model spikformer"),
@@ -250,7 +266,8 @@ def test_train_spikformer_one_epoch_prunes_its_conv1d_layers(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "experiments.train", *BASE, "--model", "spikformer",
-                             "--model-kwargs", '{"patch_size": 4, "embed_dims": 16, "num_heads": 2, "depths": 1}',
+                             "--model-kwargs", '{"patch_size": 4, "embed_dims": 16, "num_heads": 2, '
+                             '"depths": 1}',
                              "--epochs", "1", "--batch-size", "32", "--max-steps-per-epoch", "4",
                              "--output-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=300)
@@ -261,7 +278,8 @@ def test_train_spikformer_one_epoch_prunes_its_conv1d_layers(tmp_path):
     names = set(pruner.sparsity_report().layers)
     assert {"blocks.0.attn.qkv_conv_bn.0", "blocks.0.attn.proj_conv_bn.0", "blocks.0.mlp.fc1.0",
             "patch_embed.stages.0.conv_bn.block.0"} <= names and "head" not in names
-    assert checkpoint["args"]["model_kwargs"]["embed_dims"] == 16 and checkpoint["args"]["ignored_layers"] is None
+    assert checkpoint["args"]["model_kwargs"]["embed_dims"] == 16
+    assert checkpoint["args"]["ignored_layers"] is None
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sparsity"] > 0
 
@@ -271,6 +289,7 @@ def test_zoo_wrappers_under_spikingjelly_0_0_0_0_14():
     MS-ResNet fail with an error naming the missing module."""
     if not (LEGACY_DIR / "spikingjelly").is_dir():
         pytest.skip(f"spikingjelly 0.0.0.0.14 not installed at {LEGACY_DIR}")
+
     script = """
 import inspect, warnings
 warnings.filterwarnings("ignore")
@@ -279,7 +298,8 @@ from spikingjelly.activation_based import functional, neuron
 assert "backend" in inspect.signature(neuron.LIFNode.__init__).parameters, "not spikingjelly 0.0.0.0.14"
 import models
 for name, kw in [("spiking_resnet18", dict(stem="cifar", width_multiplier=0.125)),
-                 ("spiking_vgg11_bn", dict(width_multiplier=0.125, ceil_mode=True, pool_size=1, classifier_width=16))]:
+                 ("spiking_vgg11_bn",
+                  dict(width_multiplier=0.125, ceil_mode=True, pool_size=1, classifier_width=16))]:
     m = models.create_model(name, T=2, in_channels=1, num_classes=10, **kw)
     assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10), name
     functional.reset_net(m)
@@ -293,6 +313,7 @@ for name in ("spikformer_tiny", "spike_driven_transformer_tiny", "qkformer_tiny"
 print("legacy zoo OK")
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LEGACY_DIR), str(ROOT)])}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "legacy zoo OK" in result.stdout
