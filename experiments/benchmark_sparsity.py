@@ -137,8 +137,9 @@ def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[
             ax.set_yscale("log")
         ax.legend()
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(syn)), 4))
-    bars(ax, list(syn), [1 - r["weight_sparsity"] for r in syn.values()], [1.0] * len(syn),
+    weighted = {n: r for n, r in syn.items() if r["type"] != "matmul"}  # spike matmuls hold no weight
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(weighted)), 4))
+    bars(ax, list(weighted), [1 - r["weight_sparsity"] for r in weighted.values()], [1.0] * len(weighted),
          ("dense", "pruned"), "weight density")
     ax.set_title("weight density per layer")
     fig.tight_layout()

@@ -125,3 +125,23 @@ def test_cli_reads_the_training_pipelines_checkpoint(tmp_path, capsys):
     assert len(convs) == 20 and all(report.layers[n]["weight_sparsity"] > 0.1 for n in convs)
     assert report.layers["fc"]["weight_sparsity"] == 0.0
     assert report.total["samples"] == 128 and "layer1.0.conv1" in capsys.readouterr().out
+
+
+def test_cli_measures_a_users_spiking_transformer_with_its_matmuls(tmp_path, capsys):
+    from tests.user_models import build_spikformer
+
+    torch.manual_seed(0)
+    model = build_spikformer()
+    snn_lats.SoftThresholdPruner(model, final_threshold=0.01, schedule="constant", compensate=False)
+    _save(tmp_path / "pruned.pth", model.state_dict())
+    out = tmp_path / "out"
+    report = benchmark_sparsity.main(["--checkpoint", str(tmp_path / "pruned.pth"), "--model",
+                                      "tests.user_models:build_spikformer", "--max-batches", "1",
+                                      "--batch-size", "8", "--out", str(out)])
+    conv1d = [n for n, r in report.layers.items() if r.get("module_type") == "Conv1d"]
+    assert len(conv1d) == 4  # qkv, proj and the MLP's two: all counted
+    assert [n for n, r in report.layers.items() if r["type"] == "matmul"]  # the attention's products, own rows
+    assert report.total["coverage"]["weights"] == 1.0
+    assert "/matmul." in capsys.readouterr().out
+    for name in ("weight_density.png", "operations.png", "firing_rate.png"):
+        assert (out / name).stat().st_size > 0, name

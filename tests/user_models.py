@@ -27,3 +27,22 @@ class _RepeatT(nn.Module):
 
 def not_a_module():
     return "nope"
+
+
+def build_spikformer(T: int = 2, embed_dims: int = 16) -> nn.Module:
+    """SpikingJelly's own Spikformer on 8×8 digits (1 channel, 2×2 tokens of 4×4 patches): Conv1d layers and
+    spike matrix products, as a user's transformer brings them; output averaged over T."""
+    from spikingjelly.activation_based.model.spikformer import Spikformer
+
+    net = Spikformer(T=T, in_channels=1, img_size_h=8, img_size_w=8, patch_size=4, num_classes=10,
+                     embed_dims=embed_dims, num_heads=2, depths=1)
+    return _MeanOverT(net)
+
+
+class _MeanOverT(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x).mean(0)
