@@ -9,25 +9,23 @@ Nothing is copied, so taking a snapshot costs no memory for the weights.
 """
 from __future__ import annotations
 
-import copy
-
 import torch_pruning as tp
 from torch import nn
 
 
 def _shallow(d: dict) -> dict:
-    return {k: copy.copy(v) if isinstance(v, (dict, list, set)) else v for k, v in d.items()}
+    return {k: v.copy() if isinstance(v, (dict, list, set)) else v for k, v in d.items()}
 
 
 class StructureSnapshot:
-    """``restore()`` puts ``model`` (and ``graph``, if given) back as they were when the snapshot was taken."""
+    """``restore()`` puts ``model`` (and ``graph``, if given) back as they were at the snapshot."""
 
     def __init__(self, model: nn.Module, graph: tp.DependencyGraph | None = None):
         self._objects = [(m, _shallow(m.__dict__)) for m in model.modules()]
         self._nodes = []
         if graph is not None:
             self._objects.append((graph, _shallow(graph.__dict__)))
-            # pruning an unwrapped nn.Parameter re-points its node (Group.prune); nothing else in a node changes
+            # pruning an unwrapped nn.Parameter re-points its node (Group.prune); nothing else in it changes
             self._nodes = [(node, node.module) for node in graph.module2node.values()]
 
     def restore(self) -> None:

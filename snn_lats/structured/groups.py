@@ -173,17 +173,15 @@ def tracing_pass(model: nn.Module, mode: str):
 
     Eval mode (BN running stats and dropout untouched), except spiking neurons, which run in train mode: an
     eval-mode IF/LIF node of SpikingJelly 0.0.0.0.14 computes its spikes without autograd and would cut the
-    graph. Neuron state is reset before and after. ``mode="s"``: every SpikingJelly module in single-step mode.
-    ``mode="m"``: the model's own step modes, and every integer attribute ``T`` set to 1, so that a forward that
-    repeats a static image over ``self.T`` runs one time step.
+    graph (checked by the trace itself: untraced layers are an error). Neuron state is reset before and after.
+    ``mode="s"``: every SpikingJelly module in single-step mode. ``mode="m"``: the model's own step modes, and
+    every integer attribute ``T`` set to 1, so that a forward that repeats a static image over ``self.T`` runs
+    one time step.
     """
     flags = [(m, m.training) for m in model.modules()]
-    steps = [(m, m.T) for m in model.modules()
-             if mode == "m" and isinstance(getattr(m, "T", None), int) and not isinstance(m.T, bool) and m.T > 1]
-    model.eval()
-    for m in model.modules():
-        if _is_neuron(m):
-            m.train()
+    steps = [(m, m.T) for m in model.modules() if mode == "m" and isinstance(getattr(m, "T", None), int)
+             and not isinstance(m.T, bool) and m.T > 1]
+    model.eval()  # the neurons go to train mode inside the traced forward (_neurons_in_train_mode)
     for m, _ in steps:
         m.T = 1
     try:
@@ -232,9 +230,10 @@ def build_channel_groups(
     """Trace ``model`` with torch-pruning and return its prunable channel groups.
 
     ``forward_fn`` runs ``example_inputs`` the normal way (MAC geometry; the last conv/linear called is the
-    classifier, ignored when ``ignore_classifier``). The graph is traced with ``trace_forward_fn`` (default:
-    ``forward_fn``) on ``trace_inputs`` (default: ``example_inputs``; for multi-step models its first time step
-    if it is ``[T, B, C, H, W]``), under ``tracing_pass``.
+    classifier, ignored when ``ignore_classifier``). The graph is traced under ``tracing_pass``: in
+    single-step mode with ``trace_forward_fn`` on ``trace_inputs`` (default: the SpikingJelly zoo class's forward, see
+    ``spikingjelly_zoo_forward``, on one time step of ``example_inputs``); if that forward fails and neither
+    was given, in multi-step mode at T=1 with ``forward_fn`` (models that repeat an image over T inside).
     """
     geometry, order, output = layer_geometry(model, example_inputs, forward_fn)
     if not geometry:
@@ -265,7 +264,8 @@ def build_channel_groups(
         if len(failures) == 1:
             raise failures[0]
         raise GraphTraceError(f"torch-pruning could not trace {type(model).__name__}: in single-step mode "
-                              f"{failures[0].where}; in multi-step mode at T=1 {failures[1].where}") from failures[1]
+                              f"{failures[0].where}; in multi-step mode at T=1 {failures[1].where}"
+                              ) from failures[1]
     named = dict(model.named_modules())
     names = {m: n for n, m in named.items()}
 
@@ -315,7 +315,8 @@ def _trace(model: nn.Module, mode: str, forward: ForwardFn, inputs: object,
         with tracing_pass(model, mode), torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch-pruning's notes on unwrapped parameters (e.g. PLIF's w)
             try:
-                graph.build_dependency(model, inputs, forward_fn=forward, verbose=False)
+                graph.build_dependency(model, inputs, forward_fn=_neurons_in_train_mode(forward),
+                                       verbose=False)
             except Exception as exc:
                 where = f"the traced forward failed in {describe_layer(model, trace.innermost())}: {exc}"
                 error = GraphTraceError(f"torch-pruning could not trace {type(model).__name__}: {where}")
@@ -325,14 +326,25 @@ def _trace(model: nn.Module, mode: str, forward: ForwardFn, inputs: object,
         if steps is not None:
             steps.remove()
     if error is None and steps is not None and steps.steps > 1:
-        where = (f"the traced forward ran {steps.steps} time steps through multi-step neuron {steps.where!r} (T=1 "
-                 "is needed: more mis-tracks channels through the [T*B] reshapes; pass trace_inputs with one step)")
+        where = (f"the traced forward ran {steps.steps} time steps through multi-step neuron {steps.where!r} "
+                 "(T=1 is needed: more mis-tracks channels through the [T*B] reshapes; pass trace_inputs "
+                 "with one step)")
         error = GraphTraceError(f"torch-pruning could not trace {type(model).__name__}: {where}")
     if error is None:
         return graph
     error.where = where
     failures.append(error)
     return None
+
+
+def _neurons_in_train_mode(forward: ForwardFn) -> ForwardFn:
+    """``forward`` with the spiking neurons put in train mode first (torch-pruning calls model.eval())."""
+    def run(model, inputs):
+        for m in model.modules():
+            if _is_neuron(m):
+                m.train()
+        return forward(model, inputs)
+    return run
 
 
 def _role(graph: tp.DependencyGraph, module: nn.Module, handler: Callable) -> str | None:
@@ -357,13 +369,13 @@ def channel_tie(group: ChannelGroup) -> tuple[int, str | None]:
     tie = 1
     for m in group.members:
         groups = getattr(m.module, "groups", 1)
-        if m.role not in ("out", "grouped_in") or not isinstance(m.module, nn.modules.conv._ConvNd) or groups == 1:
+        if m.role not in ("out", "grouped_in") or groups == 1:
             continue
         width = m.module.out_channels if m.role == "out" else m.module.in_channels
         order = torch.argsort(m.root)
         if len(m.idxs) != width or not torch.equal(m.idxs[order], torch.arange(width)) or width != group.size:
-            return 1, (f"grouped conv {m.name!r} (groups={groups}) has {width} channels along this dim, not mapped "
-                       f"one-to-one onto the group's {group.size}: its groups cannot be kept equal")
+            return 1, (f"grouped conv {m.name!r} (groups={groups}) has {width} channels along this dim, not "
+                       f"mapped one-to-one onto the group's {group.size}: its groups cannot be kept equal")
         tie = math.lcm(tie, groups)
     if group.size % tie:
         return 1, f"its {group.size} channels do not split into {tie} equal blocks for its grouped convs"

@@ -93,7 +93,9 @@ class OCSPruner:
             gradient of λ·Σ_c‖θ_c‖₂ over the to-prune channels, added by ``regularize()`` after backward).
         optimizer: its ``param_groups[0]["lr"]`` is η in the shrink; needed for ``regularizer="shrink"``.
         forward_fn: ``forward_fn(model, example_inputs)`` if ``model(example_inputs)`` is not how to call it.
-        trace_forward_fn, trace_inputs: override the single-step forward/input used to trace SNNs.
+        trace_forward_fn, trace_inputs: override the single-step forward/input used to trace SNNs (by default
+            one time step of ``example_inputs`` in single-step mode, or, if that forward fails, as for models
+            that repeat a static image over T, the model's own multi-step forward at T=1).
         flops_tolerance: the binary search stops within this of the target (reference: 5e-4).
         cost_temperature: κ (MACs saved per channel, on ``example_inputs``) is divided by this before the
             softmax (reference: 1e6).
@@ -101,6 +103,11 @@ class OCSPruner:
         importance_p: 2 (GroupNormV2, the reference default) or 1.
         round_to: keep the number of channels removed from each group a multiple of this (None: off).
         ignore_classifier: see ``ignored_layers``.
+
+    Groups that feed grouped convs lose the same positions in every conv group (``ChannelGroup.tie``). Groups
+    that cannot be pruned at all, because removing one of their channels (one unit) breaks the forward, its
+    output shapes or the channel MAC model (attention head splits, reshapes torch-pruning cannot follow), are
+    found at construction by trying it, listed in ``skipped_groups`` with the reason, and a warning says so.
     """
 
     def __init__(
@@ -188,8 +195,8 @@ class OCSPruner:
         if self.skipped_groups:
             shown = "; ".join(f"{k}: {v}" for k, v in list(self.skipped_groups.items())[:6])
             more = f"; ... and {len(self.skipped_groups) - 6} more" if len(self.skipped_groups) > 6 else ""
-            warnings.warn(f"OCSPruner: {len(self.skipped_groups)} channel group(s) of {type(model).__name__} are "
-                          f"left unpruned (pruner.skipped_groups): {shown}{more}", stacklevel=2)
+            warnings.warn(f"OCSPruner: {len(self.skipped_groups)} channel group(s) of {type(model).__name__} "
+                          f"are left unpruned (pruner.skipped_groups): {shown}{more}", stacklevel=2)
         # κ_g: MACs saved per removed channel when a group keeps only its last channel (B.4, cost.py).
         kappa = []
         for i, g in enumerate(self.groups):
@@ -473,6 +480,11 @@ class OCSPruner:
         ``selection`` (``{group root layer: root channel indices}``) prunes exactly those channels. Afterwards
         ``epoch_start``/``step``/``regularize`` do nothing: rebuild the optimizer (its parameters are new
         tensors) and re-wrap DDP. Calling it again returns the same spec.
+
+        Atomic: if torch-pruning fails, or the pruned model's forward of ``example_inputs`` fails, changes its
+        output shapes or does not have exactly the predicted MACs, the model (the same Parameter objects,
+        values, widths and neuron state), the optimizer and the pruner are left as they were, and a
+        ``RuntimeError`` says what failed.
         """
         if self.pruned:
             return self.spec
@@ -497,10 +509,11 @@ class OCSPruner:
         self.spec = structure_spec(self.model)
         return self.spec
 
-    def _remove(self, masks: Sequence[torch.Tensor | None], macs: int) -> str | None:
-        """Remove ``masks`` in place and check the result: the forward of ``example_inputs`` runs, gives outputs
-        of the dense shapes and exactly ``macs`` MACs. On any failure restore the model and the graph exactly
-        (same Parameter objects and values, so an optimizer over them is untouched) and return what failed."""
+    def _remove(self, masks: Sequence[torch.Tensor | None], macs: int, check: bool = True) -> str | None:
+        """Remove ``masks`` in place and check the result: the forward of ``example_inputs`` runs, gives
+        outputs of the dense shapes and exactly ``macs`` MACs. On any failure restore the model and the graph
+        exactly (same Parameter objects and values, so an optimizer over them is untouched) and return what
+        failed."""
         snapshot = StructureSnapshot(self.model, self.graph)
         try:
             reset_spiking_state(self.model)
@@ -511,7 +524,7 @@ class OCSPruner:
                 step = f"removing {len(idxs)} of {group.size} channels of group {group.key!r}"
                 try:
                     tp_group = self.graph.get_pruning_group(group.root, group.handler, idxs)
-                    if not self.graph.check_pruning_group(tp_group):
+                    if check and not self.graph.check_pruning_group(tp_group):
                         raise RuntimeError("it would empty a layer")
                     tp_group.prune()
                 except Exception as exc:
@@ -531,8 +544,8 @@ class OCSPruner:
                         f"{self._output_shapes}")
             if measured != macs:
                 snapshot.restore()
-                return (f"the pruned model has {measured} MACs but the channel model predicted {macs}: a coupled "
-                        "layer is not pruned consistently")
+                return (f"the pruned model has {measured} MACs but the channel model predicted {macs}: a "
+                        "coupled layer is not pruned consistently")
             return None
         except BaseException:
             snapshot.restore()
@@ -549,13 +562,14 @@ class OCSPruner:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return self._remove(masks, self.mac_model.macs(masks))
+                # one unit of a group with more units never empties a layer: skip torch-pruning's (slow) check
+                return self._remove(masks, self.mac_model.macs(masks), check=False)
         finally:
             snapshot.restore()
 
     def _drop_unprunable_groups(self) -> None:
-        """Leave out the groups whose removal breaks the model (found by trying one unit of every group at once,
-        then bisecting the failures), and rebuild the MAC model and floors without them."""
+        """Leave out the groups whose removal breaks the model (found by trying one unit of every group at
+        once, then bisecting the failures), and rebuild the MAC model and floors without them."""
         bad: dict[int, str] = {}
 
         def visit(indices: list[int]) -> None:
@@ -598,8 +612,9 @@ class OCSPruner:
             masks[keys[key]][idxs] = True
             blocks = masks[keys[key]].view(group.tie, group.units)
             if group.tie > 1 and not bool((blocks == blocks[:1]).all()):
-                raise ValueError(f"selection[{key!r}]: the group feeds grouped convs, so it must lose the same "
-                                 f"positions in each of its {group.tie} blocks of {group.units} channels")
+                raise ValueError(f"selection[{key!r}]: the group feeds grouped convs, so it must lose the "
+                                 f"same positions in each of its {group.tie} blocks of {group.units} "
+                                 "channels")
             if bool(masks[keys[key]].all()):
                 raise ValueError(f"selection[{key!r}] removes all {group.size} channels of the group")
         return masks
