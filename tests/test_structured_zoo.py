@@ -144,6 +144,13 @@ def test_grouped_convs_lose_the_same_positions_in_every_group():
     feeding = next(g for g in pruner.groups if g.key == "layer1.0.conv1")  # conv1's outputs: conv2's inputs
     roles = {(m.name, m.role) for m in feeding.members}
     assert roles >= {("layer1.0.conv1", "out"), ("layer1.0.conv2", "grouped_in")}
+    masks, _ = pruner.select()
+    for g, m in zip(pruner.groups, masks):  # whole positions: each block loses the same channels
+        blocks = m.view(g.tie, g.units)
+        assert torch.equal(blocks, blocks[:1].expand_as(blocks))
+    pruner.round_to = 64  # in units: 64 channels are 2 positions of the 32 blocks
+    assert all(int(m.sum()) % 64 == 0 for m in pruner.select()[0])
+    pruner.round_to = None
     with pytest.raises(ValueError, match=r"same positions in each of its 32 blocks of 4 channels"):
         pruner.prune(selection={"layer1.0.conv2": [0]})
     every_group = torch.arange(32) * 4
