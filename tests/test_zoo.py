@@ -22,6 +22,7 @@ from torch import nn
 import snn_lats
 from snn_lats.metrics import measure
 from snn_lats.snn import use_fused_neurons
+from snn_lats.structured import OCSPruner, apply_structure, count_macs
 
 from .zoo_cases import CASES
 from .zoo_reference import LAYERS, brute_force_counts
@@ -131,6 +132,40 @@ def test_fused_neurons_leave_outputs_and_gradients_unchanged(case):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
+OCS_TARGET = 0.4
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_ocs_reaches_its_mac_target_and_the_thin_model_rebuilds(case):
+    torch.manual_seed(0)
+    model = case.build()
+    x = case.inputs()
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    functional.reset_net(model)
+    dense = count_macs(model, x)
+    pruner = OCSPruner(model, x, OCS_TARGET, monitor_start_epoch=0)
+    pruner.epoch_start(0)
+    spec = pruner.prune()
+    macs = count_macs(model, x)
+    assert macs == pruner.pruned_flops
+    assert 1 - macs / dense == pytest.approx(OCS_TARGET, abs=0.01)
+    for name, reason in pruner.skipped_groups.items():  # left whole, and said why
+        assert reason and name in dict(model.named_modules())
+    with torch.no_grad():
+        after = model(x)
+    functional.reset_net(model)
+    assert after.shape == before.shape
+    rebuilt = case.build()
+    apply_structure(rebuilt, spec)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    rebuilt.eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), after)
+
+
+PER_CASE_CHECKS = 5  # the parametrized tests above
 LEGACY_DIR = Path(os.environ.get("SNN_LATS_SJ_LEGACY", Path(sys.prefix) / "sj-legacy"))
 
 
@@ -150,6 +185,5 @@ def test_the_families_of_spikingjelly_0_0_0_0_14_pass_the_same_matrix():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     passed = int(summary.split(" passed")[0].split()[-1])
-    families = {c.family for c in CASES if c.family in ("spiking_resnet", "sew_resnet", "spiking_vgg",
-                                                        "parametric_lif_net")}
-    assert passed >= 4 * len(families) + 1, summary  # every check of every family 0.0.0.0.14 has, and the guard
+    legacy = [c for c in CASES if c.family in ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net")]
+    assert passed == PER_CASE_CHECKS * len(legacy) + 1, summary  # every check of the families it has, and the guard
