@@ -9,31 +9,18 @@ H, W]`` input over T and averages the logits over T, so the wrapper only checks 
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from .registry import register_model
 from .resnet_options import check_options, stage_widths, stem_geometry
-from .snn_options import check_int, check_T, check_time_input, zoo_attr, zoo_module
+from .snn_options import check_int, check_T, checked_input, zoo_attr, zoo_class, zoo_module
 
-try:
-    from spikingjelly.activation_based.model.ms_resnet import MSResNet
-except ImportError:  # an older SpikingJelly: the builders raise zoo_module's error, naming what is missing
-    MSResNet = nn.Module
+MSResNet = zoo_class("ms_resnet", "MSResNet")
 
 FAMILY = "spikingjelly.activation_based.model.ms_resnet"
 
 
+@checked_input
 class MSResNetClassifier(MSResNet):
     """SpikingJelly's MSResNet with its input checked (its output is already ``[B, classes]``)."""
-
-    def __init__(self, *, in_channels: int, **kwargs):
-        super().__init__(in_channels=in_channels, **kwargs)
-        self.in_channels = in_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_time_input(x, self.T, self.in_channels)
-        return super().forward(x)
 
 
 def _build(layers: tuple[int, ...], *, T: int = 6, in_channels: int = 3, num_classes: int = 1000,

@@ -13,31 +13,18 @@ wrapper only checks the input; ``forward`` returns ``[B, num_classes]``.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from .registry import register_model
-from .snn_options import check_int, check_T, check_time_input, zoo_attr, zoo_module
+from .snn_options import check_int, check_T, checked_input, preset_kwargs, zoo_attr, zoo_class, zoo_module
 
-try:
-    from spikingjelly.activation_based.model.qkformer import QKFormer
-except ImportError:  # an older SpikingJelly: the builders raise zoo_module's error, naming what is missing
-    QKFormer = nn.Module
+QKFormer = zoo_class("qkformer", "QKFormer")
 
 FAMILY = "spikingjelly.activation_based.model.qkformer"
 QKA_TYPES = ("token", "channel")
 
 
+@checked_input
 class QKFormerClassifier(QKFormer):
     """SpikingJelly's QKFormer with its input checked (its output is already ``[B, classes]``)."""
-
-    def __init__(self, *, in_channels: int, **kwargs):
-        super().__init__(in_channels=in_channels, **kwargs)
-        self.in_channels = in_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_time_input(x, self.T, self.in_channels)
-        return super().forward(x)
 
 
 def _triple(name: str, value) -> tuple[int, int, int]:
@@ -88,7 +75,5 @@ def qkformer_tiny(**kwargs) -> QKFormerClassifier:
     """A CPU-sized QKFormer for 28×28 input: 64 dims (16, 32, 64 a stage), heads (1, 2, 2), one block a stage.
     """
     fixed = dict(embed_dims=64, num_heads=(1, 2, 2), depths=(1, 1, 1), mlp_ratio=4.0)
-    clash = sorted(set(kwargs) & set(fixed))
-    if clash:
-        raise ValueError(f"qkformer_tiny fixes {clash}; use 'qkformer' to set them")
-    return _build(**{"in_channels": 1, "num_classes": 10, **fixed, **kwargs})
+    kwargs = preset_kwargs("qkformer_tiny", "qkformer", fixed, kwargs)
+    return _build(**{"in_channels": 1, "num_classes": 10, **kwargs})

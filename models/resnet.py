@@ -1,10 +1,11 @@
 """ANN models: torchvision's ResNet-18 and ResNet-50, with the SEW ResNets' stem and width options.
 
 With the defaults (``stem="imagenet"``, ``in_channels=3``, ``width_multiplier=1``) the model is torchvision's,
-unchanged. Otherwise the stem and the stages are rebuilt with torchvision's own ``_make_layer`` and blocks, as
-``models.sew_resnet`` does with SpikingJelly's, so ``resnet18(stem=..., width_multiplier=w)`` is the ANN
-counterpart of ``sew_resnet18`` with the same options: the same layers and widths, ReLU instead of spiking neurons,
-and torchvision's add-then-ReLU residual instead of SEW's spike-wise ADD.
+unchanged. Otherwise the stem and the stages are rebuilt with torchvision's own ``_make_layer`` and blocks
+(``resnet_options.configure_resnet``, as ``models.sew_resnet`` does with SpikingJelly's), so
+``resnet18(stem=..., width_multiplier=w)`` is the ANN counterpart of ``sew_resnet18`` with the same options:
+the same layers and widths, ReLU instead of spiking neurons, and torchvision's add-then-ReLU residual instead
+of SEW's spike-wise ADD.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from .registry import register_model
-from .resnet_options import check_options, init_rebuilt, stage_widths, stem_geometry
+from .resnet_options import check_options, configure_resnet
 
 
 _INFO = dict(classifier="fc", options=("stem", "width_multiplier"), family="torchvision.models.resnet")
@@ -23,35 +24,24 @@ def _build(block: type[nn.Module], layers: list[int], num_classes: int = 1000, s
            in_channels: int = 3, width_multiplier: float = 1.0, **kwargs) -> torchvision.models.ResNet:
     check_options(stem, width_multiplier, in_channels)
     model = torchvision.models.ResNet(block, layers, num_classes=num_classes, **kwargs)
-    widths = stage_widths(width_multiplier)
-    replaced = stem == "cifar" or in_channels != 3 or widths[0] != 64
-    if replaced:
-        k, s, p = stem_geometry(stem)
-        model.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=k, stride=s, padding=p, bias=False)
-        model.bn1 = model._norm_layer(widths[0])
-    if stem == "cifar":
-        model.maxpool = nn.Identity()
-    if widths != [64, 128, 256, 512]:
-        model.inplanes, model.dilation = widths[0], 1
-        for i, (width, blocks) in enumerate(zip(widths, layers)):
-            setattr(model, f"layer{i + 1}", model._make_layer(block, width, blocks, stride=1 if i == 0 else 2))
-        model.fc = nn.Linear(widths[3] * block.expansion, num_classes)
-    if replaced:
-        init_rebuilt(model)
+    configure_resnet(model, block, layers, stem=stem, in_channels=in_channels,
+                     width_multiplier=width_multiplier, num_classes=num_classes, make_stage=model._make_layer)
     return model
 
 
 @register_model(**_INFO)
 def resnet18(num_classes: int = 1000, **kwargs) -> torchvision.models.ResNet:
-    """torchvision ResNet-18 (11.69M parameters at 1000 classes, 1.82 GMACs at 224x224); never downloads weights.
+    """torchvision ResNet-18 (11.69M parameters at 1000 classes, 1.82 GMACs at 224x224); never downloads
+    weights.
 
-    The ANN counterpart of SEW ResNet-18, and the network of OCSPruner's released ImageNet log. Takes ``stem``,
-    ``in_channels`` and ``width_multiplier`` like ``sew_resnet18``.
+    The ANN counterpart of SEW ResNet-18, and the network of OCSPruner's released ImageNet log. Takes
+    ``stem``, ``in_channels`` and ``width_multiplier`` like ``sew_resnet18``.
     """
     return _build(BasicBlock, [2, 2, 2, 2], num_classes, **kwargs)
 
 
 @register_model(**_INFO)
 def resnet50(num_classes: int = 1000, **kwargs) -> torchvision.models.ResNet:
-    """torchvision ResNet-50 (25.56M parameters at 1000 classes); never downloads weights. Options as resnet18."""
+    """torchvision ResNet-50 (25.56M parameters at 1000 classes); never downloads weights. Options as
+    resnet18."""
     return _build(Bottleneck, [3, 4, 6, 3], num_classes, **kwargs)

@@ -1,6 +1,8 @@
-"""What the ResNet builders share (SEW ResNets and torchvision's ResNets): stage widths, the stem, their checks
-and the initialisation of rebuilt modules."""
+"""What the ResNet builders share (SpikingJelly's and torchvision's ResNets): stage widths, the stem, their
+checks and the rebuilding (and initialisation) of the stem and stages."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from torch import nn
 
@@ -23,7 +25,8 @@ def stage_widths(width_multiplier: float) -> list[int]:
 
 
 def stem_geometry(stem: str) -> tuple[int, int, int]:
-    """(kernel, stride, padding) of the first conv: 7×7/2 for 224×224 inputs, 3×3/1 (and no max-pool) for small."""
+    """(kernel, stride, padding) of the first conv: 7×7/2 for 224×224 inputs, 3×3/1 (and no max-pool) for
+    small."""
     return (7, 2, 3) if stem == "imagenet" else (3, 1, 1)
 
 
@@ -35,3 +38,26 @@ def init_rebuilt(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.constant_(m.weight, 1)
             nn.init.constant_(m.bias, 0)
+
+
+def configure_resnet(model: nn.Module, block, layers, *, stem: str, in_channels: int, width_multiplier: float,
+                     num_classes: int, make_stage: Callable[..., nn.Module],
+                     conv: type[nn.Conv2d] = nn.Conv2d, linear: type[nn.Linear] = nn.Linear) -> None:
+    """Give a built ResNet (torchvision's, or SpikingJelly's: the same attribute names) the stem and stage
+    widths asked for. Only what differs from the defaults is rebuilt, so the default model stays the library's
+    own; ``make_stage(block, width, blocks, stride)`` builds a stage with the library's ``_make_layer``."""
+    widths = stage_widths(width_multiplier)
+    replaced = stem == "cifar" or in_channels != 3 or widths[0] != 64
+    if replaced:
+        k, s, p = stem_geometry(stem)
+        model.conv1 = conv(in_channels, widths[0], kernel_size=k, stride=s, padding=p, bias=False)
+        model.bn1 = model._norm_layer(widths[0])
+    if stem == "cifar":
+        model.maxpool = nn.Identity()
+    if widths != list(STAGE_WIDTHS):
+        model.inplanes, model.dilation = widths[0], 1  # what _make_layer reads
+        for i, (width, blocks) in enumerate(zip(widths, layers)):
+            setattr(model, f"layer{i + 1}", make_stage(block, width, blocks, 1 if i == 0 else 2))
+        model.fc = linear(widths[3] * block.expansion, num_classes)
+    if replaced:  # the libraries' own initialisation, for the modules replaced
+        init_rebuilt(model)

@@ -1,11 +1,15 @@
-"""What the SpikingJelly wrappers share: argument checks, the neuron options and the direct-encoded input."""
+"""What the SpikingJelly wrappers share: argument checks, the neuron options, the direct-encoded input and the
+classifier mixins."""
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
 import torch
-from spikingjelly.activation_based import neuron, surrogate
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from torch import nn
+
+from .resnet_options import configure_resnet
 
 NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
@@ -77,6 +81,15 @@ def zoo_attr(module: ModuleType, attr: str):
     return getattr(module, attr)
 
 
+def zoo_class(name: str, attr: str) -> type[nn.Module]:
+    """``spikingjelly.activation_based.model.<name>.<attr>`` to subclass, or ``nn.Module`` where the installed
+    SpikingJelly lacks it (so the module still imports; its builders raise ``zoo_module``'s error)."""
+    try:
+        return getattr(importlib.import_module(f"spikingjelly.activation_based.model.{name}"), attr)
+    except (ImportError, AttributeError):
+        return nn.Module
+
+
 def neuron_setup(neuron_type: str = "if", surrogate_function: str = "atan",
                  surrogate_alpha: float | None = None,
                  detach_reset: bool = True, tau: float = 2.0, v_threshold: float = 1.0,
@@ -101,3 +114,58 @@ def neuron_setup(neuron_type: str = "if", surrogate_function: str = "atan",
 
 
 NEURON_KWARGS = ("surrogate_function", "surrogate_alpha", "detach_reset", "tau", "v_threshold", "v_reset")
+
+
+def preset_kwargs(name: str, full: str, fixed: dict, kwargs: dict) -> dict:
+    """A preset's ``fixed`` architecture with the caller's ``kwargs``, which may not override it."""
+    clash = sorted(set(kwargs) & set(fixed))
+    if clash:
+        raise ValueError(f"{name} fixes {clash}; use '{full}' to set them")
+    return {**fixed, **kwargs}
+
+
+# Class decorators rather than mixins: the decorated class's base (what super() reaches) stays SpikingJelly's.
+def checked_input(cls: type[nn.Module]) -> type[nn.Module]:
+    """For zoo models that repeat a ``[B, C, H, W]`` input over T and average over T themselves: ``__init__``
+    keeps ``in_channels`` and ``forward`` checks the input (the output is already ``[B, classes]``)."""
+
+    def __init__(self, *, in_channels: int, **kwargs):
+        super(cls, self).__init__(in_channels=in_channels, **kwargs)
+        self.in_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_time_input(x, self.T, self.in_channels)
+        return super(cls, self).forward(x)
+
+    cls.__init__, cls.forward = __init__, forward
+    return cls
+
+
+def multi_step_resnet(cls: type[nn.Module] | None = None, *,
+                      constructor_only: tuple[str, ...] = ("num_classes",)):
+    """For SpikingJelly's ResNets: the stem and widths of ``configure_resnet``, multi-step mode, direct
+    encoding and logits averaged over T. ``constructor_only``: the constructor's keyword arguments that
+    ``_make_layer`` does not take; the rest (the neuron options) go to it."""
+
+    def decorate(cls: type[nn.Module]) -> type[nn.Module]:
+        def __init__(self, block, layers, T: int, stem: str, in_channels: int,  # noqa: N803
+                     width_multiplier: float, **kwargs):
+            super(cls, self).__init__(block, layers, **kwargs)
+            self.T = T
+            stage_kwargs = {k: v for k, v in kwargs.items() if k not in constructor_only}
+
+            def make_stage(block, width, blocks, stride):
+                return self._make_layer(block, width, blocks, stride=stride, **stage_kwargs)
+
+            configure_resnet(self, block, layers, stem=stem, in_channels=in_channels,
+                             width_multiplier=width_multiplier, num_classes=kwargs.get("num_classes", 1000),
+                             make_stage=make_stage, conv=layer.Conv2d, linear=layer.Linear)
+            functional.set_step_mode(self, "m")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super(cls, self).forward(time_sequence(x, self.T)).mean(0)
+
+        cls.__init__, cls.forward = __init__, forward
+        return cls
+
+    return decorate if cls is None else decorate(cls)

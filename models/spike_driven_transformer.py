@@ -13,32 +13,19 @@ tokens, "0011" takes 28×28 to 7×7.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from .registry import register_model
-from .snn_options import check_time_input, zoo_attr, zoo_module
+from .snn_options import checked_input, preset_kwargs, zoo_attr, zoo_class, zoo_module
 from .spikformer import check_transformer
 
-try:
-    from spikingjelly.activation_based.model.spike_driven_transformer import SpikeDrivenTransformer
-except ImportError:  # an older SpikingJelly: the builders raise zoo_module's error, naming what is missing
-    SpikeDrivenTransformer = nn.Module
+SpikeDrivenTransformer = zoo_class("spike_driven_transformer", "SpikeDrivenTransformer")
 
 FAMILY = "spikingjelly.activation_based.model.spike_driven_transformer"
 
 
+@checked_input
 class SpikeDrivenTransformerClassifier(SpikeDrivenTransformer):
     """SpikingJelly's SpikeDrivenTransformer with its input checked (its output is already ``[B, classes]``).
     """
-
-    def __init__(self, *, in_channels: int, **kwargs):
-        super().__init__(in_channels=in_channels, **kwargs)
-        self.in_channels = in_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_time_input(x, self.T, self.in_channels)
-        return super().forward(x)
 
 
 def _build(*, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_dims: int = 384,
@@ -69,8 +56,5 @@ def spike_driven_transformer_tiny(**kwargs) -> SpikeDrivenTransformerClassifier:
     """A CPU-sized Spike-driven Transformer for 28×28 input: pooling "0011" (7×7 tokens), 64 dims, 4 heads,
     2 blocks."""
     fixed = dict(embed_dims=64, num_heads=4, depths=2, mlp_ratio=4.0, pooling_stat="0011")
-    clash = sorted(set(kwargs) & set(fixed))
-    if clash:
-        raise ValueError(f"spike_driven_transformer_tiny fixes {clash}; use 'spike_driven_transformer' to "
-                         "set them")
-    return _build(**{"in_channels": 1, "num_classes": 10, **fixed, **kwargs})
+    kwargs = preset_kwargs("spike_driven_transformer_tiny", "spike_driven_transformer", fixed, kwargs)
+    return _build(**{"in_channels": 1, "num_classes": 10, **kwargs})

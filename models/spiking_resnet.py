@@ -9,48 +9,19 @@ num_classes]``. SpikingJelly 0.0.0.0.14 has the same class, and the wrapper work
 """
 from __future__ import annotations
 
-import torch
-from spikingjelly.activation_based import functional, layer
 from spikingjelly.activation_based.model import spiking_resnet
-from torch import nn
 
 from .registry import register_model
-from .resnet_options import check_options, init_rebuilt, stage_widths, stem_geometry
-from .snn_options import NEURON_KWARGS, check_T, neuron_setup, time_sequence
+from .resnet_options import check_options, stage_widths
+from .snn_options import NEURON_KWARGS, check_T, multi_step_resnet, neuron_setup
 
 FAMILY = "spikingjelly.activation_based.model.spiking_resnet"
 
 
+# _make_layer reads groups and width_per_group from the model, not from its arguments
+@multi_step_resnet(constructor_only=("num_classes", "groups", "width_per_group"))
 class SpikingResNetClassifier(spiking_resnet.SpikingResNet):
     """SpikingJelly's SpikingResNet in multi-step mode with direct encoding and a time-averaged output."""
-
-    def __init__(self, block, layers, T: int, stem: str, in_channels: int, width_multiplier: float, **kwargs):
-        super().__init__(block, layers, **kwargs)
-        self.T = T
-        widths = stage_widths(width_multiplier)
-        k, s, p = stem_geometry(stem)
-        replaced = stem == "cifar" or in_channels != 3 or widths[0] != 64
-        if replaced:
-            self.conv1 = layer.Conv2d(in_channels, widths[0], kernel_size=k, stride=s, padding=p, bias=False)
-            self.bn1 = self._norm_layer(widths[0])
-        if stem == "cifar":
-            self.maxpool = nn.Identity()
-        if widths != [64, 128, 256, 512]:
-            # Rebuild the stages narrower with SpikingJelly's own _make_layer and blocks.
-            neuron_kwargs = {k: v for k, v in kwargs.items()
-                             if k not in ("num_classes", "spiking_neuron", "groups", "width_per_group")}
-            self.inplanes, self.dilation = widths[0], 1
-            for i, (width, blocks) in enumerate(zip(widths, layers)):
-                stage = self._make_layer(block, width, blocks, stride=1 if i == 0 else 2,
-                                         spiking_neuron=kwargs["spiking_neuron"], **neuron_kwargs)
-                setattr(self, f"layer{i + 1}", stage)
-            self.fc = layer.Linear(widths[3] * block.expansion, kwargs.get("num_classes", 1000))
-        if replaced:  # SpikingJelly's initialisation for replaced modules
-            init_rebuilt(self)
-        functional.set_step_mode(self, "m")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(time_sequence(x, self.T)).mean(0)
 
 
 def _build(block, layers, *, T: int = 4, neuron_type: str = "if", num_classes: int = 1000,
