@@ -109,8 +109,9 @@ class BasePruner:
         for name, why in found.items():
             if name not in self._all_zero:
                 self._all_zero.add(name)
+                layer = f"layer {name!r}" if name else f"the model itself ({parametrize.type_before_parametrizations(self.model).__name__})"
                 warnings.warn(
-                    f"snn_lats: layer {name!r} is entirely pruned (all its weights are zero) at step "
+                    f"snn_lats: {layer} is entirely pruned (all its weights are zero) at step "
                     f"{self.step_count}: {why}. The network now trains without it and may fall to chance; "
                     "lower the threshold (snn_lats.suggest_threshold), scale it per layer "
                     "(snn_lats.relative_weight_scale) or add the layer to ignored_layers",

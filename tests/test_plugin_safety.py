@@ -384,3 +384,12 @@ def test_lr_schedule_with_a_per_epoch_warmup_cosine_keeps_lambda_constant_and_re
     assert len(set(lrs)) == epochs  # the LR changed once per epoch, with the warm-up
     assert lambdas == pytest.approx([0.02 / sum(lrs)] * len(lrs), rel=1e-9)
     assert pruner.threshold == pytest.approx(0.02, rel=1e-12)
+
+
+def test_all_zero_warning_names_a_model_that_is_itself_the_layer():
+    model = nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.fill_(0.1)
+    pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.5, schedule="constant", compensate=False)
+    with pytest.warns(UserWarning, match=r"the model itself \(Linear\) is entirely pruned"):
+        pruner.step()
