@@ -109,7 +109,8 @@ class BasePruner:
         for name, why in found.items():
             if name not in self._all_zero:
                 self._all_zero.add(name)
-                layer = f"layer {name!r}" if name else f"the model itself ({parametrize.type_before_parametrizations(self.model).__name__})"
+                own_class = parametrize.type_before_parametrizations(self.model).__name__
+                layer = f"layer {name!r}" if name else f"the model itself ({own_class})"
                 warnings.warn(
                     f"snn_lats: {layer} is entirely pruned (all its weights are zero) at step "
                     f"{self.step_count}: {why}. The network now trains without it and may fall to chance; "

@@ -36,27 +36,28 @@ def find_prunable_layers(
     holders = {".".join(n.split(".")[:i]) for n in prunable for i in range(1, n.count(".") + 2)}
     kinds = "/".join(t.__name__ for t in layer_types)
     prunable_ids = {id(m) for m in prunable.values()}
+
+    def did_you_mean(name: str) -> str:
+        close = difflib.get_close_matches(name, sorted(holders), n=5)
+        return f"; did you mean {close}?" if close else ""
+
     ignored_ids: set[int] = set()
     for entry in ignored_layers or ():
         if isinstance(entry, str):
             if entry not in holders:
-                close = difflib.get_close_matches(entry, sorted(holders), n=5)
-                hint = f"; did you mean {close}?" if close else ""
                 what = "names no module of the model"
                 if entry in named and entry:
                     what = (f"is a {type(named[entry]).__name__}, neither a prunable layer ({kinds}) nor a "
                             "container holding one")
-                raise ValueError(f"ignored_layers: {entry!r} {what}{hint}")
+                raise ValueError(f"ignored_layers: {entry!r} {what}{did_you_mean(entry)}")
             root = named[entry]
         elif isinstance(entry, nn.Module):
             if not any(m is entry for m in named.values()):
                 raise ValueError(f"ignored_layers: module {type(entry).__name__} is not part of the model")
             if not any(id(sub) in prunable_ids for sub in entry.modules()):
                 name = next(n for n, m in named.items() if m is entry)
-                close = difflib.get_close_matches(name, sorted(holders), n=5)
-                hint = f"; did you mean {close}?" if close else ""
                 raise ValueError(f"ignored_layers: module {name!r} ({type(entry).__name__}) is neither a "
-                                 f"prunable layer ({kinds}) nor a container holding one{hint}")
+                                 f"prunable layer ({kinds}) nor a container holding one{did_you_mean(name)}")
             root = entry
         else:
             raise TypeError(f"ignored_layers entries must be str or nn.Module, got {type(entry).__name__}")
