@@ -509,47 +509,50 @@ class OCSPruner:
         self.spec = structure_spec(self.model)
         return self.spec
 
-    def _remove(self, masks: Sequence[torch.Tensor | None], macs: int, check: bool = True) -> str | None:
+    def _remove(self, masks: Sequence[torch.Tensor | None], macs: int, *, check: bool = True,
+                keep: bool = True) -> str | None:
         """Remove ``masks`` in place and check the result: the forward of ``example_inputs`` runs, gives
-        outputs of the dense shapes and exactly ``macs`` MACs. On any failure restore the model and the graph
-        exactly (same Parameter objects and values, so an optimizer over them is untouched) and return what
-        failed."""
+        outputs of the dense shapes and exactly ``macs`` MACs. On any failure (and always with ``keep=False``)
+        restore the model and the graph exactly (same Parameter objects and values, so an optimizer over them
+        is untouched); return what failed, or None."""
         snapshot = StructureSnapshot(self.model, self.graph)
         try:
-            reset_spiking_state(self.model)
-            for group, mask in zip(self.groups, masks):
-                if mask is None or not bool(mask.any()):
-                    continue
-                idxs = mask.nonzero().flatten().tolist()
-                step = f"removing {len(idxs)} of {group.size} channels of group {group.key!r}"
-                try:
-                    tp_group = self.graph.get_pruning_group(group.root, group.handler, idxs)
-                    if check and not self.graph.check_pruning_group(tp_group):
-                        raise RuntimeError("it would empty a layer")
-                    tp_group.prune()
-                except Exception as exc:
-                    snapshot.restore()
-                    return f"{step} failed in torch-pruning: {type(exc).__name__}: {exc}"
-            device = next(self.model.parameters()).device
-            try:
-                geometry, _, output = layer_geometry(self.model, _to_device(self.example_inputs, device),
-                                                     self.forward_fn)
-            except Exception as exc:
-                snapshot.restore()
-                return f"the pruned model's forward failed: {exc}"
-            measured = sum(g.macs for g in geometry.values())
-            if _shapes(output) != self._output_shapes:
-                snapshot.restore()
-                return (f"the pruned model's output has shapes {_shapes(output)}, the dense model's "
-                        f"{self._output_shapes}")
-            if measured != macs:
-                snapshot.restore()
-                return (f"the pruned model has {measured} MACs but the channel model predicted {macs}: a "
-                        "coupled layer is not pruned consistently")
-            return None
+            failure = self._remove_and_check(masks, macs, check)
         except BaseException:
             snapshot.restore()
             raise
+        if failure is not None or not keep:
+            snapshot.restore()
+        return failure
+
+    def _remove_and_check(self, masks: Sequence[torch.Tensor | None], macs: int, check: bool) -> str | None:
+        reset_spiking_state(self.model)
+        for group, mask in zip(self.groups, masks):
+            if mask is None or not bool(mask.any()):
+                continue
+            idxs = mask.nonzero().flatten().tolist()
+            step = f"removing {len(idxs)} of {group.size} channels of group {group.key!r}"
+            try:
+                tp_group = self.graph.get_pruning_group(group.root, group.handler, idxs)
+                if check and not self.graph.check_pruning_group(tp_group):
+                    raise RuntimeError("it would empty a layer")
+                tp_group.prune()
+            except Exception as exc:
+                return f"{step} failed in torch-pruning: {type(exc).__name__}: {exc}"
+        device = next(self.model.parameters()).device
+        try:
+            geometry, _, output = layer_geometry(self.model, _to_device(self.example_inputs, device),
+                                                 self.forward_fn)
+        except Exception as exc:
+            return f"the pruned model's forward failed: {exc}"
+        measured = sum(g.macs for g in geometry.values())
+        if _shapes(output) != self._output_shapes:
+            return (f"the pruned model's output has shapes {_shapes(output)}, the dense model's "
+                    f"{self._output_shapes}")
+        if measured != macs:
+            return (f"the pruned model has {measured} MACs but the channel model predicted {macs}: a "
+                    "coupled layer is not pruned consistently")
+        return None
 
     def _probe(self, indices: Sequence[int]) -> str | None:
         """Why removing the last unit of every group in ``indices`` breaks the model (None if it does not);
@@ -558,14 +561,10 @@ class OCSPruner:
         for i in indices:
             g = self.groups[i]
             masks[i] = self._channel_mask(g, torch.arange(g.units) == g.units - 1)
-        snapshot = StructureSnapshot(self.model, self.graph)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # one unit of a group with more units never empties a layer: skip torch-pruning's (slow) check
-                return self._remove(masks, self.mac_model.macs(masks), check=False)
-        finally:
-            snapshot.restore()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # one unit of a group with more units never empties a layer: skip torch-pruning's (slow) check
+            return self._remove(masks, self.mac_model.macs(masks), check=False, keep=False)
 
     def _drop_unprunable_groups(self) -> None:
         """Leave out the groups whose removal breaks the model (found by trying one unit of every group at
