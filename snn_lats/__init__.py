@@ -9,6 +9,7 @@ from .layers import DEFAULT_LAYER_TYPES, find_prunable_layers
 from .learned_threshold import LayerThreshold, LearnedThresholdPruner, ThresholdReport
 from .magnitude import MagnitudePruner
 from .parametrizations import BinaryMask, LearnedThreshold, SoftThreshold
+from .pruner import Pruner
 from .schedules import (
     CallableSchedule,
     ConstantSchedule,
@@ -38,6 +39,7 @@ __all__ = [
     "LearnedThresholdPruner",
     "MagnitudePruner",
     "PGHSchedule",
+    "Pruner",
     "SLATSSchedule",
     "SoftThreshold",
     "SoftThresholdPruner",

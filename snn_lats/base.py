@@ -11,6 +11,7 @@ from torch.nn.utils import parametrize
 
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
 from .parametrizations import pruning_parametrization
+from .pruner import Pruner
 from .sparsity import SparsityReport, layers_sparsity
 
 
@@ -33,7 +34,7 @@ class Attachment:
         self.remove()
 
 
-class BasePruner:
+class BasePruner(Pruner):
     """Prepares ``model`` by registering one parametrization per prunable layer's ``weight``.
 
     Order of use (as ``torch.ao.pruning``): build the pruner, then move to the device / wrap in DDP; the optimizer

@@ -160,6 +160,15 @@ class LearnedThresholdPruner(BasePruner):
             group["lr"] = _positive(threshold_lr, "threshold_lr")
         return [{"params": others}, group]
 
+    def extra_param_groups(self, lr: float | None = None) -> list[dict[str, Any]]:
+        """The thresholds' group of :meth:`param_groups` (own LR, no weight decay), for an optimizer built
+        over ``model.parameters()`` before this pruner created τ."""
+        return self.param_groups(lr)[1:]
+
+    def log_dict(self) -> dict[str, float | None]:
+        """The fraction of weights in the sigmoid's transition band (0: τ no longer moves)."""
+        return {"band_fraction": self.report().band_fraction}
+
     def _layer_factors(self) -> dict[str, float]:
         """The factor in front of each layer's Σσ, from ``normalize`` and ``layer_weights``."""
         counts = {name: module.parametrizations.weight.original.numel() for name, module in self.layers.items()}

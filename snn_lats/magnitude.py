@@ -74,6 +74,10 @@ class MagnitudePruner(BasePruner):
         x = min((step - self.start_step) / (self.total_steps - self.start_step), 1.0)
         return self.pruning_ratio + (self.initial_ratio - self.pruning_ratio) * (1 - x) ** 3
 
+    def log_dict(self) -> dict[str, float | None]:
+        """The sparsity the ramp asks for at the current step."""
+        return {"target_sparsity": self.target_sparsity(self.step_count)}
+
     @torch.no_grad()
     def _update_masks(self, sparsity: float) -> None:
         entries = list(self.parametrizations())

@@ -156,6 +156,10 @@ class SoftThresholdPruner(BasePruner):
             return None
         return self.last_increment / self.last_lr
 
+    def log_dict(self) -> dict[str, float | None]:
+        """The threshold d and the implied L1 coefficient λ = Δd/lr of the last step."""
+        return {"threshold": self.threshold, "l1_coefficient": self.l1_coefficient}
+
     def _current_lr(self) -> float | None:
         """The LR of the param group holding the pruned weights, as used by the step just taken."""
         if self.optimizer is None:

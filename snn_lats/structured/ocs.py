@@ -18,11 +18,12 @@ from torch import nn
 from .atomic import StructureSnapshot
 from .flops import ChannelMacModel, ForwardFn, layer_geometry, reset_spiking_state
 from .groups import ChannelGroup, build_channel_groups
+from ..pruner import Pruner
 from .importance import channels_to_keep, flops_cost_softmax, group_saliency, protected_channels
+from .regularizers import REGULARIZERS, ChannelRegularizer, build_regularizer
 from .spec import structure_spec
 from .stability import StabilityTracker, regularization_should_start
 
-REGULARIZERS = ("shrink", "group_lasso")
 _STATE_VERSION = 1
 
 
@@ -70,7 +71,7 @@ def _shapes(obj: object) -> object:
     return type(obj).__name__
 
 
-class OCSPruner:
+class OCSPruner(Pruner):
     """One-cycle structured pruning (OCSPruner) for CNNs and SpikingJelly SNNs.
 
     Args:
@@ -125,7 +126,7 @@ class OCSPruner:
         reg_interval: int = 2,
         stability_threshold: float = 0.999,
         prune_epoch_cap: int | None = None,
-        regularizer: str = "shrink",
+        regularizer: str | ChannelRegularizer = "shrink",
         optimizer: torch.optim.Optimizer | None = None,
         forward_fn: ForwardFn | None = None,
         trace_forward_fn: ForwardFn | None = None,
@@ -153,8 +154,7 @@ class OCSPruner:
         if self.prune_epoch_cap is not None and self.prune_epoch_cap < self.monitor_start_epoch:
             raise ValueError(f"prune_epoch_cap ({prune_epoch_cap}) must be >= monitor_start_epoch "
                              f"({monitor_start_epoch}): pruning needs a scored selection")
-        if regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
+        regularizer = build_regularizer(regularizer)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
         self.flops_tolerance = _check_fraction("flops_tolerance", flops_tolerance)
@@ -407,26 +407,17 @@ class OCSPruner:
         self._shrink_targets = [(p, dim, torch.unique(torch.cat(parts)).to(p.device))
                                 for p, dim, parts in merged.values()]
 
-    @torch.no_grad()
-    def step(self, lr: float | None = None) -> None:
-        """After every optimizer step: ``W[c] ← (1 − λ·η)·W[c]`` for the to-prune channels (``shrink`` only).
+    def shrink_targets(self) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+        """``(parameter, dim, indices)`` of every weight slice and BN γ of the to-prune channels."""
+        return self._shrink_targets
 
-        Touches their out-channel rows, depthwise filters, the consumers' in-channel columns and BN γ (not β,
-        not biases), as the reference's ``scale_weights_towards_zero``. η is ``lr`` or the optimizer's
-        ``param_groups[0]["lr"]``.
-        """
-        if self.pruned or not self._regularizing or self.regularizer != "shrink" or not self._shrink_targets:
+    def step(self, lr: float | None = None) -> None:
+        """After every optimizer step: the regularizer's step (``shrink``: ``W[c] ← (1 − λ·η)·W[c]`` for the
+        to-prune channels). η is ``lr`` or the optimizer's ``param_groups[0]["lr"]``. (Channels are removed
+        by :meth:`epoch_end` or :meth:`prune`, not here.)"""
+        if self.pruned or not self._regularizing:
             return
-        if lr is None:
-            if self.optimizer is None:
-                raise ValueError("OCSPruner.step: regularizer='shrink' needs the learning rate: pass optimizer= "
-                                 "to OCSPruner or lr= to step()")
-            lr = self.optimizer.param_groups[0]["lr"]
-        factor = 1.0 - self._reg_lambda * float(lr)
-        for param, dim, idxs in self._shrink_targets:
-            if idxs.device != param.device:
-                idxs = idxs.to(param.device)
-            param.index_copy_(dim, idxs, param.index_select(dim, idxs) * factor)
+        self.regularizer.step(self, self._reg_lambda, lr)
 
     def penalty(self) -> torch.Tensor:
         """``λ·Σ_{c to prune} ‖θ_c‖₂`` (θ_c: every weight slice and BN γ of channel c), differentiable.
@@ -434,11 +425,11 @@ class OCSPruner:
         With ``regularizer="shrink"`` the reference only logs this (computed without gradient).
         """
         total = torch.zeros((), device=next(self.model.parameters()).device)
-        for mask, sq, _ in self._selected_sq_norms(detach=False):
+        for mask, sq, _ in self.selected_sq_norms(detach=False):
             total = total + sq[mask].clamp_min(1e-24).sqrt().sum().to(total.device)
         return total * self._reg_lambda
 
-    def _selected_sq_norms(self, detach: bool):
+    def selected_sq_norms(self, detach: bool):
         """Per group with a selection: (mask, ‖θ_c‖² per root channel, [(member, idxs, roots)])."""
         by_group: dict[int, list] = {}
         for gi, member, idxs, roots in self._members_with_selection():
@@ -452,24 +443,31 @@ class OCSPruner:
                 sq = sq.index_add(0, roots.to(sq.device), rows.pow(2).sum(1).to(sq.device))
             yield self._masks[gi].to(sq.device), sq, parts
 
-    @torch.no_grad()
     def regularize(self) -> None:
-        """After ``loss.backward()``, before ``optimizer.step()``: add the gradient of ``penalty()`` to the
-        grads (``group_lasso`` only): ``grad[θ_c] += λ·θ_c/‖θ_c‖₂`` for every to-prune channel c."""
-        if self.pruned or not self._regularizing or self.regularizer != "group_lasso":
+        """After ``loss.backward()``, before ``optimizer.step()``: the regularizer's gradient (``group_lasso``:
+        ``grad[θ_c] += λ·θ_c/‖θ_c‖₂`` for every to-prune channel c)."""
+        if self.pruned or not self._regularizing:
             return
-        for _, sq, parts in self._selected_sq_norms(detach=True):
-            inv_norm = sq.clamp_min(1e-24).rsqrt()
-            for member, idxs, roots in parts:
-                param = member.param
-                idxs = idxs.to(param.device)
-                rows = param.index_select(member.dim, idxs)
-                shape = [1] * rows.dim()
-                shape[member.dim] = -1
-                scale = (self._reg_lambda * inv_norm[roots.to(inv_norm.device)]).reshape(shape).to(rows)
-                if param.grad is None:
-                    param.grad = torch.zeros_like(param)
-                param.grad.index_add_(member.dim, idxs, rows * scale)
+        self.regularizer.regularize(self, self._reg_lambda)
+
+    def epoch_end(self, epoch: int) -> bool:
+        """Remove the channels (:meth:`prune`) when this epoch ended the search; True when it did, so the
+        loop builds a new optimizer over the model's new parameters and re-wraps DDP."""
+        if not self.should_prune:
+            return False
+        self.prune()
+        return True
+
+    @property
+    def structure_change_due(self) -> bool:
+        return self.should_prune
+
+    def log_dict(self) -> dict[str, float | None]:
+        """This epoch's Ψ, λ and candidate MACs while searching; nothing once the channels are gone."""
+        if self.pruned:
+            return {}
+        return {"stability": self.stability, "reg_strength": self.regularization_strength,
+                "candidate_macs": self.candidate_flops}
 
     # ------------------------------------------------------------------------------------------------ pruning
     def prune(self, selection: Mapping[str, Sequence[int]] | None = None, *, reselect: bool = True) -> dict:
