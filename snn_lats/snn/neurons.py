@@ -24,7 +24,8 @@ def surrogate_spec(fn) -> tuple[str, float]:
     """``("atan" | "sigmoid", alpha)`` for a SpikingJelly surrogate object or a name (default alpha)."""
     if isinstance(fn, str):
         if fn not in SURROGATES:
-            raise ValueError(f"surrogate_function must be one of {SURROGATES} or surrogate.ATan/Sigmoid, got {fn!r}")
+            raise ValueError(f"surrogate_function must be one of {SURROGATES} or surrogate.ATan/Sigmoid, "
+                             f"got {fn!r}")
         return fn, 2.0 if fn == "atan" else 4.0
     for name, cls in (("atan", surrogate.ATan), ("sigmoid", surrogate.Sigmoid)):
         if type(fn) is cls:
@@ -49,7 +50,8 @@ class _FusedNode(neuron.BaseNode):
         self.decay_input = bool(decay_input)
         self.kernel_backend = backend  # not `backend`: SpikingJelly 0.0.0.0.14 validates that name as its own
         self.config = NeuronConfig(self.tau, self.decay_input, float(v_threshold),
-                                   None if v_reset is None else float(v_reset), bool(detach_reset), name, alpha)
+                                   None if v_reset is None else float(v_reset), bool(detach_reset),
+                                   name, alpha)
 
     def neuronal_charge(self, x: torch.Tensor):  # the fused paths do not use SpikingJelly's per-step hooks
         raise NotImplementedError
@@ -64,7 +66,8 @@ class _FusedNode(neuron.BaseNode):
             return "cupy"
         if self.kernel_backend == "torch":
             return "torch"
-        return "cupy" if x.is_cuda and x.dtype in cuda_kernels.DTYPES and cuda_kernels.cupy_available() else "torch"
+        fused = x.is_cuda and x.dtype in cuda_kernels.DTYPES and cuda_kernels.cupy_available()
+        return "cupy" if fused else "torch"
 
     def _initial_v(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.v, torch.Tensor) and self.v.shape == x.shape:
@@ -86,8 +89,8 @@ class _FusedNode(neuron.BaseNode):
     def extra_repr(self) -> str:
         tau = "" if self.tau is None else f", tau={self.tau}, decay_input={self.decay_input}"
         return (f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, detach_reset={self.detach_reset}"
-                f"{tau}, surrogate={self.config.surrogate}(alpha={self.config.alpha}), step_mode={self.step_mode}, "
-                f"backend={self.kernel_backend or 'auto'}")
+                f"{tau}, surrogate={self.config.surrogate}(alpha={self.config.alpha}), "
+                f"step_mode={self.step_mode}, backend={self.kernel_backend or 'auto'}")
 
 
 class MultiStepLIFNode(_FusedNode):
@@ -96,14 +99,16 @@ class MultiStepLIFNode(_FusedNode):
     ``v_reset=None``, soft reset V = H − V_th."""
 
     def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
-                 v_reset: float | None = 0.0, surrogate_function=surrogate.Sigmoid(), detach_reset: bool = False,
+                 v_reset: float | None = 0.0, surrogate_function="sigmoid", detach_reset: bool = False,
                  step_mode: str = "m", backend: str | None = None):
-        super().__init__(tau, decay_input, v_threshold, v_reset, surrogate_function, detach_reset, step_mode, backend)
+        super().__init__(tau, decay_input, v_threshold, v_reset, surrogate_function, detach_reset, step_mode,
+                         backend)
 
 
 class MultiStepIFNode(_FusedNode):
     """IF: H[t] = V[t−1] + X[t], with LIF's firing and reset."""
 
-    def __init__(self, v_threshold: float = 1.0, v_reset: float | None = 0.0, surrogate_function=surrogate.Sigmoid(),
+    def __init__(self, v_threshold: float = 1.0, v_reset: float | None = 0.0, surrogate_function="sigmoid",
                  detach_reset: bool = False, step_mode: str = "m", backend: str | None = None):
-        super().__init__(None, False, v_threshold, v_reset, surrogate_function, detach_reset, step_mode, backend)
+        super().__init__(None, False, v_threshold, v_reset, surrogate_function, detach_reset, step_mode,
+                         backend)
