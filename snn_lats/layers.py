@@ -19,10 +19,11 @@ def find_prunable_layers(
 ) -> dict[str, nn.Module]:
     """Return ``{qualified_name: module}`` for every layer of ``layer_types`` that is not ignored.
 
-    ``ignored_layers`` holds qualified module names (``"fc"``, ``"layer1.0.conv1"``) or module objects. Ignoring
-    a container (``"layer4"``) ignores everything inside it, as Torch-Pruning does. An entry that is neither a
-    prunable layer nor a container holding one (a typo, a neuron or pooling layer next to the classifier) is a
-    ``ValueError`` naming the closest prunable names, so it never silently leaves the classifier pruned.
+    ``ignored_layers`` holds qualified module names (``"fc"``, ``"layer1.0.conv1"``) or module objects.
+    Ignoring a container (``"layer4"``) ignores everything inside it, as Torch-Pruning does. An entry that is
+    neither a prunable layer nor a container holding one (a typo, a neuron or pooling layer next to the
+    classifier) is a ``ValueError`` naming the closest prunable names, so it never silently leaves the
+    classifier pruned.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

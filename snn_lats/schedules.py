@@ -44,7 +44,9 @@ def _check_steps(total_steps: Any, start_step: Any) -> tuple[int, int]:
     if isinstance(start_step, bool) or not isinstance(start_step, int):
         raise TypeError(f"start_step must be an int, got {type(start_step).__name__}")
     if not 0 <= start_step < total_steps:
-        raise ValueError(f"start_step must satisfy 0 <= start_step < total_steps={total_steps}, got {start_step}")
+        raise ValueError(
+            f"start_step must satisfy 0 <= start_step < total_steps={total_steps}, got {start_step}"
+        )
     return total_steps, start_step
 
 
@@ -55,7 +57,8 @@ class ThresholdSchedule:
         raise NotImplementedError
 
     def advance(self, step: int, threshold: float, lr: float | None) -> float:
-        """The threshold after ``step`` optimizer steps, given the previous one and the LR the last step used."""
+        """The threshold after ``step`` optimizer steps, given the previous one and the LR the last step
+        used."""
         return self.threshold_at(step)
 
     def state_dict(self) -> dict[str, Any]:
@@ -168,7 +171,8 @@ class PGHSchedule(_RampSchedule):
     def shape(self, x: float) -> float:
         beta, L, pi2 = self.beta, math.log(self.beta), math.pi**2
         bx = beta**x
-        num = pi2 * (bx - 1) + (bx - 2) * L * L + bx * L * (L * math.cos(math.pi * x) + math.pi * math.sin(math.pi * x))
+        wave = L * math.cos(math.pi * x) + math.pi * math.sin(math.pi * x)
+        num = pi2 * (bx - 1) + (bx - 2) * L * L + bx * L * wave
         return num / (pi2 * (beta - 1) - 2 * L * L)
 
 
@@ -187,9 +191,9 @@ class CallableSchedule(ThresholdSchedule):
 class LRProportionalSchedule(ThresholdSchedule):
     """Constant λ: d_{k+1} = d_k + λ·η_k, with η_k the LR the optimizer actually used for step k.
 
-    ``d`` stays 0 until ``start_step``. The pruner passes η_k (read from the optimizer after its step and before
-    the LR scheduler's), so this works with any LR schedule. ``solve_l1_coefficient`` finds the λ that reaches a
-    given final threshold for a known LR scheduler.
+    ``d`` stays 0 until ``start_step``. The pruner passes η_k (read from the optimizer after its step and
+    before the LR scheduler's), so this works with any LR schedule. ``solve_l1_coefficient`` finds the λ that
+    reaches a given final threshold for a known LR scheduler.
     """
 
     def __init__(self, l1_coefficient: float, start_step: int = 0):
@@ -200,15 +204,17 @@ class LRProportionalSchedule(ThresholdSchedule):
 
     def threshold_at(self, step: int) -> float:
         if step > self.start_step:
-            raise RuntimeError("LRProportionalSchedule has no closed form; the pruner advances it step by step")
+            raise RuntimeError(
+                "LRProportionalSchedule has no closed form; the pruner advances it step by step"
+            )
         return 0.0
 
     def advance(self, step: int, threshold: float, lr: float | None) -> float:
         if step <= self.start_step:
             return 0.0
         if lr is None:
-            raise ValueError("schedule='lr' reads the optimizer's learning rate at every step: pass optimizer= to "
-                             "the pruner or set pruner.optimizer before the first step()")
+            raise ValueError("schedule='lr' reads the optimizer's learning rate at every step: pass "
+                             "optimizer= to the pruner or set pruner.optimizer before the first step()")
         return threshold + self.l1_coefficient * lr
 
     def state_dict(self) -> dict[str, Any]:
@@ -225,14 +231,18 @@ def simulate_learning_rates(
     steps_per_epoch: int | None = None,
     param_group: int = 0,
 ) -> list[float]:
-    """The LR of each of ``total_steps`` optimizer steps under ``lr_scheduler``, without touching either object.
+    """The LR of each of ``total_steps`` optimizer steps under ``lr_scheduler``, without touching either
+    object.
 
     The scheduler is deep-copied onto a stand-in optimizer with the same hyper-parameters. It is stepped after
     every optimizer step, or after every ``steps_per_epoch`` steps when it is an epoch-level scheduler.
     """
     stand_in = torch.optim.SGD(
         [
-            {**{k: v for k, v in group.items() if k != "params"}, "params": [torch.zeros(1, requires_grad=True)]}
+            {
+                **{k: v for k, v in group.items() if k != "params"},
+                "params": [torch.zeros(1, requires_grad=True)],
+            }
             for group in optimizer.param_groups
         ]
     )
@@ -282,7 +292,9 @@ def build_schedule(
     if name == "constant":
         return ConstantSchedule(need(final_threshold, "final_threshold"), start_step)
     if name in ("s-lats", "slats"):
-        return SLATSSchedule(need(final_threshold, "final_threshold"), need(total_steps, "total_steps"), start_step)
+        return SLATSSchedule(
+            need(final_threshold, "final_threshold"), need(total_steps, "total_steps"), start_step
+        )
     if name == "lats":
         return LATSSchedule(
             need(final_threshold, "final_threshold"),
@@ -292,17 +304,24 @@ def build_schedule(
         )
     if name == "pgh":
         return PGHSchedule(
-            need(final_threshold, "final_threshold"), need(total_steps, "total_steps"), need(beta, "beta"), start_step
+            need(final_threshold, "final_threshold"),
+            need(total_steps, "total_steps"),
+            need(beta, "beta"),
+            start_step,
         )
     if name == "lr":
         if l1_coefficient is None:
             if final_threshold is None or learning_rates is None:
                 raise ValueError(
-                    "schedule='lr' needs l1_coefficient=, or final_threshold= with lr_scheduler= and total_steps= "
-                    "to solve for it"
+                    "schedule='lr' needs l1_coefficient=, or final_threshold= with lr_scheduler= and "
+                    "total_steps= to solve for it"
                 )
-            l1_coefficient = solve_l1_coefficient(_check_threshold(final_threshold), learning_rates, start_step)
+            l1_coefficient = solve_l1_coefficient(
+                _check_threshold(final_threshold), learning_rates, start_step
+            )
         elif final_threshold is not None:
             raise ValueError("schedule='lr' takes l1_coefficient= or final_threshold=, not both")
         return LRProportionalSchedule(l1_coefficient, start_step)
-    raise ValueError(f"schedule must be one of {SCHEDULE_NAMES}, a callable or a ThresholdSchedule, got {schedule!r}")
+    raise ValueError(
+        f"schedule must be one of {SCHEDULE_NAMES}, a callable or a ThresholdSchedule, got {schedule!r}"
+    )

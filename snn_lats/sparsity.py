@@ -41,7 +41,8 @@ class SparsityReport:
 
     def to_dict(self) -> dict:
         return {
-            "layers": {n: {"zeros": s.zeros, "total": s.total, "fraction": s.fraction} for n, s in self.layers.items()},
+            "layers": {n: {"zeros": s.zeros, "total": s.total, "fraction": s.fraction}
+                       for n, s in self.layers.items()},
             "zeros": self.zeros,
             "total": self.total,
             "sparsity": self.sparsity,
@@ -50,7 +51,8 @@ class SparsityReport:
     def __str__(self) -> str:
         width = max([len(n) for n in self.layers] + [5])
         lines = [f"{'layer':<{width}}  {'zeros':>12}  {'total':>12}  sparsity"]
-        lines += [f"{n:<{width}}  {s.zeros:>12,}  {s.total:>12,}  {s.fraction:8.4f}" for n, s in self.layers.items()]
+        lines += [f"{n:<{width}}  {s.zeros:>12,}  {s.total:>12,}  {s.fraction:8.4f}"
+                  for n, s in self.layers.items()]
         lines.append(f"{'total':<{width}}  {self.zeros:>12,}  {self.total:>12,}  {self.sparsity:8.4f}")
         return "\n".join(lines)
 
@@ -64,10 +66,10 @@ def sparsity_report(
 ) -> SparsityReport:
     """Count exact zeros in the effective weights.
 
-    On a model prepared by an snn_lats pruner the report covers exactly the pruned layers, so the global figure
-    is over what is pruned (the LATS convention). LTP layers count their hard mask, as evaluation and ``squash``
-    see it. On a plain or squashed model it covers every layer of
-    ``layer_types`` minus ``ignored_layers``.
+    On a model prepared by an snn_lats pruner the report covers exactly the pruned layers, so the global
+    figure is over what is pruned (the LATS convention). LTP layers count their hard mask, as evaluation and
+    ``squash`` see it. On a plain or squashed model it covers every layer of ``layer_types`` minus
+    ``ignored_layers``.
 
     ``dense_sizes`` (``{layer: weight elements of the dense model}``, see ``weight_sizes``) makes the report
     relative to the dense model a channel-pruned one came from: weights removed with their channels count as
@@ -90,7 +92,8 @@ def layers_sparsity(
         if dense_sizes is not None:
             if name not in dense_sizes or dense_sizes[name] < total:
                 raise ValueError(f"dense_sizes: layer {name!r} has {total} weights, dense_sizes gives "
-                                 f"{dense_sizes.get(name)}; pass weight_sizes() of the model it was pruned from")
+                                 f"{dense_sizes.get(name)}; pass weight_sizes() of the model it was pruned "
+                                 "from")
             zeros, total = zeros + dense_sizes[name] - total, dense_sizes[name]
         report.layers[name] = LayerSparsity(zeros, total)
     return report

@@ -29,7 +29,8 @@ class TrailEntry:
 
 
 class Trail:
-    """Append hard-masked checkpoints to ``directory``; an epoch written twice (after a resume) is replaced."""
+    """Append hard-masked checkpoints to ``directory``; an epoch written twice (after a resume) is
+    replaced."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
@@ -40,7 +41,8 @@ class Trail:
         """Save ``{"model": model_state, "epoch", "acc1", "sparsity", **extra}`` and index it."""
         entry = TrailEntry(int(epoch), float(acc1), float(sparsity), f"epoch_{int(epoch):03d}.pth")
         save_checkpoint({"model": dict(model_state), **asdict(entry), **extra}, self.directory / entry.path)
-        entries = [e for e in read_trail(self.directory) if e.epoch != entry.epoch] if self._has_index() else []
+        entries = ([e for e in read_trail(self.directory) if e.epoch != entry.epoch]
+                   if self._has_index() else [])
         entries = sorted(entries + [entry], key=lambda e: e.epoch)
         tmp = self.directory / f"{INDEX}.tmp.{os.getpid()}"
         tmp.write_text(json.dumps([asdict(e) for e in entries], indent=1))
@@ -66,9 +68,10 @@ def pick(entries: list[TrailEntry], min_acc: float | None = None,
          min_sparsity: float | None = None) -> TrailEntry | None:
     """The best entry that meets the budget, or None if none does.
 
-    With ``min_sparsity`` (alone or with ``min_acc``): the highest accuracy among those at least that sparse. With
-    ``min_acc`` alone: the sparsest among those at least that accurate. Ties go to the other figure, then to the
-    later epoch. Accuracy is in the entries' unit (percent in the training pipeline); sparsity is a fraction.
+    With ``min_sparsity`` (alone or with ``min_acc``): the highest accuracy among those at least that sparse.
+    With ``min_acc`` alone: the sparsest among those at least that accurate. Ties go to the other figure, then
+    to the later epoch. Accuracy is in the entries' unit (percent in the training pipeline); sparsity is a
+    fraction.
     """
     if min_acc is None and min_sparsity is None:
         raise ValueError("pick needs a budget: min_acc, min_sparsity or both")

@@ -1,1 +1,2 @@
-"""Adapters for training frameworks. Each imports its framework lazily: ``snn_lats.integrations.lightning``."""
+"""Adapters for training frameworks. Each imports its framework lazily:
+``snn_lats.integrations.lightning``."""

@@ -30,7 +30,8 @@ class FiringCounter:
     @torch.no_grad()
     def update(self, out: torch.Tensor) -> None:
         multi = is_multi_step(self.module)
-        # [T, B, per-sample] (multi-step) or [1, B, per-sample]: sum within each sample first, exactly in float32
+        # [T, B, per-sample] (multi-step) or [1, B, per-sample]: sum within each sample first, exactly in
+        # float32
         per_sample = out.reshape(out.shape[0] if multi else 1, out.shape[int(multi)], -1)
         per_step = exact_sum(per_sample, 2, bound=1.0).sum(1).tolist()
         if multi:
@@ -42,7 +43,7 @@ class FiringCounter:
             self.step_in_batch += 1
             numel = out.numel()
             channel_dim = 1
-        for t, spikes in zip(steps, per_step):
+        for t, spikes in zip(steps, per_step, strict=True):
             while len(self.spikes_per_step) <= t:
                 self.spikes_per_step.append(0.0)
                 self.elements_per_step.append(0)
@@ -64,7 +65,8 @@ class FiringCounter:
         return sum(self.elements_per_step)
 
     def summary(self) -> dict:
-        rates = [s / n if n else 0.0 for s, n in zip(self.spikes_per_step, self.elements_per_step)]
+        pairs = zip(self.spikes_per_step, self.elements_per_step, strict=True)
+        rates = [s / n if n else 0.0 for s, n in pairs]
         result = {
             "firing_rate": self.spikes / self.elements if self.elements else 0.0,
             "firing_rate_per_step": rates,
@@ -78,14 +80,18 @@ class FiringCounter:
 
 @contextlib.contextmanager
 def recording_firing(
-    model: nn.Module, neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES, per_channel: bool = False
+    model: nn.Module,
+    neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES,
+    per_channel: bool = False,
 ) -> Iterator[dict[str, FiringCounter]]:
-    """``{name: FiringCounter}`` for every spiking neuron layer, filled by forward hooks while the context is open.
+    """``{name: FiringCounter}`` for every spiking neuron layer, filled by forward hooks while the context is
+    open.
 
-    Call :func:`new_batch` after each batch (where ``functional.reset_net`` goes) so single-step counters restart
-    at time step 0.
+    Call :func:`new_batch` after each batch (where ``functional.reset_net`` goes) so single-step counters
+    restart at time step 0.
     """
-    counters = {n: FiringCounter(m, per_channel) for n, m in model.named_modules() if isinstance(m, tuple(neuron_types))}
+    counters = {n: FiringCounter(m, per_channel) for n, m in model.named_modules()
+                if isinstance(m, tuple(neuron_types))}
     hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(o)) for c in counters.values()]
     try:
         yield counters

@@ -3,5 +3,5 @@ from .neurons import BACKENDS, MultiStepIFNode, MultiStepLIFNode, surrogate_spec
 from .swap import SwapReport, use_fused_neurons
 from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
-__all__ = ["BACKENDS", "MultiStepIFNode", "MultiStepLIFNode", "SwapReport", "SyncBatchNorm", "convert_sync_batchnorm",
-           "surrogate_spec", "use_fused_neurons"]
+__all__ = ["BACKENDS", "MultiStepIFNode", "MultiStepLIFNode", "SwapReport", "SyncBatchNorm",
+           "convert_sync_batchnorm", "surrogate_spec", "use_fused_neurons"]

@@ -52,7 +52,8 @@ def _surrogate(c: NeuronConfig) -> str:
 
 
 def forward_source(c: NeuronConfig, dtype: str) -> str:
-    reset = "v = h - spike * v_threshold;" if c.v_reset is None else "v = spike * v_reset + (1.0f - spike) * h;"
+    reset = ("v = h - spike * v_threshold;" if c.v_reset is None
+             else "v = spike * v_reset + (1.0f - spike) * h;")
     return f"""
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -117,7 +118,7 @@ extern "C" __global__ void {kernel_name("backward", c, dtype)}(
 """
 
 
-# --- compiling without a GPU ------------------------------------------------------------------------------------
+# --- compiling without a GPU --------------------------------------------------------------------------------
 
 def _nvrtc_library() -> ctypes.CDLL | None:
     candidates = []
@@ -146,12 +147,14 @@ def nvrtc_available() -> bool:
 
 
 def compile_check(source: str, name: str = "kernel.cu", arch: str = "compute_80") -> str:
-    """Compile ``source`` to PTX with NVRTC (no GPU needed) and return the PTX; raise with the log on error."""
+    """Compile ``source`` to PTX with NVRTC (no GPU needed) and return the PTX; raise with the log on
+    error."""
     lib = _nvrtc_library()
     if lib is None or not cuda_include_dirs():
         raise RuntimeError("NVRTC or the CUDA headers are not available on this machine")
     prog = ctypes.c_void_p()
-    _nvrtc_ok(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None), None)
+    created = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None)
+    _nvrtc_ok(lib, created, None)
     options = [f"--gpu-architecture={arch}", *NVRTC_OPTIONS] + [f"-I{d}" for d in cuda_include_dirs()]
     argv = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
     try:
@@ -177,7 +180,7 @@ def _nvrtc_ok(lib, status: int, prog) -> None:
         raise RuntimeError(f"NVRTC error {status}: {lib.nvrtcGetErrorString(status).decode()}")
 
 
-# --- running on a GPU through CuPy --------------------------------------------------------------------------------
+# --- running on a GPU through CuPy --------------------------------------------------------------------------
 
 def cupy_available() -> bool:
     try:
@@ -188,13 +191,14 @@ def cupy_available() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(kind: str, config: NeuronConfig, dtype: str, device: int):
     import cupy
 
     source = forward_source(config, dtype) if kind == "forward" else backward_source(config, dtype)
     with cupy.cuda.Device(device):
-        module = cupy.RawModule(code=source, options=NVRTC_OPTIONS + tuple(f"-I{d}" for d in cuda_include_dirs()))
+        options = NVRTC_OPTIONS + tuple(f"-I{d}" for d in cuda_include_dirs())
+        module = cupy.RawModule(code=source, options=options)
         return module.get_function(kernel_name(kind, config, dtype))
 
 
@@ -245,8 +249,8 @@ class CupyMultiStep(torch.autograd.Function):
         grad_x = torch.empty_like(grad_spikes)
         grad_v0 = torch.empty_like(grad_v)
         f32 = cupy.float32
-        _launch("backward", c, grad_spikes, n, (_ptr(grad_spikes), _ptr(grad_v), _ptr(charged), _ptr(grad_x),
-                                                _ptr(grad_v0), cupy.int64(T), cupy.int64(n), f32(c.tau or 1.0),
-                                                f32(c.v_threshold), f32(0.0 if c.v_reset is None else c.v_reset),
-                                                f32(c.alpha), f32(math.pi / 2 * c.alpha)))
+        _launch("backward", c, grad_spikes, n,
+                (_ptr(grad_spikes), _ptr(grad_v), _ptr(charged), _ptr(grad_x), _ptr(grad_v0), cupy.int64(T),
+                 cupy.int64(n), f32(c.tau or 1.0), f32(c.v_threshold),
+                 f32(0.0 if c.v_reset is None else c.v_reset), f32(c.alpha), f32(math.pi / 2 * c.alpha)))
         return grad_x, grad_v0, None

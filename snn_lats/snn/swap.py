@@ -27,8 +27,9 @@ def _fused_equivalent(node: nn.Module, backend: str | None) -> nn.Module:
     if getattr(node, "store_v_seq", False):
         raise ValueError("store_v_seq=True is not supported by the fused nodes")
     surrogate_spec(node.surrogate_function)  # raises for surrogates the kernels do not implement
-    common = dict(v_threshold=node.v_threshold, v_reset=node.v_reset, surrogate_function=node.surrogate_function,
-                  detach_reset=node.detach_reset, step_mode=node.step_mode, backend=backend)
+    common = dict(v_threshold=node.v_threshold, v_reset=node.v_reset,
+                  surrogate_function=node.surrogate_function, detach_reset=node.detach_reset,
+                  step_mode=node.step_mode, backend=backend)
     if type(node) is neuron.LIFNode:
         return MultiStepLIFNode(tau=node.tau, decay_input=node.decay_input, **common)
     return MultiStepIFNode(**common)
@@ -37,12 +38,13 @@ def _fused_equivalent(node: nn.Module, backend: str | None) -> nn.Module:
 def use_fused_neurons(model: nn.Module, backend: str | None = None) -> SwapReport:
     """Replace every SpikingJelly ``LIFNode`` / ``IFNode`` in ``model`` by ``MultiStepLIFNode`` /
     ``MultiStepIFNode`` with the same settings (threshold, reset, τ, decay_input, detach_reset, surrogate,
-    step mode), in place. Other neuron types, and settings the kernels do not cover, are kept and listed in the
-    returned report's ``unsupported``. SpikingJelly 2.x's ``reset_net`` cache is refreshed."""
+    step mode), in place. Other neuron types, and settings the kernels do not cover, are kept and listed in
+    the returned report's ``unsupported``. SpikingJelly 2.x's ``reset_net`` cache is refreshed."""
     report = SwapReport()
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
-            if not isinstance(child, neuron.BaseNode) or isinstance(child, (MultiStepLIFNode, MultiStepIFNode)):
+            fused = isinstance(child, (MultiStepLIFNode, MultiStepIFNode))
+            if not isinstance(child, neuron.BaseNode) or fused:
                 continue
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             try:

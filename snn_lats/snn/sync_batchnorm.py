@@ -1,6 +1,7 @@
-"""SyncBatchNorm for SpikingJelly's batch-norm layers: ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` replaces
-``layer.BatchNorm2d`` with a plain ``SyncBatchNorm`` that drops the step mode, so in multi-step mode it reads
-``[T, B, C, H, W]`` with B as the channels and fails (or, with B == C, silently normalises the wrong axis)."""
+"""SyncBatchNorm for SpikingJelly's batch-norm layers: ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``
+replaces ``layer.BatchNorm2d`` with a plain ``SyncBatchNorm`` that drops the step mode, so in multi-step mode
+it reads ``[T, B, C, H, W]`` with B as the channels and fails (or, with B == C, silently normalises the wrong
+axis)."""
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,9 @@ class SyncBatchNorm(nn.SyncBatchNorm, base.StepModule):
     """``nn.SyncBatchNorm`` with SpikingJelly's ``step_mode``: in ``'m'`` it normalises ``[T, B, C, ...]`` as
     ``[T·B, C, ...]``, as SpikingJelly's own ``layer.BatchNorm2d`` does."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, process_group=None, step_mode: str = "s"):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, process_group=None,
+                 step_mode: str = "s"):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, process_group)
         self.step_mode = step_mode
 

@@ -1,14 +1,15 @@
 """Multiply-accumulate counts of conv and linear layers, from shapes, for ANNs and SpikingJelly SNNs alike.
 
-Convention: ``count_macs(model, example_inputs)`` is the number of multiply-accumulates that the conv and linear
-layers perform in **one forward pass of ``example_inputs``**: every sample of the batch and, for a multi-step
-SNN, every time step (a SEW ResNet at T=4 on direct-encoded input reports 4 × the per-step count). Pass one
-sample to get per-sample numbers. BN, pooling, additions and neuron updates are not counted, which is what
-``torch.utils.flop_counter.FlopCounterMode`` counts (divided by 2) on a ResNet and what papers call "FLOPs".
+Convention: ``count_macs(model, example_inputs)`` is the number of multiply-accumulates that the conv and
+linear layers perform in **one forward pass of ``example_inputs``**: every sample of the batch and, for a
+multi-step SNN, every time step (a SEW ResNet at T=4 on direct-encoded input reports 4 × the per-step count).
+Pass one sample to get per-sample numbers. BN, pooling, additions and neuron updates are not counted, which is
+what ``torch.utils.flop_counter.FlopCounterMode`` counts (divided by 2) on a ResNet and what papers call
+"FLOPs".
 
-The count is dense (zeros in weights are not skipped; for that see ``snn_lats.metrics``). It comes from forward
-hooks on every ``nn.Conv1d/2d/3d`` and ``nn.Linear`` (SpikingJelly's ``layer.Conv2d``/``layer.Linear`` subclass
-these, which torch-pruning's ``count_ops_and_params`` does not recognise and counts as 0):
+The count is dense (zeros in weights are not skipped; for that see ``snn_lats.metrics``). It comes from
+forward hooks on every ``nn.Conv1d/2d/3d`` and ``nn.Linear`` (SpikingJelly's ``layer.Conv2d``/``layer.Linear``
+subclass these, which torch-pruning's ``count_ops_and_params`` does not recognise and counts as 0):
 ``MACs = output elements × in_channels / groups × kernel elements``.
 """
 from __future__ import annotations
@@ -49,7 +50,8 @@ class LayerGeometry:
 
     @property
     def depthwise(self) -> bool:
-        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels == self.out_channels
+        return (self.kind == "conv" and self.groups > 1
+                and self.groups == self.in_channels == self.out_channels)
 
     @property
     def macs(self) -> int:
@@ -101,7 +103,8 @@ class LayerTrace:
         return hook
 
     def _leave(self, name):
-        def hook(module, args, output):  # not called when the module raises, so the failing layer stays on top
+        # not called when the module raises, so the failing layer stays on top
+        def hook(module, args, output):
             if self.stack and self.stack[-1] == name:
                 self.stack.pop()
         return hook
@@ -212,7 +215,7 @@ class ChannelMacModel:
     def macs(self, removed: Sequence[torch.Tensor | None]) -> int:
         """MACs with the root channels ``removed[g]`` (bool mask or None) of every group taken out."""
         cut = torch.zeros(2, len(self.names), dtype=torch.float64)
-        for (layers, dims, counts), mask in zip(self.couplings, removed):
+        for (layers, dims, counts), mask in zip(self.couplings, removed, strict=True):
             if mask is None or not bool(mask.any()) or len(layers) == 0:
                 continue
             cut.index_put_((dims, layers), counts @ mask.to(torch.float64), accumulate=True)

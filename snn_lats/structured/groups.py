@@ -39,7 +39,8 @@ class GraphTraceError(RuntimeError):
 
 @dataclass
 class GroupMember:
-    """One layer of a group: ``idxs`` are its channel indices along ``dim``, ``root`` the group channel of each."""
+    """One layer of a group: ``idxs`` are its channel indices along ``dim``, ``root`` the group channel of
+    each."""
 
     name: str
     module: nn.Module
@@ -77,7 +78,8 @@ class ChannelGroup:
         return self.size // self.tie
 
     def couplings(self) -> list[tuple[str, int, torch.Tensor]]:
-        """``(layer, dim, channels removed per root channel)`` for every conv/linear member (for MAC counts)."""
+        """``(layer, dim, channels removed per root channel)`` for every conv/linear member (for MAC
+        counts)."""
         out = []
         for m in self.members:
             if m.role in ("out", "in", "depthwise", "grouped_in"):
@@ -97,7 +99,8 @@ class GraphInfo:
 
 
 def resolve_ignored_layers(model: nn.Module, ignored_layers: Iterable[str | nn.Module] | None) -> list[str]:
-    """Qualified names of the conv/linear/BN layers that ``ignored_layers`` covers (names, modules, containers).
+    """Qualified names of the conv/linear/BN layers that ``ignored_layers`` covers (names, modules,
+    containers).
 
     Unknown names are a ``ValueError`` with a did-you-mean hint (``snn_lats.layers.find_prunable_layers``).
     """
@@ -231,9 +234,10 @@ def build_channel_groups(
 
     ``forward_fn`` runs ``example_inputs`` the normal way (MAC geometry; the last conv/linear called is the
     classifier, ignored when ``ignore_classifier``). The graph is traced under ``tracing_pass``: in
-    single-step mode with ``trace_forward_fn`` on ``trace_inputs`` (default: the SpikingJelly zoo class's forward, see
-    ``spikingjelly_zoo_forward``, on one time step of ``example_inputs``); if that forward fails and neither
-    was given, in multi-step mode at T=1 with ``forward_fn`` (models that repeat an image over T inside).
+    single-step mode with ``trace_forward_fn`` on ``trace_inputs`` (default: the SpikingJelly zoo class's
+    forward, see ``spikingjelly_zoo_forward``, on one time step of ``example_inputs``); if that forward fails
+    and neither was given, in multi-step mode at T=1 with ``forward_fn`` (models that repeat an image over T
+    inside).
     """
     geometry, order, output = layer_geometry(model, example_inputs, forward_fn)
     if not geometry:
@@ -273,10 +277,10 @@ def build_channel_groups(
     if untraced:
         shown = ", ".join(f"{describe_layer(model, n)}" for n in untraced[:5])
         raise GraphTraceError(
-            f"torch-pruning could not trace {len(untraced)} layer(s) that the forward runs: {shown}. Their outputs "
-            "do not reach the model output through autograd (detach, no_grad, .item()/numpy or integer ops in "
-            "the forward), so their channel couplings are unknown; keep the forward differentiable from input "
-            "to output")
+            f"torch-pruning could not trace {len(untraced)} layer(s) that the forward runs: {shown}. "
+            "Their outputs do not reach the model output through autograd (detach, no_grad, .item()/numpy "
+            "or integer ops in the forward), so their channel couplings are unknown; keep the forward "
+            "differentiable from input to output")
 
     ignored_modules = [named[n] for n in ignored]
     groups, skipped = [], {}

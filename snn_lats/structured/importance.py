@@ -1,4 +1,5 @@
-"""OCSPruner's channel saliency (reference B.4): GroupNormV2 with p = 2, FLOPs-cost weighting, per-layer floor."""
+"""OCSPruner's channel saliency (reference B.4): GroupNormV2 with p = 2, FLOPs-cost weighting, per-layer
+floor."""
 from __future__ import annotations
 
 import math
@@ -11,12 +12,13 @@ from .groups import ChannelGroup
 
 @torch.no_grad()
 def group_saliency(group: ChannelGroup, p: int = 2) -> torch.Tensor:
-    """``s_c = (1/|G|)·[Σ_conv/linear ‖W_ℓ[c]‖_p^p / √n_ℓ + Σ_BN |γ_c|^p]`` for every root channel c (float64, CPU).
+    """``s_c = (1/|G|)·[Σ_conv/linear ‖W_ℓ[c]‖_p^p / √n_ℓ + Σ_BN |γ_c|^p]`` for every root channel c
+    (float64, CPU).
 
     ``W_ℓ[c]`` is the out-channel row, the in-channel column (all output channels × kernel) or the depthwise
-    filter that channel c owns in member ℓ; n_ℓ its number of elements (summed over the slices one root channel
-    owns, e.g. after a flatten). BN terms are not normalised. |G| counts the members that contributed. No p-th
-    root is taken (the reference comments it out), so for p = 2 this is a squared norm.
+    filter that channel c owns in member ℓ; n_ℓ its number of elements (summed over the slices one root
+    channel owns, e.g. after a flatten). BN terms are not normalised. |G| counts the members that contributed.
+    No p-th root is taken (the reference comments it out), so for p = 2 this is a squared norm.
     """
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
@@ -44,8 +46,10 @@ def group_saliency(group: ChannelGroup, p: int = 2) -> torch.Tensor:
     return total / max(contributing, 1)
 
 
-def flops_cost_softmax(saved_per_channel: Sequence[float] | torch.Tensor, temperature: float = 1e6) -> torch.Tensor:
-    """π_g = softmax_g(κ_g / temperature), κ_g = MACs saved per channel when a group keeps one channel (B.4)."""
+def flops_cost_softmax(saved_per_channel: Sequence[float] | torch.Tensor,
+                       temperature: float = 1e6) -> torch.Tensor:
+    """π_g = softmax_g(κ_g / temperature), κ_g = MACs saved per channel when a group keeps one channel
+    (B.4)."""
     kappa = torch.as_tensor(saved_per_channel, dtype=torch.float64)
     return torch.softmax(kappa / temperature, dim=0)
 

@@ -8,11 +8,11 @@ A spec is plain JSON-serialisable data, stored in checkpoints next to the state_
                 "layer1.0.bn1": {"kind": "batchnorm", "type": "BatchNorm2d", "num_features": 23},
                 "fc": {"kind": "linear", "type": "Linear", "in_features": 301, "out_features": 1000}, ...}}
 
-``apply_structure(model, spec)`` slices every listed layer's parameters and buffers to the recorded widths (the
-values are placeholders until a state_dict is loaded), so ``model.load_state_dict(pruned_state, strict=True)``
-works. Every conv, linear and batch-norm layer of the model must be listed, with the same kind and kernel, and
-no wider than the model: anything else is a ``ValueError`` naming the layers and shapes, and leaves the model
-untouched.
+``apply_structure(model, spec)`` slices every listed layer's parameters and buffers to the recorded widths
+(the values are placeholders until a state_dict is loaded), so
+``model.load_state_dict(pruned_state, strict=True)`` works. Every conv, linear and batch-norm layer of the
+model must be listed, with the same kind and kernel, and no wider than the model: anything else is a
+``ValueError`` naming the layers and shapes, and leaves the model untouched.
 """
 from __future__ import annotations
 
@@ -109,8 +109,8 @@ def apply_structure(model: nn.Module, spec: Mapping) -> nn.Module:
     """Shrink ``model``'s layers in place to the widths in ``spec`` (see module doc) and return it."""
     layers_ok = isinstance(spec, Mapping) and isinstance(spec.get("layers"), Mapping)
     if not layers_ok or spec.get("format") != SPEC_FORMAT:
-        raise ValueError(f"apply_structure: spec must be a dict made by structure_spec (format {SPEC_FORMAT!r} "
-                         f"with a 'layers' mapping), got {type(spec).__name__}")
+        raise ValueError(f"apply_structure: spec must be a dict made by structure_spec "
+                         f"(format {SPEC_FORMAT!r} with a 'layers' mapping), got {type(spec).__name__}")
     if spec.get("version") != SPEC_VERSION:
         raise ValueError(f"apply_structure: spec version {spec.get('version')!r} is not supported "
                          f"(this library writes version {SPEC_VERSION})")
@@ -125,7 +125,8 @@ def apply_structure(model: nn.Module, spec: Mapping) -> nn.Module:
             problems.append(f"{name}: the spec lists it but in the model it {what}{hint}")
     for name, module in layers.items():
         if name not in spec["layers"]:
-            problems.append(f"{name}: the model has {_describe(_entry(module))}, the spec has no entry for it")
+            problems.append(f"{name}: the model has {_describe(_entry(module))}, "
+                            "the spec has no entry for it")
             continue
         problem = _check(name, module, spec["layers"][name])
         if problem:

@@ -1,8 +1,8 @@
 """OCSPruner's sub-network stability indicator Ψ (reference B.6).
 
-``J_avg(t)`` is the Jaccard similarity of the retained channel sets at epochs t and t − 2, averaged over groups
-(0 until three structures exist, and at epochs before monitoring starts); ``Ψ(t)`` is the running mean of
-``J_avg`` over the last 3 epochs (fewer at the very start, as the reference's ``running_average``).
+``J_avg(t)`` is the Jaccard similarity of the retained channel sets at epochs t and t − 2, averaged over
+groups (0 until three structures exist, and at epochs before monitoring starts); ``Ψ(t)`` is the running mean
+of ``J_avg`` over the last 3 epochs (fewer at the very start, as the reference's ``running_average``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def mean_jaccard(current: Structure, previous: Structure) -> float:
         raise ValueError(f"structures have {len(current)} and {len(previous)} groups; they must match")
     if not current:
         return 1.0
-    return sum(jaccard(a, b) for a, b in zip(current, previous)) / len(current)
+    return sum(jaccard(a, b) for a, b in zip(current, previous, strict=True)) / len(current)
 
 
 class StabilityTracker:
@@ -58,7 +58,8 @@ class StabilityTracker:
         return self.psi[-1] if self.psi else 0.0
 
     def state_dict(self) -> dict:
-        return {"lag": self.lag, "window": self.window, "structures": [list(map(list, s)) for s in self.structures],
+        return {"lag": self.lag, "window": self.window,
+                "structures": [list(map(list, s)) for s in self.structures],
                 "jaccard": list(self.jaccard), "psi": list(self.psi)}
 
     def load_state_dict(self, state: Mapping) -> None:
