@@ -3,11 +3,11 @@
     python -m experiments.bench_metrics                     # SEW ResNet-18 and a Spikformer, T=4, CPU
     python -m experiments.bench_metrics --device cuda --repeats 20
 
-A plain pass is what a validation loop does: eval mode, no_grad, forward, reset_net after each batch. A measured
-pass is one measure() call over the same batches (hooks, exact SOP counts, firing rates, per-layer masks and the
-dispatch mode that counts module-less matrix products included); ``products=False`` times it without that mode.
-Each repeat times every variant, rotating which goes first; the table gives medians and their ratio to the plain
-pass, and an A/A column (plain against plain) for the noise floor.
+A plain pass is what a validation loop does: eval mode, no_grad, forward, reset_net after each batch. A
+measured pass is one measure() call over the same batches (hooks, exact SOP counts, firing rates, per-layer
+masks and the dispatch mode that counts module-less matrix products included); ``products=False`` times it
+without that mode. Each repeat times every variant, rotating which goes first; the table gives medians and
+their ratio to the plain pass, and an A/A column (plain against plain) for the noise floor.
 """
 from __future__ import annotations
 
@@ -59,11 +59,13 @@ def bench(config, device, repeats, batches_per_pass):
     return {"config": config, "device": str(device), "batch": batch, "batches_per_pass": batches_per_pass,
             "plain_ms": med["plain"] * 1e3, "measured_ms": med["measured"] * 1e3,
             "no_products_ms": med["no_products"] * 1e3, "ratio": med["measured"] / med["plain"],
-            "no_products_ratio": med["no_products"] / med["plain"], "control_ratio": med["control"] / med["plain"]}
+            "no_products_ratio": med["no_products"] / med["plain"],
+            "control_ratio": med["control"] / med["plain"]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=10)

@@ -1,18 +1,20 @@
-"""Forward+backward time of a multi-step LIF layer: our cupy kernels, our torch backend, SpikingJelly's fastest.
+"""Forward+backward time of a multi-step LIF layer: our cupy kernels, our torch backend, SpikingJelly's
+fastest.
 
     python -m experiments.bench_neuron --device cuda          # on a GPU machine with cupy-cuda13x
     python -m experiments.bench_neuron --device cpu --shapes 4,8,64,56,56
 
 SpikingJelly's fastest path is its LIFNode as installed: Triton or native CUDA in 2.x (chosen by the device),
 backend='cupy' in 0.0.0.0.14. All variants run interleaved in one process, per dtype (fp32, fp16) and shape.
-Bandwidth: the fused kernels move T·N·(4·b + 8) + 16·N bytes per forward+backward (b = bytes per input element:
-x, spikes, grad_spikes and grad_x in the input dtype; the charged potentials h written and read in fp32; v and its
-gradient in fp32); the table divides that by the time and by the bandwidth of a device-to-device copy measured
-in the same run.
+Bandwidth: the fused kernels move T·N·(4·b + 8) + 16·N bytes per forward+backward (b = bytes per input
+element: x, spikes, grad_spikes and grad_x in the input dtype; the charged potentials h written and read in
+fp32; v and its gradient in fp32); the table divides that by the time and by the bandwidth of a
+device-to-device copy measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import statistics
@@ -50,10 +52,12 @@ def copy_bandwidth(device, n_bytes=1 << 30) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="T,B,C,H,W")
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16"], choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16"],
+                        choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -83,7 +87,7 @@ def main() -> None:
             times = {n: [] for n in names}
             for r in range(args.repeats):
                 for name in names[r % len(names):] + names[: r % len(names)]:
-                    times[name].append(timed(lambda: fwd_bwd(variants[name], x, grad), device))
+                    times[name].append(timed(functools.partial(fwd_bwd, variants[name], x, grad), device))
             t_steps, n = shape[0], x[0].numel()
             moved = t_steps * n * (4 * x.element_size() + 8) + 16 * n
             for name in names:
@@ -95,9 +99,11 @@ def main() -> None:
                     row["gb_per_s"] = moved / (ms / 1e3) / 1e9
                     row["fraction_of_copy_bandwidth"] = moved / (ms / 1e3) / bandwidth
                 rows.append(row)
-                extra = f"  {row['gb_per_s']:.0f} GB/s ({row['fraction_of_copy_bandwidth']:.0%})" if "gb_per_s" in row else ""
-                print(f"{shape_text:>16} {dtype_name:>8} {name:<44} {ms:9.3f} ms  x{row['speedup_vs_ours_torch']:.2f} "
-                      f"vs ours-torch  x{row['speedup_vs_spikingjelly']:.2f} vs SJ{extra}", flush=True)
+                extra = (f"  {row['gb_per_s']:.0f} GB/s ({row['fraction_of_copy_bandwidth']:.0%})"
+                         if "gb_per_s" in row else "")
+                print(f"{shape_text:>16} {dtype_name:>8} {name:<44} {ms:9.3f} ms  "
+                      f"x{row['speedup_vs_ours_torch']:.2f} vs ours-torch  "
+                      f"x{row['speedup_vs_spikingjelly']:.2f} vs SJ{extra}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
 

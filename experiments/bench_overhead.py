@@ -22,15 +22,16 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 import models
-from experiments.timing import device_from_args, timed
 import snn_lats
+from experiments.timing import device_from_args, timed
 
 CONFIGS = {
     # name: (model name, model kwargs, input shape without batch, batch size, ignored layers)
     "sew18-cifar": ("sew_resnet18", dict(T=4, stem="cifar", num_classes=10), (3, 32, 32), 8, ["fc"]),
     "sew18-imagenet-stem-32px": ("sew_resnet18", dict(T=4, num_classes=10), (3, 32, 32), 8, ["fc"]),
     "resnet50": ("resnet50", {}, (3, 224, 224), 8, []),
-    "sew18-imagenet-224px": ("sew_resnet18", dict(T=4, num_classes=1000), (3, 224, 224), 4, ["fc"]),  # throughput
+    # for bench_throughput
+    "sew18-imagenet-224px": ("sew_resnet18", dict(T=4, num_classes=1000), (3, 224, 224), 4, ["fc"]),
 }
 DEFAULT_CONFIGS = ["sew18-cifar", "sew18-imagenet-stem-32px", "resnet50"]
 
@@ -75,13 +76,14 @@ def bench(config: str, device: torch.device, repeats: int, warmup: int) -> dict:
     return {
         "config": config, "model": name, "input": [batch, *shape], "device": str(device),
         "pruned_layers": len(pruner.layers), "repeats": repeats,
-        "dense_ms": med["dense"] * 1e3, "pruned_ms": med["pruned"] * 1e3, "ratio": med["pruned"] / med["dense"],
-        "control_ratio": med["control"] / med["dense"],
+        "dense_ms": med["dense"] * 1e3, "pruned_ms": med["pruned"] * 1e3,
+        "ratio": med["pruned"] / med["dense"], "control_ratio": med["control"] / med["dense"],
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=30)

@@ -68,7 +68,8 @@ def bench(config: str, device: torch.device, batch: int, repeats: int, warmup: i
     dense_macs, pruned_macs = count_macs(dense, example), count_macs(pruned, example)
     params = [sum(p.numel() for p in m.parameters()) for m in (dense, pruned)]
 
-    nets = {"dense": dense.to(device), "pruned": pruned.to(device), "control": copy.deepcopy(dense).to(device)}
+    nets = {"dense": dense.to(device), "pruned": pruned.to(device),
+            "control": copy.deepcopy(dense).to(device)}
     optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in nets.items()}
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, 1000 if name == "resnet50" else kwargs["num_classes"], (batch,), device=device)
@@ -91,14 +92,16 @@ def bench(config: str, device: torch.device, batch: int, repeats: int, warmup: i
         med = {k: statistics.median(v) for k, v in times.items()}
         speedup = med["dense"] / med["pruned"]
         results[mode] = {
-            "dense_ms": med["dense"] * 1e3, "pruned_ms": med["pruned"] * 1e3, "control_ms": med["control"] * 1e3,
+            "dense_ms": med["dense"] * 1e3, "pruned_ms": med["pruned"] * 1e3,
+            "control_ms": med["control"] * 1e3,
             "speedup": speedup, "control_ratio": med["control"] / med["dense"],
             "speedup_over_flops_ratio": speedup / (dense_macs / pruned_macs),
             "min_ms": {k: min(v) * 1e3 for k, v in times.items()},
         }
     return {
-        "config": config, "model": name, "model_kwargs": kwargs, "input": [batch, *shape], "device": str(device),
-        "target_flops_reduction": target, "dense_macs_per_sample": dense_macs, "pruned_macs_per_sample": pruned_macs,
+        "config": config, "model": name, "model_kwargs": kwargs, "input": [batch, *shape],
+        "device": str(device), "target_flops_reduction": target,
+        "dense_macs_per_sample": dense_macs, "pruned_macs_per_sample": pruned_macs,
         "achieved_flops_reduction": 1 - pruned_macs / dense_macs, "flops_ratio": dense_macs / pruned_macs,
         "dense_params": params[0], "pruned_params": params[1], "groups": len(pruner.groups),
         "pruner_build_s": build_s, "epoch_start_s": epoch_start_s, "repeats": repeats, "warmup": warmup,
@@ -107,7 +110,8 @@ def bench(config: str, device: torch.device, batch: int, repeats: int, warmup: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: per config, 8)")
@@ -123,7 +127,8 @@ def main() -> None:
     device = device_from_args(parser, args.device)
 
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {platform.processor()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+          f"{platform.processor()}")
     print(f"{'config':<9} {'input':<16} {'MACs/sample':>19} {'FLOPs x':>7} {'mode':<10} {'dense ms':>9} "
           f"{'pruned ms':>9} {'speed-up':>8} {'/FLOPs x':>8} {'A/A':>6}")
     for config in args.configs:
@@ -137,8 +142,8 @@ def main() -> None:
                   f"{mode:<10} {r['dense_ms']:9.1f} {r['pruned_ms']:9.1f} {r['speedup']:8.3f} "
                   f"{r['speedup_over_flops_ratio']:8.3f} {r['control_ratio']:6.3f}", flush=True)
         print(f"{config:<9} OCSPruner: build {row['pruner_build_s']:.1f} s, one epoch_start "
-              f"{row['epoch_start_s']:.2f} s, {row['groups']} groups, params {row['dense_params'] / 1e6:.2f}M -> "
-              f"{row['pruned_params'] / 1e6:.2f}M", flush=True)
+              f"{row['epoch_start_s']:.2f} s, {row['groups']} groups, "
+              f"params {row['dense_params'] / 1e6:.2f}M -> {row['pruned_params'] / 1e6:.2f}M", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2))

@@ -1,14 +1,15 @@
-"""Pick the best checkpoint of a trail (LTP's per-epoch hard-masked networks) for an accuracy or sparsity budget.
+"""Pick the best checkpoint of a trail (LTP's per-epoch hard-masked networks) for an accuracy or sparsity
+budget.
 
-    python -m experiments.pick_from_trail runs/ltp/trail --min-sparsity 0.9     # most accurate at >= 90 % sparsity
-    python -m experiments.pick_from_trail runs/ltp/trail --min-acc 85           # sparsest at >= 85 % Acc@1
+    python -m experiments.pick_from_trail runs/ltp/trail --min-sparsity 0.9  # best Acc@1 at >= 90 % sparsity
+    python -m experiments.pick_from_trail runs/ltp/trail --min-acc 85        # sparsest at >= 85 % Acc@1
     python -m experiments.pick_from_trail runs/ltp/trail --min-acc 85 --copy-to picked.pth
 
 Prints the trail with the pick marked, and the pick's path on the last line. Exits with status 1 when no
-checkpoint meets the budget. The checkpoints hold plain, squashed weights: they load strictly into an untouched
-model (``models.create_model(ckpt["model_name"], structure=ckpt["structure"], **ckpt["model_kwargs"])``;
-the structure is None unless OCS removed channels) and into
-``experiments.benchmark_sparsity``.
+checkpoint meets the budget. The checkpoints hold plain, squashed weights: they load strictly into an
+untouched model, built with
+``models.create_model(ckpt["model_name"], structure=ckpt["structure"], **ckpt["model_kwargs"])``
+(the structure is None unless OCS removed channels), and into ``experiments.benchmark_sparsity``.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trail", help="the trail directory (OUTPUT_DIR/trail of a training run)")
     p.add_argument("--min-acc", type=float, default=None, help="Acc@1 budget, in percent")
-    p.add_argument("--min-sparsity", type=float, default=None, help="weight-sparsity budget, a fraction in [0, 1]")
+    p.add_argument("--min-sparsity", type=float, default=None,
+                   help="weight-sparsity budget, a fraction in [0, 1]")
     p.add_argument("--copy-to", default=None, help="copy the picked checkpoint here")
     args = p.parse_args(argv)
     if args.min_acc is None and args.min_sparsity is None:

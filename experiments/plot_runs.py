@@ -1,9 +1,10 @@
-"""Accuracy against weight sparsity, epoch by epoch, for a few training runs side by side.
+r"""Accuracy against weight sparsity, epoch by epoch, for a few training runs side by side.
 
-    python -m experiments.plot_runs runs/ltp_2 runs/slats_020 --labels "LTP λ=2" "S-LATS D=0.2" --out docs/img/ltp_vs_slats.png
+    python -m experiments.plot_runs runs/ltp_2 runs/slats_020 --labels "LTP λ=2" "S-LATS D=0.2" \
+        --out docs/img/ltp_vs_slats.png
 
-Reads each run's log.csv (the training pipeline writes one row per epoch) and draws one line per run through its
-(sparsity, Acc@1) points, the last epoch marked. Prints a markdown table of every run's last epoch.
+Reads each run's log.csv (the training pipeline writes one row per epoch) and draws one line per run through
+its (sparsity, Acc@1) points, the last epoch marked. Prints a markdown table of every run's last epoch.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, rows in zip(labels, logs):
+    for label, rows in zip(labels, logs, strict=True):
         x = [100 * r["sparsity"] for r in rows]
         y = [r["acc1"] for r in rows]
         (line,) = ax.plot(x, y, marker="o", markersize=3, label=label)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("| run | epochs | Acc@1 (%) | weight sparsity (%) | firing rate |")
     print("|---|---|---|---|---|")
-    for label, rows in zip(labels, logs):
+    for label, rows in zip(labels, logs, strict=True):
         last = rows[-1]
         print(f"| {label} | {int(last['epoch'])} | {last['acc1']:.2f} | {100 * last['sparsity']:.1f} | "
               f"{last.get('firing_rate', float('nan')):.4f} |")
