@@ -8,44 +8,41 @@ from typing import Any
 import torch
 from torch import nn
 
+from .parametrizations import parametrization_for_state
+
 _PARAM = ".parametrizations.weight."
 
 
 def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Turn the keys of a pruner-prepared model into the plain keys of an untouched one, computing W.
 
-    ``X.parametrizations.weight.original`` (θ) with ``X.parametrizations.weight.0.threshold`` becomes
-    ``X.weight`` = sign(θ)·relu(|θ| − d); with ``…0.mask`` (magnitude pruning, frozen masks) it becomes θ·mask;
-    with ``…0.unit`` (LTP) it becomes θ·1[θ² > threshold·unit], the hard mask.
-    Plain state_dicts pass through unchanged. Works offline, without building the model.
+    Each ``X.parametrizations.weight.original`` (θ) and its ``X.parametrizations.weight.0.*`` entries become
+    ``X.weight``, baked by the parametrization those entries belong to (``SoftThreshold.bake``:
+    sign(θ)·relu(|θ| − d), or θ·mask once frozen; ``BinaryMask.bake``: θ·mask; ``LearnedThreshold.bake``: the
+    hard mask θ·1[θ² > τ]). Plain state_dicts pass through unchanged. Works offline, without building the model.
     """
     out: dict[str, torch.Tensor] = {}
-    prepared: set[str] = set()
+    entries: dict[str, dict[str, torch.Tensor]] = {}  # layer prefix -> its parametrization's entries
     for key in state_dict:
         if key.endswith(_PARAM + "original"):
-            prepared.add(key[: -len(_PARAM + "original")])
+            entries[key[: -len(_PARAM + "original")]] = {}
     for key, value in state_dict.items():
         prefix = key.split(_PARAM)[0] if _PARAM in key else None
-        if prefix is None or prefix not in prepared:
+        if prefix is None or prefix not in entries:
             out[key] = value
             continue
         suffix = key[len(prefix + _PARAM):]
-        if suffix not in ("original", "0.threshold", "0.scale", "0.mask", "0.unit", "0.temperature"):
+        if suffix == "original":
+            continue
+        if not suffix.startswith("0.") or "." in suffix[2:]:
             raise ValueError(f"cannot squash {key!r}: only snn_lats's own parametrization is understood")
-    for prefix in prepared:
-        theta = state_dict[prefix + _PARAM + "original"]
-        mask = state_dict.get(prefix + _PARAM + "0.mask")
-        threshold = state_dict.get(prefix + _PARAM + "0.threshold")
-        unit = state_dict.get(prefix + _PARAM + "0.unit")
-        if unit is not None:
-            out[prefix + ".weight"] = theta * (theta.square() > threshold * unit)
-        elif mask is not None:
-            out[prefix + ".weight"] = theta * mask
-        elif threshold is not None:
-            d = threshold.to(theta.dtype)
-            out[prefix + ".weight"] = theta - theta.clamp(-d, d)
-        else:
-            raise ValueError(f"{prefix}: parametrized weight without threshold or mask")
+        entries[prefix][suffix[2:]] = value
+    for prefix, state in entries.items():
+        try:
+            cls = parametrization_for_state(set(state))
+        except ValueError as exc:
+            raise ValueError(f"cannot squash {prefix}.weight: {exc}") from None
+        out[prefix + ".weight"] = cls.bake(state_dict[prefix + _PARAM + "original"], state)
     return out
 
 

@@ -7,6 +7,8 @@ magnitude pruning. ``LearnedThreshold`` is LTP's sigmoid mask with a learnable p
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +40,18 @@ class SoftThreshold(nn.Module):
         scale: the per-layer multiplier of the global threshold (1 by default).
         mask: only once frozen (early pruning): W = θ·mask from then on, so pruned weights stay exactly zero.
     """
+
+    # its entries in a state_dict: always present, and the full set (see ``bake``)
+    required_state = frozenset({"threshold"})
+    state_keys = frozenset({"threshold", "scale", "mask"})
+
+    @staticmethod
+    def bake(theta: torch.Tensor, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The plain weight from θ and this parametrization's state_dict entries, as ``forward`` computes it."""
+        if state.get("mask") is not None:
+            return theta * state["mask"]
+        d = state["threshold"].to(theta.dtype)
+        return theta - theta.clamp(-d, d)
 
     def __init__(self, scale: float = 1.0, threshold: float = 0.0):
         super().__init__()
@@ -98,6 +112,12 @@ class SoftThreshold(nn.Module):
 class BinaryMask(nn.Module):
     """``W = θ · mask``; the mask is a buffer the pruner rewrites. Gradients of masked weights are zero."""
 
+    required_state = state_keys = frozenset({"mask"})
+
+    @staticmethod
+    def bake(theta: torch.Tensor, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return theta * state["mask"]
+
     def __init__(self, shape: torch.Size):
         super().__init__()
         self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
@@ -127,6 +147,13 @@ class LearnedThreshold(nn.Module):
     a learning rate per layer (they differ by orders of magnitude); in units of ``unit`` one learning rate fits all
     layers, and the hard mask and the loss are unchanged.
     """
+
+    required_state = state_keys = frozenset({"threshold", "unit", "temperature"})
+
+    @staticmethod
+    def bake(theta: torch.Tensor, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The hard mask of evaluation and ``squash``: θ·1[θ² > threshold·unit]."""
+        return theta * (theta.square() > state["threshold"] * state["unit"])
 
     def __init__(self, temperature: float, unit: float, threshold: float = 0.0):
         super().__init__()
@@ -165,12 +192,24 @@ class LearnedThreshold(nn.Module):
         return f"tau={float(self.tau.detach()):.4g}, temperature={float(self.temperature):.4g}"
 
 
+PARAMETRIZATIONS = (SoftThreshold, BinaryMask, LearnedThreshold)
+
+
+def parametrization_for_state(keys: set[str] | frozenset[str]) -> type[nn.Module]:
+    """The parametrization class whose state_dict entries are exactly ``keys`` (its required ones, maybe more
+    of its own); ValueError if none is."""
+    for cls in PARAMETRIZATIONS:
+        if cls.required_state <= keys <= cls.state_keys:
+            return cls
+    raise ValueError(f"no snn_lats parametrization has the state entries {sorted(keys)}")
+
+
 def pruning_parametrization(module: nn.Module) -> SoftThreshold | BinaryMask | LearnedThreshold | None:
     """The snn_lats parametrization on ``module.weight``, or None."""
     if not parametrize.is_parametrized(module, "weight"):
         return None
     for p in module.parametrizations.weight:
-        if isinstance(p, (SoftThreshold, BinaryMask, LearnedThreshold)):
+        if isinstance(p, PARAMETRIZATIONS):
             return p
     return None
 
