@@ -1,9 +1,9 @@
 """A small timm-style model registry: ``create_model(name, **kw)``, ``list_models()``, ``model_info(name)``.
 
-The registry itself is in ``models.registry``, which the model modules import (no import cycle)."""
+The registry itself is in ``models._registry``, which the model modules import (no import cycle)."""
 from __future__ import annotations
 
-from .registry import TRAIN_OPTIONS, ModelInfo, create_model, list_models, model_info, register_model
+from ._registry import TRAIN_OPTIONS, ModelInfo, create_model, list_models, model_info, register_model
 
 # Importing the model modules registers their builders.
 from . import mobilenet_v1, resnet, sew_resnet  # noqa: E402,F401,I001

@@ -9,7 +9,7 @@ H, W]`` input over T and averages the logits over T, so the wrapper only checks 
 """
 from __future__ import annotations
 
-from .registry import register_model
+from ._registry import register_model
 from .resnet_options import check_options, stage_widths, stem_geometry
 from .snn_options import check_int, check_T, checked_input, zoo_attr, zoo_class, zoo_module
 

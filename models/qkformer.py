@@ -13,7 +13,7 @@ wrapper only checks the input; ``forward`` returns ``[B, num_classes]``.
 """
 from __future__ import annotations
 
-from .registry import register_model
+from ._registry import register_model
 from .snn_options import check_int, check_T, checked_input, preset_kwargs, zoo_attr, zoo_class, zoo_module
 
 QKFormer = zoo_class("qkformer", "QKFormer")

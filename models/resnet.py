@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .registry import register_model
+from ._registry import register_model
 from .resnet_options import check_options, configure_resnet
 
 

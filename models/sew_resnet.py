@@ -16,7 +16,7 @@ from __future__ import annotations
 from spikingjelly.activation_based.model import sew_resnet
 from torch import nn
 
-from .registry import register_model
+from ._registry import register_model
 from .resnet_options import STEMS, check_options
 from .snn_options import NEURON_KWARGS, NEURONS, SURROGATES, check_T, multi_step_resnet, neuron_setup
 

@@ -13,7 +13,7 @@ tokens, "0011" takes 28×28 to 7×7.
 """
 from __future__ import annotations
 
-from .registry import register_model
+from ._registry import register_model
 from .snn_options import checked_input, preset_kwargs, zoo_attr, zoo_class, zoo_module
 from .spikformer import check_transformer
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_model
+from ._registry import register_model
 from .snn_options import check_int, check_T, check_time_input, image_hw, zoo_attr, zoo_module
 
 try:

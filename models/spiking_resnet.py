@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from spikingjelly.activation_based.model import spiking_resnet
 
-from .registry import register_model
+from ._registry import register_model
 from .resnet_options import check_options, stage_widths
 from .snn_options import NEURON_KWARGS, check_T, multi_step_resnet, neuron_setup
 

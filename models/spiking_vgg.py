@@ -19,7 +19,7 @@ from spikingjelly.activation_based import functional, layer
 from spikingjelly.activation_based.model import spiking_vgg
 from torch import nn
 
-from .registry import register_model
+from ._registry import register_model
 from .snn_options import NEURON_KWARGS, check_int, check_T, neuron_setup, time_sequence
 
 FAMILY = "spikingjelly.activation_based.model.spiking_vgg"

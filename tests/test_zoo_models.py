@@ -193,7 +193,7 @@ def test_model_info_declares_what_train_needs():
 
 def test_registry_has_no_import_cycle():
     result = subprocess.run([sys.executable, "-c",
-                             "import models.spikformer, models.registry; import models; "
+                             "import models.spikformer, models._registry; import models; "
                              "print(len(models.list_models()))"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
