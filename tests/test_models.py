@@ -5,7 +5,8 @@ import models
 
 
 def test_registry_lists_models_and_rejects_unknown_names():
-    assert {"mobilenet_v1", "resnet50", "sew_resnet18", "sew_resnet34", "sew_resnet50"} <= set(models.list_models())
+    expected = {"mobilenet_v1", "resnet50", "sew_resnet18", "sew_resnet34", "sew_resnet50"}
+    assert expected <= set(models.list_models())
     assert models.list_models("sew_*") == ["sew_resnet18", "sew_resnet34", "sew_resnet50"]
     with pytest.raises(ValueError, match=r"unknown model 'sew_resnet19'.*sew_resnet18.*valid names"):
         models.create_model("sew_resnet19")
@@ -55,10 +56,12 @@ def test_sew_resnet_bad_input():
 
 @pytest.mark.parametrize("name, kwargs, shape", [
     ("sew_resnet18", dict(T=2, stem="cifar", num_classes=4, width_multiplier=0.125), (2, 3, 16, 16)),
-    ("sew_resnet34", dict(T=2, stem="cifar", num_classes=4, width_multiplier=0.125, cnf="AND"), (2, 3, 16, 16)),
-    ("sew_resnet50", dict(T=2, stem="cifar", num_classes=4, width_multiplier=0.125, cnf="IAND", neuron_type="plif",
-                          surrogate_function="sigmoid"), (2, 3, 16, 16)),
-    ("sew_resnet18", dict(T=2, num_classes=4, width_multiplier=0.125, neuron_type="lif", v_reset=None), (1, 3, 64, 64)),
+    ("sew_resnet34", dict(T=2, stem="cifar", num_classes=4, width_multiplier=0.125, cnf="AND"),
+     (2, 3, 16, 16)),
+    ("sew_resnet50", dict(T=2, stem="cifar", num_classes=4, width_multiplier=0.125, cnf="IAND",
+                          neuron_type="plif", surrogate_function="sigmoid"), (2, 3, 16, 16)),
+    ("sew_resnet18", dict(T=2, num_classes=4, width_multiplier=0.125, neuron_type="lif", v_reset=None),
+     (1, 3, 64, 64)),
     ("resnet50", dict(num_classes=4), (2, 3, 32, 32)),
     ("mobilenet_v1", dict(num_classes=4, width_multiplier=0.25), (2, 3, 32, 32)),
 ])
@@ -110,3 +113,39 @@ def test_narrow_resnet18_is_the_ann_twin_of_sew_resnet18(stem):
     assert ann(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ValueError, match=r"stem must be one of \('imagenet', 'cifar'\)"):
         models.create_model("resnet18", stem="tiny")
+
+
+# (model, options) -> (parameters, state_dict entries, first conv, its weight's shape): the stem and width
+# options' architectures, pinned (values from the code before the stem/width logic was made one)
+STEM_WIDTH_CASES = [
+    ("resnet18", dict(stem="cifar", width_multiplier=0.25, in_channels=1), 701_178, 122, "conv1",
+     (16, 1, 3, 3)),
+    ("resnet18", dict(stem="imagenet", width_multiplier=0.3), 1_014_682, 122, "conv1", (19, 3, 7, 7)),
+    ("resnet50", dict(stem="cifar", width_multiplier=0.25), 1_484_186, 320, "conv1", (16, 3, 3, 3)),
+    ("sew_resnet18", dict(stem="cifar", width_multiplier=0.25, in_channels=1), 701_178, 122, "conv1",
+     (16, 1, 3, 3)),
+    ("sew_resnet18", dict(stem="imagenet", width_multiplier=0.3), 1_014_682, 122, "conv1", (19, 3, 7, 7)),
+    ("sew_resnet18", dict(stem="cifar"), 11_173_962, 122, "conv1", (64, 3, 3, 3)),
+    ("sew_resnet50", dict(stem="cifar", width_multiplier=0.25), 1_484_186, 320, "conv1", (16, 3, 3, 3)),
+    ("spiking_resnet18", dict(stem="cifar", width_multiplier=0.25, in_channels=1), 701_178, 122, "conv1",
+     (16, 1, 3, 3)),
+    ("spiking_resnext50_32x4d", dict(stem="cifar", width_multiplier=0.25), 1_454_010, 320, "conv1",
+     (16, 3, 3, 3)),
+    ("ms_resnet18", dict(stem="cifar", width_multiplier=0.25, in_channels=1), 701_466, 128, "stem.0",
+     (16, 1, 3, 3)),
+    ("ms_resnet18", dict(stem="imagenet", width_multiplier=0.3), 1_015_081, 128, "stem.0", (19, 3, 7, 7)),
+    ("spiking_vgg11_bn", dict(width_multiplier=0.3, pool_size=1, classifier_width=64), 850_971, 62,
+     "features.0", (19, 3, 3, 3)),
+    ("mobilenet_v1", dict(width_multiplier=0.3), 304_084, 164, "features.0.0", (9, 3, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, params, entries, first_conv, shape", STEM_WIDTH_CASES)
+def test_stem_and_width_options_build_the_pinned_architectures(name, kwargs, params, entries, first_conv,
+                                                                shape):
+    model = models.create_model(name, num_classes=10, **kwargs)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert len(model.state_dict()) == entries
+    assert tuple(model.get_submodule(first_conv).weight.shape) == shape
+    if hasattr(model, "maxpool"):  # the CIFAR stem has no max-pool, the ImageNet stem keeps the library's
+        assert isinstance(model.maxpool, torch.nn.Identity) == (kwargs["stem"] == "cifar")
