@@ -30,8 +30,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.train import METHODS
-
+# the order of the methods in tables and legends (experiments.train's --method choices; any other comes last).
+# Kept here rather than imported so that tables are built without loading the training pipeline (and torch).
+METHOD_ORDER = ("dense", "s-lats", "lats", "pgh", "lr", "early", "pai", "gmp", "ltp", "ocs", "ocs-lats")
 NUMERIC = ("acc1", "best_acc1", "sparsity", "firing_rate", "sops", "ops", "energy_uj", "energy_ratio", "macs",
            "flops_reduction", "train_seconds")
 
@@ -57,7 +58,7 @@ def _number(value: str) -> float:
 
 
 def read_points(paths: str | Path | list[str | Path]) -> list[Point]:
-    """Aggregate one or more results.csv files (e.g. a sweep and its extension) over seeds, in METHODS order,
+    """Aggregate one or more results.csv files (e.g. a sweep and its extension) over seeds, in METHOD_ORDER,
     then by sparsity."""
     rows = []
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
@@ -78,7 +79,7 @@ def read_points(paths: str | Path | list[str | Path]) -> list[Point]:
         points.append(Point(method, key, strength, len(members),
                             {c: statistics.fmean(v) for c, v in values.items()},
                             {c: min(v) for c, v in values.items()}, {c: max(v) for c, v in values.items()}))
-    order = {m: i for i, m in enumerate(METHODS)}
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return sorted(points, key=lambda p: (order.get(p.method, len(order)), p.mean["sparsity"]))
 
 
