@@ -20,8 +20,8 @@ assert "backend" in inspect.signature(neuron.LIFNode.__init__).parameters, "not 
 assert hasattr(functional, "set_backend") and not hasattr(functional, "invalidate_reset_cache")
 
 torch.manual_seed(0)
-model = models.create_model("sew_resnet18", T=4, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10,
-                            width_multiplier=0.25)
+model = models.create_model("sew_resnet18", T=4, neuron_type="lif", stem="cifar", in_channels=1,
+                            num_classes=10, width_multiplier=0.25)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.05, total_steps=5, ignored_layers=["fc"],
                                       optimizer=optimizer)
@@ -65,7 +65,8 @@ from snn_lats.metrics import measure  # noqa: E402
 
 fresh.eval()
 functional.set_step_mode(fresh, "m")
-mon = monitor.OutputMonitor(fresh, neuron.BaseNode, function_on_output=lambda s: s.detach().double().mean().item())
+mon = monitor.OutputMonitor(fresh, neuron.BaseNode,
+                            function_on_output=lambda s: s.detach().double().mean().item())
 with torch.no_grad():
     fresh(inp * 4)
 functional.reset_net(fresh)
@@ -85,10 +86,10 @@ new = MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True)
 assert torch.equal(old(x_seq), new(x_seq)) and torch.allclose(old.v, new.v, atol=1e-6, rtol=0)
 functional.reset_net(torch.nn.Sequential(new))
 assert not isinstance(new.v, torch.Tensor)
-small = models.create_model("sew_resnet18", T=2, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10,
-                            width_multiplier=0.125)
-twin = models.create_model("sew_resnet18", T=2, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10,
-                           width_multiplier=0.125)
+small = models.create_model("sew_resnet18", T=2, neuron_type="lif", stem="cifar", in_channels=1,
+                            num_classes=10, width_multiplier=0.125)
+twin = models.create_model("sew_resnet18", T=2, neuron_type="lif", stem="cifar", in_channels=1,
+                           num_classes=10, width_multiplier=0.125)
 twin.load_state_dict(small.state_dict())
 assert len(use_fused_neurons(twin).replaced) == 20
 probe = torch.rand(3, 1, 8, 8) * 3

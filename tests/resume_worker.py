@@ -6,10 +6,10 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from spikingjelly.activation_based import functional
 
 import models
 import snn_lats
-from spikingjelly.activation_based import functional
 
 
 def batch(step):
@@ -24,7 +24,8 @@ def main(first, total, out, checkpoint=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.05, schedule="lr", total_steps=total,
-                                          optimizer=optimizer, lr_scheduler=lr_scheduler, ignored_layers=["fc"])
+                                          optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                          ignored_layers=["fc"])
     start = 0
     if checkpoint is not None:
         ckpt = torch.load(checkpoint, weights_only=True)

@@ -10,12 +10,12 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 import models
 import snn_lats
 from snn_lats.metrics import measure
-from snn_lats.snn import MultiStepIFNode, MultiStepLIFNode, use_fused_neurons
-from snn_lats.snn import cuda_kernels
+from snn_lats.snn import MultiStepIFNode, MultiStepLIFNode, cuda_kernels, use_fused_neurons
 from snn_lats.snn.reference import NeuronConfig
 
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
-CONFIGS = list(itertools.product(["lif", "if"], [True, False], [0.0, None], [True, False], ["atan", "sigmoid"]))
+CONFIGS = list(itertools.product(["lif", "if"], [True, False], [0.0, None], [True, False],
+                                 ["atan", "sigmoid"]))
 
 
 def _pair(kind, decay_input, v_reset, detach_reset, sg, backend="torch"):
@@ -83,7 +83,7 @@ def test_swap_keeps_a_sew_resnet_bit_identical_and_counts_as_neurons():
     assert torch.equal(out, out_ref)
     out_ref.square().sum().backward()
     out.square().sum().backward()
-    for (name, p), q in zip(reference.named_parameters(), fused.parameters()):
+    for (name, p), q in zip(reference.named_parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
     functional.reset_net(fused)  # the refreshed cache reaches the new neurons
     assert all(not isinstance(m.v, torch.Tensor) for m in fused.modules() if isinstance(m, neuron.BaseNode))
@@ -124,7 +124,7 @@ def test_fused_sew_resnet_trains_under_the_pruner():
     assert pruner.sparsity_report().sparsity > 0.2
 
 
-# --- kernel sources: compile on the CPU -------------------------------------------------------------------------
+# --- kernel sources: compile on the CPU ---------------------------------------------------------------------
 
 def _all_sources():
     for kind, decay, v_reset, detach, sg in CONFIGS:
@@ -132,8 +132,10 @@ def _all_sources():
             continue
         config = NeuronConfig(2.0 if kind == "lif" else None, decay, 1.0, v_reset, detach, sg, 2.0)
         for dtype in cuda_kernels.DTYPES.values():
-            yield cuda_kernels.kernel_name("forward", config, dtype), cuda_kernels.forward_source(config, dtype)
-            yield cuda_kernels.kernel_name("backward", config, dtype), cuda_kernels.backward_source(config, dtype)
+            yield (cuda_kernels.kernel_name("forward", config, dtype),
+                   cuda_kernels.forward_source(config, dtype))
+            yield (cuda_kernels.kernel_name("backward", config, dtype),
+                   cuda_kernels.backward_source(config, dtype))
 
 
 def test_every_generated_kernel_compiles(tmp_path):
@@ -160,7 +162,7 @@ def test_a_broken_kernel_reports_the_compiler_log():
         cuda_kernels.compile_check('extern "C" __global__ void k() { undefined_thing(); }')
 
 
-# --- GPU: the cupy backend against the torch reference ----------------------------------------------------------
+# --- GPU: the cupy backend against the torch reference ------------------------------------------------------
 
 needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and cuda_kernels.cupy_available()),
                                reason="needs CUDA and CuPy (pip install -e '.[cuda]') on a GPU machine")
@@ -170,7 +172,8 @@ GPU_TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("dtype", list(GPU_TOLERANCE))
-@pytest.mark.parametrize("kind, decay_input, v_reset, detach_reset, sg", [c for c in CONFIGS if c[0] == "lif" or c[1]])
+@pytest.mark.parametrize("kind, decay_input, v_reset, detach_reset, sg",
+                         [c for c in CONFIGS if c[0] == "lif" or c[1]])
 @pytest.mark.parametrize("shape", [(4, 2, 64, 56, 56), (5, 3, 7, 13)])  # odd sizes too
 def test_cupy_matches_torch(dtype, kind, decay_input, v_reset, detach_reset, sg, shape):
     torch.manual_seed(0)
@@ -189,7 +192,7 @@ def test_cupy_matches_torch(dtype, kind, decay_input, v_reset, detach_reset, sg,
     torch.testing.assert_close(g.float(), g_ref.float(), atol=tol, rtol=tol)
 
 
-# --- bad input --------------------------------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------------------------------------
 
 def test_bad_input():
     with pytest.raises(ValueError, match=r"backend='cupy' needs CUDA tensors.*cpu"):

@@ -1,5 +1,6 @@
 """The paper's claim: soft-threshold pruning with a constant λ = Δd/lr is ISTA, so full-batch gradient descent
-through the pruner converges to the Lasso solution. Checked against scikit-learn's coordinate-descent Lasso."""
+through the pruner converges to the Lasso solution. Checked against scikit-learn's coordinate-descent
+Lasso."""
 import numpy as np
 import torch
 from sklearn.linear_model import Lasso
@@ -22,7 +23,8 @@ def test_soft_threshold_descent_converges_to_sklearn_lasso():
     model = nn.Linear(p, 1, bias=False).double()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y).unsqueeze(1)
     lipschitz = float(np.linalg.eigvalsh(X.T @ X / n).max())
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0 / lipschitz)  # no momentum: plain proximal gradient
+    # no momentum: plain proximal gradient
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0 / lipschitz)
     pruner = snn_lats.SoftThresholdPruner(model, schedule="lr", l1_coefficient=lam, optimizer=optimizer)
     for _ in range(4000):
         loss = 0.5 * ((model(Xt) - yt) ** 2).mean()  # sklearn's (1/2n)·||y − Xw||²

@@ -16,7 +16,8 @@ from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, measure
 
 
 def loop_conv_counts(x, weight, stride, padding, dilation, groups):
-    """Reference: walk every (sample, output, nonzero weight) synapse. Returns (input-weighted count, pairs)."""
+    """Reference: walk every (sample, output, nonzero weight) synapse. Returns (input-weighted count,
+    pairs)."""
     n_samples, c_in, h, w = x.shape
     c_out, c_in_g, kh, kw = weight.shape
     h_out = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
@@ -64,8 +65,8 @@ def test_counts_equal_explicit_loops_over_synapses(geometry, kind):
     report = measure(net, [x])
     handle.remove()
     g = dict(stride=1, padding=1, dilation=1, groups=1) | geometry
-    weighted, pairs = loop_conv_counts(x.flatten(0, 1), net.conv.weight, g["stride"], g["padding"], g["dilation"],
-                                       g["groups"])
+    weighted, pairs = loop_conv_counts(x.flatten(0, 1), net.conv.weight, g["stride"], g["padding"],
+                                       g["dilation"], g["groups"])
     conv = report.layers["conv"]
     assert conv["input_kind"] == kind
     if kind == "real":
@@ -116,16 +117,18 @@ def test_pruned_model_counts_through_the_parametrization():
     pruner.squash()
     squashed = measure(net, [x])
     assert prepared.total == squashed.total
-    assert prepared.layers["conv"]["weight_sparsity"] == pytest.approx(snn_lats.sparsity_report(net).layers["conv"].fraction)
+    fraction = snn_lats.sparsity_report(net).layers["conv"].fraction
+    assert prepared.layers["conv"]["weight_sparsity"] == pytest.approx(fraction)
 
 
 def test_firing_rates_match_spikingjelly_output_monitor():
     torch.manual_seed(0)
     net = models.create_model("sew_resnet18", T=4, num_classes=10).eval()
     x = torch.rand(2, 3, 32, 32) * 4  # strong enough input for spikes at initialisation
-    mon = monitor.OutputMonitor(net, neuron.BaseNode, function_on_output=lambda s: s.detach().double().mean().item())
-    per_step = monitor.OutputMonitor(net, neuron.BaseNode,
-                                     function_on_output=lambda s: s.detach().double().flatten(1).mean(1).tolist())
+    mon = monitor.OutputMonitor(net, neuron.BaseNode,
+                                function_on_output=lambda s: s.detach().double().mean().item())
+    per_step = monitor.OutputMonitor(
+        net, neuron.BaseNode, function_on_output=lambda s: s.detach().double().flatten(1).mean(1).tolist())
     with torch.no_grad():
         net(x)
     functional.reset_net(net)
@@ -150,7 +153,8 @@ def test_dense_resnet50_macs_match_the_known_figure_and_torch_flop_counter():
     x = torch.randn(1, 3, 224, 224)
     report = measure(model, [x])
     assert report.total["dense_macs"] == pytest.approx(4.1e9, rel=0.01)
-    assert report.total["macs"] == pytest.approx(report.total["dense_macs"], rel=1e-6)  # dense: every weight nonzero
+    # dense: every weight nonzero
+    assert report.total["macs"] == pytest.approx(report.total["dense_macs"], rel=1e-6)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.eval()(x)
@@ -191,7 +195,7 @@ def test_report_files(tmp_path):
     assert "energy" in str(report)
 
 
-# --- bad input -----------------------------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------------------------------------
 
 def test_empty_batches_is_an_error():
     with pytest.raises(ValueError, match="batches is empty"):
@@ -208,12 +212,15 @@ def test_model_without_layers_to_measure_is_an_error():
 
 
 def test_mismatched_checkpoint_names_the_keys():
-    small = models.create_model("sew_resnet18", stem="cifar", in_channels=1, num_classes=10, width_multiplier=0.25)
+    small = models.create_model("sew_resnet18", stem="cifar", in_channels=1, num_classes=10,
+                                width_multiplier=0.25)
     state = small.state_dict()
     state.pop("fc.bias")
     state["extra.weight"] = torch.zeros(1)
-    other = models.create_model("sew_resnet18", stem="cifar", in_channels=1, num_classes=7, width_multiplier=0.25)
-    with pytest.raises(ValueError, match=r"missing keys \(1\): fc.bias; unexpected keys \(1\): extra.weight; shape mismatches \(1\): fc.weight"):
+    other = models.create_model("sew_resnet18", stem="cifar", in_channels=1, num_classes=7,
+                                width_multiplier=0.25)
+    with pytest.raises(ValueError, match=r"missing keys \(1\): fc.bias; unexpected keys \(1\): extra.weight; "
+                                         r"shape mismatches \(1\): fc.weight"):
         load_plain_weights(other, state)
 
 
@@ -233,8 +240,9 @@ def test_squash_state_dict_matches_squashing_the_model():
 
 @pytest.mark.parametrize(
     "values, kind",
-    [([0.0, 1.0, 1.0, 0.0], "binary"), ([0.0, 0.0], "binary"), ([0.0, 2.0, 1.0], "integer"), ([-1.0, 1.0], "integer"),
-     ([0.0, 0.5, 1.0], "real"), ([0.0, 1.0 - 2**-24, 1.0], "real"), ([0.0, 1e-40, 1.0], "real"), ([0.0, 1.5, 2.0], "real"), ([0, 1, 1], "binary")],
+    [([0.0, 1.0, 1.0, 0.0], "binary"), ([0.0, 0.0], "binary"), ([0.0, 2.0, 1.0], "integer"),
+     ([-1.0, 1.0], "integer"), ([0.0, 0.5, 1.0], "real"), ([0.0, 1.0 - 2**-24, 1.0], "real"),
+     ([0.0, 1e-40, 1.0], "real"), ([0.0, 1.5, 2.0], "real"), ([0, 1, 1], "binary")],
 )
 def test_input_kind(values, kind):
     from snn_lats.metrics import input_kind
@@ -257,7 +265,8 @@ def test_reference_baseline_of_an_unpruned_model_equals_its_own_baseline():
 
 
 def test_reference_baseline_of_a_channel_pruned_model():
-    """A thin model against the wide one: weights and dense MACs of the wide one (closed form for a 2-layer CNN)."""
+    """A thin model against the wide one: weights and dense MACs of the wide one (closed form for a 2-layer
+    CNN)."""
     wide = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
     thin = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
     with torch.no_grad():

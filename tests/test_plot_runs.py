@@ -3,7 +3,8 @@ import pytest
 
 from experiments import plot_runs
 
-HEADER = "epoch,train_loss,val_loss,acc1,acc5,sparsity,threshold,l1_coefficient,band_fraction,firing_rate,lr,img_per_s,seconds\n"
+HEADER = ("epoch,train_loss,val_loss,acc1,acc5,sparsity,threshold,l1_coefficient,band_fraction,firing_rate,"
+          "lr,img_per_s,seconds\n")
 
 
 def test_plot_and_table_from_logs(tmp_path, capsys):
@@ -12,7 +13,8 @@ def test_plot_and_table_from_logs(tmp_path, capsys):
         text = HEADER + "".join(f"{e},0.1,0.1,{acc},99,{sp},0,,,0.05,0.1,100,1\n" for e, acc, sp in rows)
         (tmp_path / name / "log.csv").write_text(text)
     out = tmp_path / "img" / "plot.png"
-    assert plot_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "A", "B", "--out", str(out)]) == 0
+    argv = [str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "A", "B", "--out", str(out)]
+    assert plot_runs.main(argv) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out.splitlines()
     assert table[2] == "| A | 2 | 85.50 | 90.0 | 0.0500 |"

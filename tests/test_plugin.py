@@ -55,7 +55,8 @@ def test_example_script_runs_one_short_epoch_on_digits(prune, capsys):
     spec = importlib.util.spec_from_file_location("sj_fashion_mnist", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    argv = ["--data", "digits", "--epochs", "1", "--max-steps-per-epoch", "5"] + (["--prune"] if prune else [])
+    argv = ["--data", "digits", "--epochs", "1", "--max-steps-per-epoch", "5"]
+    argv += ["--prune"] if prune else []
     model, accuracy = example.main(argv)
     printed = capsys.readouterr().out
     assert "epoch 1/1" in printed and 0.0 <= accuracy <= 1.0

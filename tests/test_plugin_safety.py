@@ -1,6 +1,5 @@
 """Issue #18, "any SpikingJelly model": Conv1d/Conv3d coverage, ignored_layers that match nothing, all-zero
 layers, choosing D, stale model thresholds and ``pruner.attach(optimizer)``."""
-import re
 import warnings
 
 import pytest
@@ -176,8 +175,8 @@ def _two_linears(a, b):
 
 def test_suggest_threshold_is_the_kth_smallest_weight_and_the_pruner_reaches_it_exactly():
     signs = [(-1) ** k for k in range(10)]
-    a = [s * (2 * k + 1) / 100 for s, k in zip(signs, range(10))]  # 0.01, 0.03, ..., 0.19
-    b = [s * (2 * k + 2) / 100 for s, k in zip(signs, range(10))]  # 0.02, 0.04, ..., 0.20
+    a = [s * (2 * k + 1) / 100 for s, k in zip(signs, range(10), strict=True)]  # 0.01, 0.03, ..., 0.19
+    b = [s * (2 * k + 2) / 100 for s, k in zip(signs, range(10), strict=True)]  # 0.02, 0.04, ..., 0.20
     model = _two_linears(a, b)
     d = snn_lats.suggest_threshold(model, 0.3)  # k = 6 of the 20 weights: 0.01 ... 0.06
     assert d == pytest.approx(0.06, abs=1e-8)

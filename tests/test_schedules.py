@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -48,7 +49,8 @@ def test_lats_ends_exactly_at_d_and_epoch_base_is_the_cumulative_sum(epochs, ste
     assert cumulative == pytest.approx(1.0, abs=1e-12)
     # the last step of the last epoch, computed by the per-epoch formula (not the clamp), is D
     e, b = epochs - 1, steps_per_epoch
-    last = D * (sched.epoch_base(e) + b * (1 + math.cos(math.pi * e / epochs)) / (steps_per_epoch * (epochs + 1)))
+    last = D * (sched.epoch_base(e)
+                + b * (1 + math.cos(math.pi * e / epochs)) / (steps_per_epoch * (epochs + 1)))
     assert last == pytest.approx(D, abs=1e-12)
     assert sched.threshold_at(epochs * steps_per_epoch) == D
     assert sched.threshold_at(0) == 0.0
@@ -71,7 +73,7 @@ def test_pgh_endpoints_and_monotone(beta):
     values = [sched.shape(x) for x in np.linspace(0, 1, 2001)]
     assert values[0] == pytest.approx(0.0, abs=1e-12)
     assert values[-1] == pytest.approx(1.0, abs=1e-12)
-    assert all(b >= a - 1e-15 for a, b in zip(values, values[1:]))
+    assert all(b >= a - 1e-15 for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize(
@@ -162,8 +164,8 @@ def test_lr_schedule_solves_lambda_to_reach_final_threshold(per_epoch):
     lr_scheduler = factory(optimizer)
     lr_before = optimizer.param_groups[0]["lr"]
     pruner = snn_lats.SoftThresholdPruner(
-        model, final_threshold=D, schedule="lr", total_steps=total, optimizer=optimizer, lr_scheduler=lr_scheduler,
-        steps_per_epoch=spe if per_epoch else None,
+        model, final_threshold=D, schedule="lr", total_steps=total, optimizer=optimizer,
+        lr_scheduler=lr_scheduler, steps_per_epoch=spe if per_epoch else None,
     )
     # solving simulated the scheduler on a copy: the real one is untouched
     assert optimizer.param_groups[0]["lr"] == lr_before and lr_scheduler.last_epoch == 0
@@ -208,15 +210,16 @@ def test_callable_schedule_rejects_negative_values():
 
 
 def test_lats_is_the_constant_lambda_schedule_under_a_per_epoch_cosine_lr():
-    # what the Fashion-MNIST sweep showed end to end (identical accuracies): LATS's closed form == λ held constant
+    # the Fashion-MNIST sweep showed it end to end (identical accuracies): LATS's closed form == constant λ
     epochs, spe = 6, 7
     thresholds = {}
     for schedule in ("lats", "lr"):
         model = nn.Linear(4, 4)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        pruner = snn_lats.SoftThresholdPruner(model, final_threshold=D, schedule=schedule, total_steps=epochs * spe,
-                                              optimizer=optimizer, lr_scheduler=lr_scheduler, steps_per_epoch=spe)
+        pruner = snn_lats.SoftThresholdPruner(model, final_threshold=D, schedule=schedule,
+                                              total_steps=epochs * spe, optimizer=optimizer,
+                                              lr_scheduler=lr_scheduler, steps_per_epoch=spe)
         thresholds[schedule] = []
         for k in range(epochs * spe):
             optimizer.step()

@@ -1,4 +1,5 @@
-"""The pruner on SpikingJelly SEW ResNets in multi-step mode (installed version, and 0.0.0.0.14 side by side)."""
+"""The pruner on SpikingJelly SEW ResNets in multi-step mode (installed version, and 0.0.0.0.14 side by
+side)."""
 import os
 import subprocess
 import sys
@@ -19,8 +20,8 @@ LEGACY_DIR = Path(os.environ.get("SNN_LATS_SJ_LEGACY", Path(sys.prefix) / "sj-le
 
 
 def _spikingjelly_sew18():
-    net = sew_resnet.sew_resnet18(cnf="ADD", spiking_neuron=neuron.IFNode, surrogate_function=surrogate.ATan(),
-                                  detach_reset=True)
+    net = sew_resnet.sew_resnet18(cnf="ADD", spiking_neuron=neuron.IFNode,
+                                  surrogate_function=surrogate.ATan(), detach_reset=True)
     functional.set_step_mode(net, "m")
     return net
 
@@ -33,8 +34,8 @@ def test_small_sew_resnet_trains_under_the_pruner_on_digits():
                                 num_classes=10, width_multiplier=0.25)
     total = 4 * len(loader)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.05, total_steps=total, ignored_layers=["fc"],
-                                          optimizer=optimizer)
+    pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.05, total_steps=total,
+                                          ignored_layers=["fc"], optimizer=optimizer)
     assert len(pruner.layers) == 20  # every conv of SEW ResNet-18: stem, 16 in blocks, 3 downsample
     losses = []
     for _ in range(4):
@@ -112,6 +113,7 @@ def test_spikingjelly_0_0_0_0_14_side_by_side():
         pytest.skip(f"spikingjelly 0.0.0.0.14 not installed at {LEGACY_DIR} (make test installs it)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LEGACY_DIR), str(Path(__file__).parents[1])])}
     script = Path(__file__).with_name("legacy_spikingjelly_check.py")
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "legacy spikingjelly OK" in result.stdout

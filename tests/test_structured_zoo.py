@@ -145,7 +145,7 @@ def test_grouped_convs_lose_the_same_positions_in_every_group():
     roles = {(m.name, m.role) for m in feeding.members}
     assert roles >= {("layer1.0.conv1", "out"), ("layer1.0.conv2", "grouped_in")}
     masks, _ = pruner.select()
-    for g, m in zip(pruner.groups, masks):  # whole positions: each block loses the same channels
+    for g, m in zip(pruner.groups, masks, strict=True):  # whole positions: each block loses the same channels
         blocks = m.view(g.tie, g.units)
         assert torch.equal(blocks, blocks[:1].expand_as(blocks))
     pruner.round_to = 64  # in units: 64 channels are 2 positions of the 32 blocks
@@ -196,13 +196,13 @@ def snapshot(model, pruner, optimizer):
 def assert_unchanged(model, pruner, optimizer, before):
     now = snapshot(model, pruner, optimizer)
     assert [n for n, _, _ in now["params"]] == [n for n, _, _ in before["params"]]
-    for (_, p, _), (_, p0, v0) in zip(now["params"], before["params"]):
+    for (_, p, _), (_, p0, v0) in zip(now["params"], before["params"], strict=True):
         assert p is p0 and torch.equal(p, v0)  # the same Parameter objects (the optimizer's), same values
     assert now["buffers"].keys() == before["buffers"].keys()
     assert all(torch.equal(now["buffers"][k], v) for k, v in before["buffers"].items())
     assert now["attrs"] == before["attrs"]  # widths, groups, step modes, training flags
     assert now["pruner"] == before["pruner"] and now["groups"] == before["groups"] and not pruner.pruned
-    assert all(a is b for a, b in zip(now["opt_params"], before["opt_params"]))
+    assert all(a is b for a, b in zip(now["opt_params"], before["opt_params"], strict=True))
     assert str(now["optimizer"]) == str(before["optimizer"])
 
 

@@ -42,7 +42,7 @@ def test_converted_sew_resnet_computes_the_same_function(training):
     x = torch.randn(3, 3, 16, 16)
     torch.testing.assert_close(forward(converted, x), forward(model, x), rtol=0, atol=0)
     if training:  # one process, no process group: SyncBatchNorm updates the running stats as BatchNorm does
-        for a, b in zip(model.state_dict().values(), converted.state_dict().values()):
+        for a, b in zip(model.state_dict().values(), converted.state_dict().values(), strict=True):
             assert torch.equal(a, b)
     functional.set_step_mode(converted, "s")
     assert all(m.step_mode == "s" for m in bns)

@@ -1,11 +1,12 @@
-"""The model-zoo matrix: every SpikingJelly model family, as a user builds it, through every part of snn_lats.
+"""The model-zoo matrix: every SpikingJelly model family, as a user builds it, through every part of
+snn_lats.
 
-For each family (tests/zoo_cases.py): the soft-threshold and LTP pruners cover every conv/linear weight and squash
-to a state_dict that loads strictly into a fresh copy; ``measure`` equals a brute-force count that includes
-Conv1d layers and the attention's spike matrix products (tests/zoo_reference.py); ``use_fused_neurons`` leaves
-outputs and gradients unchanged; OCS reaches its MAC target or refuses cleanly with the model untouched.
-The last test runs this file again in a subprocess with SpikingJelly 0.0.0.0.14 first on the path, so the
-families that version has go through the same checks; the others skip there.
+For each family (tests/zoo_cases.py): the soft-threshold and LTP pruners cover every conv/linear weight and
+squash to a state_dict that loads strictly into a fresh copy; ``measure`` equals a brute-force count that
+includes Conv1d layers and the attention's spike matrix products (tests/zoo_reference.py);
+``use_fused_neurons`` leaves outputs and gradients unchanged; OCS reaches its MAC target or refuses cleanly
+with the model untouched. The last test runs this file again in a subprocess with SpikingJelly 0.0.0.0.14
+first on the path, so the families that version has go through the same checks; the others skip there.
 """
 import copy
 import inspect
@@ -185,5 +186,7 @@ def test_the_families_of_spikingjelly_0_0_0_0_14_pass_the_same_matrix():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     passed = int(summary.split(" passed")[0].split()[-1])
-    legacy = [c for c in CASES if c.family in ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net")]
-    assert passed == PER_CASE_CHECKS * len(legacy) + 1, summary  # every check of the families it has, and the guard
+    old_families = ("spiking_resnet", "sew_resnet", "spiking_vgg", "parametric_lif_net")
+    legacy = [c for c in CASES if c.family in old_families]
+    # every check of the families it has, and the guard
+    assert passed == PER_CASE_CHECKS * len(legacy) + 1, summary

@@ -1,9 +1,10 @@
-"""Tiny configurations of every SpikingJelly model family, built as a user would build them, for the zoo matrix.
+"""Tiny configurations of every SpikingJelly model family, built as a user would build them, for the zoo
+matrix.
 
 Each case builds the SpikingJelly model itself (its own classes and module names), in multi-step mode, small
 enough that the whole matrix stays within the suite's budget on 2 CPU cores. ``input`` is what the model's own
-forward takes: ``[T, B, C, H, W]`` for the models that expect a sequence, ``[B, C, H, W]`` for those that repeat
-the image over T themselves.
+forward takes: ``[T, B, C, H, W]`` for the models that expect a sequence, ``[B, C, H, W]`` for those that
+repeat the image over T themselves.
 
 This module is imported by tests/test_zoo.py and, with SpikingJelly 0.0.0.0.14 first on the path, by
 tests/legacy_zoo_check.py: it checks features, not versions (``available``).
@@ -11,8 +12,8 @@ tests/legacy_zoo_check.py: it checks features, not versions (``available``).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from spikingjelly.activation_based import functional, layer, neuron
@@ -53,14 +54,15 @@ def _multi_step(net: nn.Module) -> nn.Module:
 
 def _spiking_resnet() -> nn.Module:
     m = _zoo("spiking_resnet")
-    return _multi_step(m.SpikingResNet(m.BasicBlock, [1, 1, 1, 1], num_classes=10, spiking_neuron=neuron.LIFNode))
+    return _multi_step(m.SpikingResNet(m.BasicBlock, [1, 1, 1, 1], num_classes=10,
+                                       spiking_neuron=neuron.LIFNode))
 
 
 def _spiking_resnext() -> nn.Module:
     # Grouped 3x3 convs (groups=4) in every bottleneck, as spiking_resnext50_32x4d has groups=32
     m = _zoo("spiking_resnet")
-    return _multi_step(m.SpikingResNet(m.Bottleneck, [1, 1, 1, 1], num_classes=10, groups=4, width_per_group=4,
-                                       spiking_neuron=neuron.IFNode))
+    return _multi_step(m.SpikingResNet(m.Bottleneck, [1, 1, 1, 1], num_classes=10, groups=4,
+                                       width_per_group=4, spiking_neuron=neuron.IFNode))
 
 
 def _sew_resnet() -> nn.Module:
@@ -97,13 +99,14 @@ def _firing(net: nn.Module) -> nn.Module:
 
 
 def _spikformer() -> nn.Module:
-    return _firing(_zoo("spikformer").Spikformer(T=T, in_channels=3, img_size_h=16, img_size_w=16, patch_size=4,
-                                                 num_classes=10, embed_dims=32, num_heads=2, depths=1))
+    return _firing(_zoo("spikformer").Spikformer(T=T, in_channels=3, img_size_h=16, img_size_w=16,
+                                                 patch_size=4, num_classes=10, embed_dims=32, num_heads=2,
+                                                 depths=1))
 
 
 def _sdt() -> nn.Module:
-    return _firing(_zoo("spike_driven_transformer").SpikeDrivenTransformer(T=T, in_channels=3, num_classes=10,
-                                                                           embed_dims=32, num_heads=2, depths=1))
+    sdt = _zoo("spike_driven_transformer").SpikeDrivenTransformer
+    return _firing(sdt(T=T, in_channels=3, num_classes=10, embed_dims=32, num_heads=2, depths=1))
 
 
 def _qkformer() -> nn.Module:

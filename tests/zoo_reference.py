@@ -1,13 +1,13 @@
 """Brute-force synaptic-operation counts, independent of snn_lats.metrics, for the zoo matrix.
 
-Layers: a forward hook on every conv/linear layer recomputes the layer on the magnitude of its input with a 0/1
-mask of its nonzero weights, ``Σ conv(|x|, 1[w ≠ 0])``: one accumulate per spike (an integer n counts n times)
-that meets a nonzero weight. Real-valued inputs count MACs: nonzero weights × output positions.
+Layers: a forward hook on every conv/linear layer recomputes the layer on the magnitude of its input with a
+0/1 mask of its nonzero weights, ``Σ conv(|x|, 1[w ≠ 0])``: one accumulate per spike (an integer n counts n
+times) that meets a nonzero weight. Real-valued inputs count MACs: nonzero weights × output positions.
 
 Matrix products without a module (attention): a ``TorchFunctionMode`` (a different mechanism from the one
-``measure`` uses) sees every ``matmul``/``@``/``bmm``/``mm``/``einsum`` and redoes it on ``m(a)`` and ``m(b)``,
-where ``m(x) = |x|`` for whole-number tensors and ``1[x ≠ 0]`` for real ones, in float64; the sum of the result
-is the number of product terms with both factors nonzero, an integer n counted n times.
+``measure`` uses) sees every ``matmul``/``@``/``bmm``/``mm``/``einsum`` and redoes it on ``m(a)`` and
+``m(b)``, where ``m(x) = |x|`` for whole-number tensors and ``1[x ≠ 0]`` for real ones, in float64; the sum of
+the result is the number of product terms with both factors nonzero, an integer n counted n times.
 """
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ class _MatmulCounter(TorchFunctionMode):
 
 @torch.no_grad()
 def brute_force_counts(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """``{"sops", "macs", "matmul_sops"}`` of one eval-mode forward of ``x`` (``sops`` includes the matmuls)."""
+    """``{"sops", "macs", "matmul_sops"}`` of one eval-mode forward of ``x`` (``sops`` includes the
+    matmuls)."""
     counts = _Counts()
 
     def pre(module, args):
