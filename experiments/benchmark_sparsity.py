@@ -1,8 +1,14 @@
 """Spike-level sparsity of a (pruned) model: weight sparsity, firing rates, exact SOPs, MACs and energy.
 
-    python -m experiments.benchmark_sparsity --checkpoint runs/demo/checkpoint_best.pth --data digits --out runs/sparsity
+    python -m experiments.benchmark_sparsity --checkpoint runs/demo/checkpoint_best.pth --data digits \\
+        --out runs/sparsity
     python -m experiments.benchmark_sparsity --model sew_resnet18 --model-kwargs '{"T": 4}' \\
-        --checkpoint ckpt.pth --data imagefolder:/data/imagenet/val --max-batches 50
+        --checkpoint ckpt.pth --data imagenet --data-path /data/imagenet --max-batches 50
+
+--data NAME and --data-path DIR are experiments.train's (NAME one of digits, fashion-mnist, cifar10, cifar100,
+imagenet; DIR the root training took, e.g. the ImageNet folder that holds val/): it measures on the validation
+split training evaluates on, with the same transforms (experiments.data.eval_split). The old NAME:DIR forms
+(cifar10:DIR, imagefolder:DIR) are a one-line error naming the new spelling.
 
 Any model: --model is a registry name or PACKAGE.MODULE:FACTORY, a callable importable from sys.path
 (``python -m`` puts the working directory there) that returns the nn.Module, called with --model-kwargs:
@@ -10,8 +16,8 @@ Any model: --model is a registry name or PACKAGE.MODULE:FACTORY, a callable impo
     python -m experiments.benchmark_sparsity --model my_pkg.nets:build_csnn --model-kwargs '{"width": 8}' \\
         --checkpoint pruned.pth --data fashion-mnist
 
-The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When it
-stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed; a
+The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When
+it stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed; a
 channel-pruned model's "structure" rebuilds its widths (registry models only). A bad import path, a missing
 factory, kwargs the factory does not take, or a checkpoint that does not fit the model is a one-line error
 (exit code 2). Prints a per-layer table and writes sparsity.json, sparsity.csv and plots (per-layer weight
@@ -32,7 +38,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import models
-from experiments.data import eval_dataset
+from experiments.data import DATASETS, eval_split
 from snn_lats.checkpoint import load_checkpoint, load_plain_weights, model_state_from_checkpoint
 from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, MetricsReport, measure
 
@@ -175,7 +181,7 @@ def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[
     return written
 
 
-def main(argv: list[str] | None = None) -> MetricsReport:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmark_sparsity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path)
@@ -183,16 +189,27 @@ def main(argv: list[str] | None = None) -> MetricsReport:
                         help=f"one of {models.list_models()}, or PACKAGE.MODULE:FACTORY for any model")
     parser.add_argument("--model-kwargs", type=json_object, default=None,
                         help="JSON object of the model's kwargs")
-    parser.add_argument("--dense-checkpoint", type=Path, default=None, help="a dense model to compare against")
-    parser.add_argument("--data", default="digits", help="digits | fashion-mnist[:DIR] | cifar10:DIR | imagefolder:DIR")
+    parser.add_argument("--dense-checkpoint", type=Path, default=None,
+                        help="a dense model to compare against")
+    parser.add_argument("--data", default="digits",
+                        help=f"one of {', '.join(DATASETS)}, as experiments.train takes it")
+    parser.add_argument("--data-path", default=None,
+                        help="the data set's root, as experiments.train takes it (imagenet: the folder "
+                             "that holds val/)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--max-batches", type=int, default=None)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--per-channel", action="store_true", help="also record per-channel firing rates")
     parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per accumulate (default 45 nm)")
-    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="pJ per multiply-accumulate (default 45 nm)")
+    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ,
+                        help="pJ per multiply-accumulate (default 45 nm)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("runs/sparsity"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> MetricsReport:
+    parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.batch_size <= 0:
         parser.error(f"--batch-size must be > 0, got {args.batch_size}")
@@ -200,7 +217,8 @@ def main(argv: list[str] | None = None) -> MetricsReport:
         parser.error(f"--max-batches must be > 0, got {args.max_batches}")
 
     try:  # the user's errors as one line, exit code 2 (what argparse does for its own)
-        loader = DataLoader(eval_dataset(args.data), batch_size=args.batch_size, num_workers=args.workers)
+        loader = DataLoader(eval_split(args.data, args.data_path), batch_size=args.batch_size,
+                            num_workers=args.workers)
         checkpoint = load_checkpoint(args.checkpoint)
         model = build_model(checkpoint, args.model, args.model_kwargs).to(args.device)
         reference = unpruned_architecture(checkpoint, args.model, args.model_kwargs)

@@ -29,8 +29,8 @@ def test_cli_reads_a_prepared_checkpoint_and_writes_table_json_csv_and_plots(tmp
                                       "--out", str(out)])
     printed = capsys.readouterr().out
     assert "layer1.0.conv1" in printed and "energy" in printed
-    for name in ("sparsity.json", "sparsity.csv", "sparsity_dense.json", "weight_density.png", "operations.png",
-                 "firing_rate.png"):
+    for name in ("sparsity.json", "sparsity.csv", "sparsity_dense.json", "weight_density.png",
+                 "operations.png", "firing_rate.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "sparsity.json").read_text())
     assert saved["total"]["samples"] == 32
@@ -64,6 +64,35 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "corrupt or truncated" in _fails(["--checkpoint", str(tmp_path / "truncated.pth")], capsys)
     assert "FileNotFoundError: checkpoint" in _fails(["--checkpoint", str(tmp_path / "nope.pth")], capsys)
     assert "--data" in _fails([*anonymous, "--data", "mnist"], capsys)
+
+
+def test_cli_data_errors_are_one_line_and_name_the_new_spelling(tmp_path, capsys):
+    base = ["--checkpoint", str(tmp_path / "never_read.pth"), "--out", str(tmp_path)]  # data is checked first
+    old = {  # the old NAME:DIR forms -> train.py's --data NAME --data-path DIR
+        "cifar10:/data/cifar10": "now: --data cifar10 --data-path /data/cifar10",
+        "imagefolder:/data/imagenet/val": "now: --data imagenet --data-path /data/imagenet",
+        "imagefolder:/data/imagenet/val/": "now: --data imagenet --data-path /data/imagenet",
+        "imagefolder:/data/in1k_val":
+            "now: --data imagenet --data-path ROOT, where ROOT/val is the ImageFolder /data/in1k_val",
+        "fashion-mnist:/data/fmnist": "now: --data fashion-mnist --data-path /data/fmnist",
+        "cifar100:/data/c100": "now: --data cifar100 --data-path /data/c100",
+    }
+    for spec, new in old.items():
+        err = _fails([*base, "--data", spec], capsys)
+        assert err.endswith(f"error: --data {spec}: NAME:DIR is the old spelling; {new}"), err
+    err = _fails([*base, "--data", "mnist"], capsys)
+    assert "--data must be one of digits, fashion-mnist, cifar10, cifar100, imagenet" in err
+    assert err.endswith("got 'mnist'"), err
+    for name in ("cifar10", "cifar100", "imagenet"):
+        err = _fails([*base, "--data", name], capsys)
+        assert f"FileNotFoundError: --data {name}: --data-path None is not a directory" in err
+    (tmp_path / "empty").mkdir()
+    err = _fails([*base, "--data", "cifar10", "--data-path", str(tmp_path / "empty")], capsys)
+    assert "FileNotFoundError: --data cifar10: no cifar10 files under" in err
+    err = _fails([*base, "--data", "imagenet", "--data-path", str(tmp_path / "empty")], capsys)
+    assert f"{str(tmp_path / 'empty' / 'val')!r} does not exist (ImageFolder layout" in err
+    err = _fails([*base, "--data", "fashion-mnist", "--data-path", str(tmp_path / "empty")], capsys)
+    assert "FileNotFoundError: Fashion-MNIST file" in err
 
 
 def test_cli_measures_a_users_own_model_from_an_import_path(tmp_path):
@@ -112,15 +141,18 @@ def test_cli_reads_the_training_pipelines_checkpoint(tmp_path, capsys):
     from experiments import train
 
     run = tmp_path / "run"
-    train.main(["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "if", "--width-multiplier",
-                "0.125", "--method", "pai", "--final-threshold", "0.08", "--epochs", "1", "--batch-size", "64",
-                "--max-steps-per-epoch", "3", "--device", "cpu", "--output-dir", str(run)])
+    train.main(["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "if",
+                "--width-multiplier", "0.125", "--method", "pai", "--final-threshold", "0.08",
+                "--epochs", "1", "--batch-size", "64", "--max-steps-per-epoch", "3", "--device", "cpu",
+                "--output-dir", str(run)])
     report = benchmark_sparsity.main(["--checkpoint", str(run / "checkpoint_best.pth"), "--max-batches", "1",
                                       "--out", str(tmp_path / "sparsity")])
-    # No --model flags were needed: the checkpoint names its model and kwargs, and its prepared weights are squashed
-    # offline. Pruning at initialization with D=0.08 leaves every conv sparse and the SNN classifier dense.
+    # No --model flags were needed: the checkpoint names its model and kwargs, and its prepared weights are
+    # squashed offline. Pruning at initialization with D=0.08 leaves every conv sparse and the SNN
+    # classifier dense.
     checkpoint = torch.load(run / "checkpoint_best.pth", weights_only=True)
-    assert checkpoint["model_name"] == "sew_resnet18" and checkpoint["model_kwargs"]["width_multiplier"] == 0.125
+    assert checkpoint["model_name"] == "sew_resnet18"
+    assert checkpoint["model_kwargs"]["width_multiplier"] == 0.125
     convs = [n for n, r in report.layers.items() if r["type"] == "conv"]
     assert len(convs) == 20 and all(report.layers[n]["weight_sparsity"] > 0.1 for n in convs)
     assert report.layers["fc"]["weight_sparsity"] == 0.0
@@ -140,7 +172,7 @@ def test_cli_measures_a_users_spiking_transformer_with_its_matmuls(tmp_path, cap
                                       "--batch-size", "8", "--out", str(out)])
     conv1d = [n for n, r in report.layers.items() if r.get("module_type") == "Conv1d"]
     assert len(conv1d) == 4  # qkv, proj and the MLP's two: all counted
-    assert [n for n, r in report.layers.items() if r["type"] == "matmul"]  # the attention's products, own rows
+    assert [n for n, r in report.layers.items() if r["type"] == "matmul"]  # attention's products, own rows
     assert report.total["coverage"]["weights"] == 1.0
     assert "/matmul." in capsys.readouterr().out
     for name in ("weight_density.png", "operations.png", "firing_rate.png"):
