@@ -1,8 +1,8 @@
-"""Run a grid of (method x strength x seed) through the training pipeline and collect every run's final figures.
+"""Run a grid of (method x strength x seed) through the training pipeline and collect every run's figures.
 
     python -m experiments.sweep -c experiments/configs/sweeps/sweep_fmnist_sew18.yaml --jobs 2
-    python -m experiments.sweep -c experiments/configs/sweeps/sweep_fmnist_sew18.yaml --jobs 2     # again: resumes
-    python -m experiments.sweep -c ... --dry-run                                                   # list the runs
+    python -m experiments.sweep -c experiments/configs/sweeps/sweep_fmnist_sew18.yaml --jobs 2  # resumes
+    python -m experiments.sweep -c ... --dry-run                                                # lists runs
 
 The sweep file (YAML) has:
 
@@ -16,13 +16,18 @@ The sweep file (YAML) has:
       pgh: {final_threshold: [0.1, 0.2, 0.3], beta: 0.1}
       gmp: {pruning_ratio: [0.8, 0.9, 0.95], pruning_end_epoch: 4}
 
+The data follow experiments.train's names: ``base`` must set ``data`` (digits, fashion-mnist, cifar10,
+cifar100 or imagenet) and sets ``data_path`` where the data set needs one. ``measure`` (benchmark_sparsity's
+max_batches, batch_size, data, data_path) measures on base's data and data_path, on the validation split
+training evaluates on, unless it names its own; an old ``NAME:DIR`` value is an error naming the new keys.
+
 Every run trains in its own process (``python -m experiments.train``) into OUTPUT_DIR/runs/NAME, then
 ``experiments.benchmark_sparsity`` measures its final checkpoint, and the run's figures go to NAME/result.json
-(written last, atomically: a run is finished exactly when that file exists). OUTPUT_DIR/results.csv is rewritten
-from all result.json files after every run. Run the same command again after a crash or a kill: finished runs are
-skipped, an interrupted run continues from its checkpoint_last.pth (``--resume auto``) and ends exactly as it
-would have. ``--jobs N`` runs N at a time with cores/N threads each (single-threaded small models scale better
-than threaded ones on few cores). To stop a sweep, stop its process group (Ctrl-C does).
+(written last, atomically: a run is finished exactly when that file exists). OUTPUT_DIR/results.csv is
+rewritten from all result.json files after every run. Run the same command again after a crash or a kill:
+finished runs are skipped, an interrupted run continues from its checkpoint_last.pth (``--resume auto``) and
+ends exactly as it would have. ``--jobs N`` runs N at a time with cores/N threads each (single-threaded small
+models scale better than threaded ones on few cores). To stop a sweep, stop its process group (Ctrl-C does).
 """
 from __future__ import annotations
 
@@ -40,13 +45,15 @@ from pathlib import Path
 
 import yaml
 
+from experiments.data import check_name, data_flags
 from experiments.train import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = ["model", "method", "strength_key", "strength", "seed", "acc1", "best_acc1", "sparsity", "firing_rate",
-           "sops", "ops", "energy_uj", "energy_ratio", "macs", "flops_reduction", "prune_epoch", "lambda_ratio",
-           "train_seconds", "wall_seconds", "run"]
+COLUMNS = ["model", "method", "strength_key", "strength", "seed", "acc1", "best_acc1", "sparsity",
+           "firing_rate", "sops", "ops", "energy_uj", "energy_ratio", "macs", "flops_reduction",
+           "prune_epoch", "lambda_ratio", "train_seconds", "wall_seconds", "run"]
 SPEC_KEYS = {"output_dir", "base", "seeds", "measure", "methods"}
+MEASURE_KEYS = {"data", "data_path", "batch_size", "max_batches"}  # benchmark_sparsity options
 
 
 @dataclass
@@ -80,6 +87,22 @@ def load_spec(path: str | os.PathLike) -> dict:
     for reserved in ("method", "seed", "output_dir", "resume"):
         if reserved in spec["base"]:
             raise ValueError(f"{path}: 'base' must not set {reserved!r}: the sweep sets it per run")
+    if "data" not in spec["base"]:
+        raise ValueError(f"{path}: 'base' must set 'data' (one of the data set names of experiments.train), "
+                         "which the runs train and are measured on")
+    measure = spec.setdefault("measure", {})
+    if not isinstance(measure, dict):
+        raise ValueError(f"{path}: 'measure' must be a mapping, got {measure!r}")
+    unknown = sorted(set(measure) - MEASURE_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: measure: unknown keys {unknown}; allowed: {sorted(MEASURE_KEYS)}")
+    for section in ("base", "measure"):
+        if "data" in spec[section]:
+            try:
+                check_name(str(spec[section]["data"]))
+            except ValueError as exc:
+                raise ValueError(f"{path}: {section}.data: {exc} "
+                                 "(in a sweep file: data: NAME, data_path: DIR)") from None
     for method, options in spec["methods"].items():
         if method not in METHODS:
             raise ValueError(f"{path}: unknown method {method!r}; methods are {list(METHODS)}")
@@ -87,9 +110,9 @@ def load_spec(path: str | os.PathLike) -> dict:
             raise ValueError(f"{path}: methods.{method} must be a mapping of options, got {options!r}")
         lists = [k for k, v in options.items() if isinstance(v, list)]
         if len(lists) > 1:
-            raise ValueError(f"{path}: methods.{method} has several list-valued keys {lists}; one is the strength")
+            raise ValueError(f"{path}: methods.{method} has several list-valued keys {lists}; "
+                             "one is the strength")
     spec.setdefault("output_dir", f"runs/{Path(path).stem}")
-    spec.setdefault("measure", {})
     return spec
 
 
@@ -125,11 +148,23 @@ def train_command(run: Run, base_config: Path, out: Path) -> list[str]:
     return cmd
 
 
+def measure_data(spec: dict) -> tuple[str, str | None]:
+    """(NAME, DIR) the runs are measured on: measure's data and data_path, else base's (base's data_path only
+    with base's data)."""
+    base, m = spec["base"], spec["measure"]
+    if "data" in m and m["data"] != base["data"]:
+        name, path = m["data"], m.get("data_path")
+    else:
+        name, path = base["data"], m.get("data_path", base.get("data_path"))
+    return str(name), None if path is None else str(path)
+
+
 def measure_command(run_dir: Path, spec: dict) -> list[str]:
     m = spec["measure"]
     cmd = [sys.executable, "-m", "experiments.benchmark_sparsity", "--checkpoint",
-           str(run_dir / "checkpoint_last.pth"), "--data", str(m.get("data", spec["base"]["data"])),
-           "--out", str(run_dir / "sparsity"), "--batch-size", str(m.get("batch_size", 250)), "--device", "cpu"]
+           str(run_dir / "checkpoint_last.pth"), *data_flags(*measure_data(spec)),
+           "--out", str(run_dir / "sparsity"), "--batch-size", str(m.get("batch_size", 250)),
+           "--device", "cpu"]
     if m.get("max_batches"):
         cmd += ["--max-batches", str(m["max_batches"])]
     return cmd
@@ -155,7 +190,8 @@ def collect(run: Run, run_dir: Path, model: str, wall_seconds: float) -> dict:
         "energy_ratio": reference.get("energy_ratio", total["energy_ratio"]),
         "macs": summary["macs"], "flops_reduction": summary["flops_reduction"],
         "prune_epoch": summary.get("prune_epoch"),
-        # implied L1 coefficient λ = Δd/lr at the end of each epoch: max/min (1 for a constant λ; None without one)
+        # implied L1 coefficient λ = Δd/lr at the end of each epoch: max/min (1 for a constant λ; None
+        # without one)
         "lambda_ratio": max(lambdas) / min(lambdas) if lambdas else None,
         "train_seconds": train_seconds, "wall_seconds": wall_seconds,
         "run": run.name,
@@ -211,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="run only these methods")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--recollect", action="store_true",
-                   help="rebuild every finished run's result.json and results.csv from its files, training nothing")
+                   help="rebuild every finished run's result.json and results.csv from its files, "
+                        "training nothing")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -262,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.CalledProcessError as exc:
             with lock:
                 failed.append(run.name)
-            print(f"FAILED {run.name} (exit {exc.returncode}); see {out / 'runs' / (run.name + '.log')}", flush=True)
+            print(f"FAILED {run.name} (exit {exc.returncode}); see {out / 'runs' / (run.name + '.log')}",
+                  flush=True)
             return
         with lock:
             write_results(out, runs)
