@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ._registry import register_model
+from .resnet_options import check_width_multiplier, scaled_width
 
 # (output channels, stride) of the 13 depthwise-separable blocks
 BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),
@@ -23,9 +24,11 @@ def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int, groups: int = 1) -
 class MobileNetV1(nn.Module):
     def __init__(self, num_classes: int = 1000, width_multiplier: float = 1.0, in_channels: int = 3):
         super().__init__()
-        if not isinstance(width_multiplier, (int, float)) or not 0 < width_multiplier <= 4:
-            raise ValueError(f"width_multiplier must be a number in (0, 4], got {width_multiplier!r}")
-        width = lambda c: max(8, int(c * width_multiplier))  # noqa: E731
+        check_width_multiplier(width_multiplier)
+
+        def width(c: int) -> int:
+            return scaled_width(c, width_multiplier, minimum=8, rounding=int)
+
         layers = [_conv_bn(in_channels, width(32), 3, 2)]
         c_in = width(32)
         for c_out, stride in BLOCKS:

@@ -1,5 +1,9 @@
-"""What the ResNet builders share (SpikingJelly's and torchvision's ResNets): stage widths, the stem, their
-checks and the rebuilding (and initialisation) of the stem and stages."""
+"""The stem and width options, in one place: the stem choice (``imagenet`` | ``cifar``) and its geometry, the
+width multiplier's check and rounding, and the rebuilding (and initialisation) of a ResNet's stem and stages.
+
+Every ResNet builder (torchvision's, SpikingJelly's SEW, Spiking and MS ResNets) takes its stem and stage
+widths from here; the VGGs and MobileNet-V1 take the width multiplier's check and rounding (``scaled_width``).
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,18 +14,30 @@ STEMS = ("imagenet", "cifar")
 STAGE_WIDTHS = (64, 128, 256, 512)
 
 
-def check_options(stem: str, width_multiplier: float, in_channels: int) -> None:
-    if stem not in STEMS:
-        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+def check_width_multiplier(width_multiplier: float) -> None:
     if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) \
             or not 0 < width_multiplier <= 4:
         raise ValueError(f"width_multiplier must be a number in (0, 4], got {width_multiplier!r}")
+
+
+def check_options(stem: str, width_multiplier: float, in_channels: int) -> None:
+    """The ResNets' options: the stem, the width multiplier and the input channels."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    check_width_multiplier(width_multiplier)
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be an int >= 1, got {in_channels!r}")
 
 
+def scaled_width(channels: int, width_multiplier: float, minimum: int = 1,
+                 rounding: Callable[[float], int] = round) -> int:
+    """``channels`` scaled by the width multiplier: rounded to the nearest int (the ResNets and VGGs), or
+    truncated, with at least 8 channels (``minimum=8, rounding=int``: MobileNet-V1, as the STR/LATS code)."""
+    return max(minimum, rounding(channels * width_multiplier))
+
+
 def stage_widths(width_multiplier: float) -> list[int]:
-    return [max(1, round(w * width_multiplier)) for w in STAGE_WIDTHS]
+    return [scaled_width(w, width_multiplier) for w in STAGE_WIDTHS]
 
 
 def stem_geometry(stem: str) -> tuple[int, int, int]:
@@ -56,7 +72,7 @@ def configure_resnet(model: nn.Module, block, layers, *, stem: str, in_channels:
         model.maxpool = nn.Identity()
     if widths != list(STAGE_WIDTHS):
         model.inplanes, model.dilation = widths[0], 1  # what _make_layer reads
-        for i, (width, blocks) in enumerate(zip(widths, layers)):
+        for i, (width, blocks) in enumerate(zip(widths, layers, strict=True)):
             setattr(model, f"layer{i + 1}", make_stage(block, width, blocks, 1 if i == 0 else 2))
         model.fc = linear(widths[3] * block.expansion, num_classes)
     if replaced:  # the libraries' own initialisation, for the modules replaced

@@ -20,6 +20,7 @@ from spikingjelly.activation_based.model import spiking_vgg
 from torch import nn
 
 from ._registry import register_model
+from .resnet_options import check_width_multiplier, scaled_width
 from .snn_options import NEURON_KWARGS, check_int, check_T, neuron_setup, time_sequence
 
 FAMILY = "spikingjelly.activation_based.model.spiking_vgg"
@@ -62,12 +63,10 @@ def _build(cfg_key: str, batch_norm: bool, *, T: int = 4, neuron_type: str = "if
     check_int("in_channels", in_channels)
     check_int("pool_size", pool_size)
     check_int("classifier_width", classifier_width)
-    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) \
-            or not 0 < width_multiplier <= 4:
-        raise ValueError(f"width_multiplier must be a number in (0, 4], got {width_multiplier!r}")
+    check_width_multiplier(width_multiplier)
     if not isinstance(ceil_mode, bool):
         raise ValueError(f"ceil_mode must be a bool, got {ceil_mode!r}")
-    cfg = [v if v == "M" else max(1, round(v * width_multiplier)) for v in spiking_vgg.cfgs[cfg_key]]
+    cfg = [v if v == "M" else scaled_width(v, width_multiplier) for v in spiking_vgg.cfgs[cfg_key]]
     spiking_neuron, neuron_kwargs = neuron_setup(neuron_type, **neuron_options)
     return SpikingVGGClassifier(cfg, T=T, in_channels=in_channels, ceil_mode=ceil_mode, pool_size=pool_size,
                                 classifier_width=classifier_width, num_classes=num_classes,

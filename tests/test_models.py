@@ -149,3 +149,10 @@ def test_stem_and_width_options_build_the_pinned_architectures(name, kwargs, par
     assert tuple(model.get_submodule(first_conv).weight.shape) == shape
     if hasattr(model, "maxpool"):  # the CIFAR stem has no max-pool, the ImageNet stem keeps the library's
         assert isinstance(model.maxpool, torch.nn.Identity) == (kwargs["stem"] == "cifar")
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "resnet18", "sew_resnet18", "ms_resnet18", "spiking_vgg11"])
+@pytest.mark.parametrize("bad", [0, 5, True, "1"])
+def test_every_width_multiplier_is_checked_the_same_way(name, bad):
+    with pytest.raises(ValueError, match=r"width_multiplier must be a number in \(0, 4\], got"):
+        models.create_model(name, width_multiplier=bad)
