@@ -46,7 +46,7 @@ def _build(*, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_d
     if embed_dims % 4:
         raise ValueError("embed_dims must be a multiple of 4 (stages of embed_dims // 4 and // 2), got "
                          f"{embed_dims}")
-    for dim, heads in zip((embed_dims // 4, embed_dims // 2, embed_dims), num_heads):
+    for dim, heads in zip((embed_dims // 4, embed_dims // 2, embed_dims), num_heads, strict=True):
         if dim % heads:
             raise ValueError(f"num_heads {num_heads}: a stage of {dim} channels cannot split into {heads} "
                              "heads")

@@ -16,7 +16,6 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from ._registry import register_model
 from .resnet_options import check_options, configure_resnet
 
-
 _INFO = dict(classifier="fc", options=("stem", "width_multiplier"), family="torchvision.models.resnet")
 
 
