@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 LEGACY_SJ := $(VENV)/sj-legacy
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 # Re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -25,6 +25,9 @@ $(LEGACY_SJ): $(STAMP)
 
 test: $(STAMP) $(LEGACY_SJ)
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench_overhead

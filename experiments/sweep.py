@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import subprocess
@@ -46,7 +47,8 @@ from pathlib import Path
 import yaml
 
 from experiments.data import check_name, data_flags
-from experiments.train import METHODS
+from experiments.methods import METHODS
+from snn_lats.io import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["model", "method", "strength_key", "strength", "seed", "acc1", "best_acc1", "sparsity",
@@ -199,9 +201,7 @@ def collect(run: Run, run_dir: Path, model: str, wall_seconds: float) -> dict:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2))
 
 
 def write_results(out: Path, runs: list[Run]) -> Path:
@@ -212,12 +212,11 @@ def write_results(out: Path, runs: list[Run]) -> Path:
         if path.is_file():
             rows.append(json.loads(path.read_text()))
     target = out / "results.csv"
-    tmp = target.with_name(f"results.csv.tmp.{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, target)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(target, text.getvalue())
     return target
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .io import atomic_save
 from .parametrizations import parametrization_for_state
 
 _PARAM = ".parametrizations.weight."
@@ -140,18 +141,6 @@ def export_dense(model: nn.Module, clone: bool = True) -> dict[str, torch.Tensor
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, flushed to disk, then renamed over ``path``.
-
-    A crash at any point leaves either the previous file or the new one, never a truncated one.
-    """
-    path = os.fspath(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``torch.save`` atomically (:func:`snn_lats.io.atomic_save`): a crash leaves the previous file or the new
+    one, never a truncated one."""
+    atomic_save(obj, path)

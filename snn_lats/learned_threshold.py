@@ -1,4 +1,5 @@
-"""``LearnedThresholdPruner``: LTP, learned per-layer thresholds with a differentiable L0 term (Azarian et al. 2020)."""
+"""``LearnedThresholdPruner``: LTP, learned per-layer thresholds with a differentiable L0 term (Azarian et al.
+2020)."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_choice, check_number, check_type
 from .base import BasePruner
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
 from .parametrizations import LearnedThreshold
@@ -23,7 +25,8 @@ class LayerThreshold:
     temperature: float  # T_l = T0·Var(|w|)
     sparsity: float  # of the hard mask
     soft_density: float  # mean σ((w² − τ)/T), the layer's differentiable L0 per weight
-    band_fraction: float  # fraction of weights with |z| < 4; 0 means τ gets no gradient (premature termination)
+    # fraction of weights with |z| < 4; 0 means τ gets no gradient (premature termination)
+    band_fraction: float
     weights: int
 
 
@@ -47,32 +50,25 @@ class ThresholdReport:
 
     def __str__(self) -> str:
         width = max([len(n) for n in self.layers] + [5])
-        lines = [f"{'layer':<{width}}  {'tau':>10}  {'sqrt(tau)':>9}  {'T_l':>10}  sparsity  soft_L0  in_band"]
+        lines = [f"{'layer':<{width}}  {'tau':>10}  {'sqrt(tau)':>9}  {'T_l':>10}  "
+                 "sparsity  soft_L0  in_band"]
         for n, t in self.layers.items():
             cutoff = math.sqrt(t.tau) if t.tau > 0 else 0.0
-            lines.append(f"{n:<{width}}  {t.tau:10.3e}  {cutoff:9.4f}  {t.temperature:10.3e}  {t.sparsity:8.4f}  "
-                         f"{t.soft_density:7.4f}  {t.band_fraction:7.4f}")
+            lines.append(f"{n:<{width}}  {t.tau:10.3e}  {cutoff:9.4f}  {t.temperature:10.3e}  "
+                         f"{t.sparsity:8.4f}  {t.soft_density:7.4f}  {t.band_fraction:7.4f}")
         lines.append(f"{'total':<{width}}  {'':>10}  {'':>9}  {'':>10}  {self.sparsity:8.4f}  {'':>7}  "
                      f"{self.band_fraction:7.4f}")
         return "\n".join(lines)
 
 
-def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
 class LearnedThresholdPruner(BasePruner):
     """Learn one threshold τ_l per layer on the squared weights, pushed up by a differentiable L0 term.
 
-    Training: ``W = θ·σ((θ² − τ_l)/T_l)`` with ``T_l = temperature·Var(|θ|)``. Evaluation (``model.eval()``) and
-    ``squash()``: the hard mask ``W = θ·1[θ² > τ_l]``. Add :meth:`regularization` to the loss; it is what pushes
-    τ up. θ's gradient skips the sigmoid's slope (LTP's straight-through rule), in the mask and in the L0 term, so
-    only τ feels the L0 pressure; τ keeps its full gradient from both terms. With BatchNorm after a layer, L1/L2
-    only rescale the weights; L0 counts them, so the pressure is real.
+    Training: ``W = θ·σ((θ² − τ_l)/T_l)`` with ``T_l = temperature·Var(|θ|)``. Evaluation (``model.eval()``)
+    and ``squash()``: the hard mask ``W = θ·1[θ² > τ_l]``. Add :meth:`regularization` to the loss; it is what
+    pushes τ up. θ's gradient skips the sigmoid's slope (LTP's straight-through rule), in the mask and in the
+    L0 term, so only τ feels the L0 pressure; τ keeps its full gradient from both terms. With BatchNorm after
+    a layer, L1/L2 only rescale the weights; L0 counts them, so the pressure is real.
 
     τ_l is stored as ``threshold · unit`` with ``unit`` = Var(|θ|) when the pruner is built: build it after
     loading pretrained weights. One learning rate then fits every layer; give it through :meth:`param_groups`.
@@ -84,10 +80,11 @@ class LearnedThresholdPruner(BasePruner):
         temperature: T0 > 0. Smaller → a sharper sigmoid (closer to the hard mask, but fewer weights in the
             transition band to move τ; see :meth:`report`).
         normalize: ``"count"`` (L0 divided by the number of pruned weights: the soft density, in [0, 1]),
-            ``"macs"`` (each weight counted by the MACs it costs per sample, divided by the total: the soft MAC
-            density; needs one forward pass before the first :meth:`regularization`), or ``"none"`` (the raw
-            count of the paper's eq. 6).
-        layer_weights: optional extra per-layer factors ``{name: weight}`` (others 1), on top of ``normalize``.
+            ``"macs"`` (each weight counted by the MACs it costs per sample, divided by the total: the soft
+            MAC density; needs one forward pass before the first :meth:`regularization`), or ``"none"`` (the
+            raw count of the paper's eq. 6).
+        layer_weights: optional extra per-layer factors ``{name: weight >= 0}`` (others 1), on top of
+            ``normalize``.
         initial_threshold: τ at the start, in units of Var(|θ|). 0 keeps every nonzero weight.
         ignored_layers / layer_types: as for every snn_lats pruner.
     """
@@ -104,29 +101,33 @@ class LearnedThresholdPruner(BasePruner):
         ignored_layers: IgnoredLayers = None,
         layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
     ):
-        self.l0_weight = _positive(l0_weight, "l0_weight", allow_zero=True)
-        self.temperature = _positive(temperature, "temperature")
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-        self.normalize = normalize
-        initial_threshold = float(initial_threshold)
+        self.l0_weight = check_number("l0_weight", l0_weight, minimum=0)
+        self.temperature = check_number("temperature", temperature, above=0)
+        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+        initial_threshold = check_number("initial_threshold", initial_threshold)
+        layer_weights = check_type("layer_weights", layer_weights, Mapping, "a dict {layer name: weight}",
+                                   optional=True) or {}
+        layer_weights = {name: check_number(f"layer_weights[{name!r}]", value, minimum=0)
+                         for name, value in layer_weights.items()}
         super().__init__(model, ignored_layers, layer_types)
-        unknown = sorted(set(layer_weights or {}) - set(self.layers))
+        unknown = sorted(set(layer_weights) - set(self.layers))
         if unknown:
             raise ValueError(f"layer_weights names layers that are not pruned: {unknown}")
-        self.layer_weights = {name: float((layer_weights or {}).get(name, 1.0)) for name in self.layers}
+        self.layer_weights = {name: layer_weights.get(name, 1.0) for name in self.layers}
 
         def make(name: str, module: nn.Module) -> LearnedThreshold:
             unit = float(module.weight.detach().abs().float().var(correction=0))
             if unit <= 0:
-                raise ValueError(f"layer {name!r} has weights of constant magnitude; cannot set its threshold unit")
+                raise ValueError(f"layer {name!r} has weights of constant magnitude; cannot set its "
+                                 "threshold unit")
             return LearnedThreshold(self.temperature, unit, initial_threshold).to(module.weight.device)
 
         self._register(make)
         self._macs_per_weight: dict[str, int] = {}
         self._hooks = []
-        if normalize == "macs":
-            self._hooks = [module.register_forward_hook(self._record_macs(name)) for name, module in self.layers.items()]
+        if self.normalize == "macs":
+            self._hooks = [module.register_forward_hook(self._record_macs(name))
+                           for name, module in self.layers.items()]
 
     def _record_macs(self, name: str):
         def hook(module, inputs, output):
@@ -148,16 +149,18 @@ class LearnedThresholdPruner(BasePruner):
         return [p.threshold for _, _, p in self.parametrizations()]
 
     def param_groups(self, threshold_lr: float | None = None) -> list[dict[str, Any]]:
-        """``[{"params": every other parameter}, {"params": thresholds, "weight_decay": 0, "lr": threshold_lr}]``.
+        """``[{"params": every other parameter}, {"params": thresholds, "weight_decay": 0,
+        "lr": threshold_lr}]``.
 
-        Pass to the optimizer in place of ``model.parameters()``; the first group takes the optimizer's defaults.
+        Pass to the optimizer in place of ``model.parameters()``; the first group takes the optimizer's
+        defaults.
         """
         taus = self.thresholds()
         ids = {id(t) for t in taus}
         others = [p for p in self.model.parameters() if id(p) not in ids]
         group: dict[str, Any] = {"params": taus, "weight_decay": 0.0}
         if threshold_lr is not None:
-            group["lr"] = _positive(threshold_lr, "threshold_lr")
+            group["lr"] = check_number("threshold_lr", threshold_lr, above=0)
         return [{"params": others}, group]
 
     def extra_param_groups(self, lr: float | None = None) -> list[dict[str, Any]]:
@@ -165,13 +168,22 @@ class LearnedThresholdPruner(BasePruner):
         over ``model.parameters()`` before this pruner created τ."""
         return self.param_groups(lr)[1:]
 
+    @torch.no_grad()
+    def band_fraction(self) -> float:
+        """The fraction of all pruned weights in the sigmoid's transition band (0: τ no longer moves); one
+        device sync, so a loop may log it every step."""
+        counts = [(p.logits(m.parametrizations.weight.original).abs() < BAND).sum() for _, m, p in
+                  self.parametrizations()]
+        total = sum(m.parametrizations.weight.original.numel() for m in self.layers.values())
+        return float(torch.stack(counts).sum()) / total
+
     def log_dict(self) -> dict[str, float | None]:
-        """The fraction of weights in the sigmoid's transition band (0: τ no longer moves)."""
-        return {"band_fraction": self.report().band_fraction}
+        return {"band_fraction": self.band_fraction()}
 
     def _layer_factors(self) -> dict[str, float]:
         """The factor in front of each layer's Σσ, from ``normalize`` and ``layer_weights``."""
-        counts = {name: module.parametrizations.weight.original.numel() for name, module in self.layers.items()}
+        counts = {name: module.parametrizations.weight.original.numel()
+                  for name, module in self.layers.items()}
         if self.normalize == "macs":
             missing = sorted(set(self.layers) - set(self._macs_per_weight))
             if missing:
@@ -199,14 +211,16 @@ class LearnedThresholdPruner(BasePruner):
 
     @torch.no_grad()
     def report(self) -> ThresholdReport:
-        """Per layer: τ, T_l, hard sparsity, soft density and the fraction of weights in the transition band."""
+        """Per layer: τ, T_l, hard sparsity, soft density and the fraction of weights in the transition
+        band."""
         report = ThresholdReport()
         for name, module, p in self.parametrizations():
             theta = module.parametrizations.weight.original
             z = p.logits(theta)
             report.layers[name] = LayerThreshold(
                 tau=float(p.tau), temperature=float(p.layer_temperature(theta)),
-                sparsity=float(1 - p.hard_mask(theta).float().mean()), soft_density=float(torch.sigmoid(z).mean()),
+                sparsity=float(1 - p.hard_mask(theta).float().mean()),
+                soft_density=float(torch.sigmoid(z).mean()),
                 band_fraction=float((z.abs() < BAND).float().mean()), weights=theta.numel())
         return report
 
@@ -225,9 +239,10 @@ class LearnedThresholdPruner(BasePruner):
         entries = list(self.parametrizations())
         peaks = [m.parametrizations.weight.original.detach().square().amax().float() for _, m, _ in entries]
         taus = [p.tau.detach().float() for _, _, p in entries]
-        values = torch.stack([torch.stack(pair) for pair in zip(peaks, taus)]).tolist()  # one sync
+        pairs = [torch.stack(pair) for pair in zip(peaks, taus, strict=True)]
+        values = torch.stack(pairs).tolist()  # one sync
         return {name: f"its largest θ² is {peak:.4g} <= τ = {tau:.4g} (hard mask)"
-                for (name, _, _), (peak, tau) in zip(entries, values) if peak <= tau}
+                for (name, _, _), (peak, tau) in zip(entries, values, strict=True) if peak <= tau}
 
     def squash(self) -> nn.Module:
         """Bake the hard mask ``θ·1[θ² > τ]`` into plain weights and drop the parametrizations and τ."""

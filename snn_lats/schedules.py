@@ -25,28 +25,32 @@ from typing import Any
 
 import torch
 
+from ._checks import check_int, check_number, shown
+
 SCHEDULE_NAMES = ("constant", "s-lats", "lats", "pgh", "lr")
+_ALIASES = {"slats": "s-lats"}
+# the schedules whose closed form runs over a fixed number of steps
+NEEDS_TOTAL_STEPS = ("s-lats", "lats", "pgh")
 
 
-def _check_threshold(value: float, name: str = "final_threshold") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
+def schedule_name(schedule: Any) -> str | None:
+    """The canonical name of a ``schedule=`` string (case and the ``slats`` spelling folded), else None."""
+    if not isinstance(schedule, str):
+        return None
+    name = schedule.lower()
+    return _ALIASES.get(name, name)
+
+
+def needs_total_steps(schedule: Any) -> bool:
+    """Whether ``build_schedule(schedule, ...)`` needs ``total_steps=``."""
+    return schedule_name(schedule) in NEEDS_TOTAL_STEPS
 
 
 def _check_steps(total_steps: Any, start_step: Any) -> tuple[int, int]:
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int):
-        raise TypeError(f"total_steps must be an int, got {type(total_steps).__name__}")
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be > 0, got {total_steps}")
-    if isinstance(start_step, bool) or not isinstance(start_step, int):
-        raise TypeError(f"start_step must be an int, got {type(start_step).__name__}")
-    if not 0 <= start_step < total_steps:
-        raise ValueError(
-            f"start_step must satisfy 0 <= start_step < total_steps={total_steps}, got {start_step}"
-        )
+    total_steps = check_int("total_steps", total_steps, minimum=1)
+    start_step = check_int("start_step", start_step, minimum=0)
+    if start_step >= total_steps:
+        raise ValueError(f"start_step must be < total_steps={total_steps}, got {start_step}")
     return total_steps, start_step
 
 
@@ -76,7 +80,7 @@ class _RampSchedule(ThresholdSchedule):
     """d = D·shape(x) with x the clamped progress between ``start_step`` and ``total_steps``."""
 
     def __init__(self, final_threshold: float, total_steps: int, start_step: int = 0):
-        self.final_threshold = _check_threshold(final_threshold)
+        self.final_threshold = check_number("final_threshold", final_threshold, minimum=0)
         self.total_steps, self.start_step = _check_steps(total_steps, start_step)
 
     def progress(self, step: int) -> float:
@@ -95,10 +99,8 @@ class ConstantSchedule(ThresholdSchedule):
     unchanged at preparation; without it (``compensate=False``) this is pruning at initialization."""
 
     def __init__(self, final_threshold: float, start_step: int = 0):
-        self.final_threshold = _check_threshold(final_threshold)
-        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
-            raise ValueError(f"start_step must be an int >= 0, got {start_step!r}")
-        self.start_step = start_step
+        self.final_threshold = check_number("final_threshold", final_threshold, minimum=0)
+        self.start_step = check_int("start_step", start_step, minimum=0)
 
     def threshold_at(self, step: int) -> float:
         return self.final_threshold if step >= self.start_step else 0.0
@@ -122,8 +124,7 @@ class LATSSchedule(_RampSchedule):
 
     def __init__(self, final_threshold: float, total_steps: int, steps_per_epoch: int, start_step: int = 0):
         super().__init__(final_threshold, total_steps, start_step)
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
-            raise ValueError(f"steps_per_epoch must be an int > 0, got {steps_per_epoch!r}")
+        steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
         span = self.total_steps - self.start_step
         if span % steps_per_epoch:
             raise ValueError(
@@ -160,13 +161,10 @@ class PGHSchedule(_RampSchedule):
 
     def __init__(self, final_threshold: float, total_steps: int, beta: float, start_step: int = 0):
         super().__init__(final_threshold, total_steps, start_step)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-            raise TypeError(f"beta must be a number, got {type(beta).__name__}")
-        if not math.isfinite(beta) or beta <= 0 or beta == 1:
-            raise ValueError(
-                f"beta must be a finite number > 0 and != 1 (beta=1 is schedule='s-lats'), got {beta}"
-            )
-        self.beta = float(beta)
+        self.beta = check_number("beta", beta, above=0)
+        if self.beta == 1:
+            raise ValueError("beta must be a finite number > 0 and != 1 (beta=1 is schedule='s-lats'), got "
+                             f"{beta!r}")
 
     def shape(self, x: float) -> float:
         beta, L, pi2 = self.beta, math.log(self.beta), math.pi**2
@@ -181,11 +179,11 @@ class CallableSchedule(ThresholdSchedule):
 
     def __init__(self, fn: Callable[[int], float]):
         if not callable(fn):
-            raise TypeError(f"schedule must be callable, got {type(fn).__name__}")
+            raise TypeError(f"schedule must be a callable, got {shown(fn)}")
         self.fn = fn
 
     def threshold_at(self, step: int) -> float:
-        return _check_threshold(float(self.fn(step)), name=f"schedule({step})")
+        return check_number(f"schedule({step})", float(self.fn(step)), minimum=0)
 
 
 class LRProportionalSchedule(ThresholdSchedule):
@@ -197,10 +195,8 @@ class LRProportionalSchedule(ThresholdSchedule):
     """
 
     def __init__(self, l1_coefficient: float, start_step: int = 0):
-        self.l1_coefficient = _check_threshold(l1_coefficient, name="l1_coefficient")
-        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
-            raise ValueError(f"start_step must be an int >= 0, got {start_step!r}")
-        self.start_step = start_step
+        self.l1_coefficient = check_number("l1_coefficient", l1_coefficient, minimum=0)
+        self.start_step = check_int("start_step", start_step, minimum=0)
 
     def threshold_at(self, step: int) -> float:
         if step > self.start_step:
@@ -282,7 +278,7 @@ def build_schedule(
         return schedule
     if not isinstance(schedule, str):
         return CallableSchedule(schedule)
-    name = schedule.lower()
+    name = schedule_name(schedule)
 
     def need(value: Any, arg: str) -> Any:
         if value is None:
@@ -291,7 +287,7 @@ def build_schedule(
 
     if name == "constant":
         return ConstantSchedule(need(final_threshold, "final_threshold"), start_step)
-    if name in ("s-lats", "slats"):
+    if name == "s-lats":
         return SLATSSchedule(
             need(final_threshold, "final_threshold"), need(total_steps, "total_steps"), start_step
         )
@@ -317,7 +313,7 @@ def build_schedule(
                     "total_steps= to solve for it"
                 )
             l1_coefficient = solve_l1_coefficient(
-                _check_threshold(final_threshold), learning_rates, start_step
+                check_number("final_threshold", final_threshold, minimum=0), learning_rates, start_step
             )
         elif final_threshold is not None:
             raise ValueError("schedule='lr' takes l1_coefficient= or final_threshold=, not both")

@@ -82,9 +82,12 @@ def test_fit_grows_sparsity_logs_the_threshold_and_resumes(tmp_path):
     assert resumed.pruner.sparsity_report().sparsity > sparsity_one_epoch
 
 
-def test_total_steps_defaults_to_the_trainers_estimate(tmp_path):
-    pruning = SoftThresholdPruning(final_threshold=0.05, ignored_layers=["net.fc"])
+@pytest.mark.parametrize("schedule", ["s-lats", "S-LATS", "slats"])
+def test_total_steps_defaults_to_the_trainers_estimate(tmp_path, schedule):
+    # every spelling build_schedule accepts: the callback asks the schedules module, it keeps no list
+    pruning = SoftThresholdPruning(final_threshold=0.05, schedule=schedule, ignored_layers=["net.fc"])
     _trainer(tmp_path, 2, [pruning], "default").fit(DigitsSNN(), _loader())
+    assert type(pruning.pruner.schedule).__name__ == "SLATSSchedule"
     assert pruning.pruner.schedule.total_steps == 16 and pruning.pruner.step_count == 16
     assert pruning.pruner.threshold == pytest.approx(0.05)
 
@@ -104,3 +107,5 @@ def test_callback_bad_input():
         SoftThresholdPruning(final_threshold=0.1, optimizer=object())
     with pytest.raises(ValueError, match="l1_coefficient"):
         SoftThresholdPruning(schedule="lr")
+    with pytest.raises(ValueError, match="l1_coefficient"):
+        SoftThresholdPruning(schedule="LR")

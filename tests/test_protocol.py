@@ -82,7 +82,7 @@ def test_protocol_loop_equals_the_plain_loop_for_ltp():
         torch.testing.assert_close(value, weights(b)[key], msg=key)
     assert [float(t) for t in pa.thresholds()] == pytest.approx([float(t) for t in pb.thresholds()])
     assert all(float(t) != 0 for t in pa.thresholds())  # τ trained: the extra group reached the optimizer
-    assert pa.log_dict() == {"band_fraction": pytest.approx(pb.report().band_fraction)}
+    assert pa.log_dict() == {"band_fraction": pytest.approx(pb.report().band_fraction, abs=1e-6)}  # float32 means
 
 
 class SmallCNN(nn.Module):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import train
+from experiments import methods, train
 
 ROOT = Path(__file__).parents[1]
 TINY = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "lif", "--width-multiplier", "0.125",
@@ -249,12 +249,12 @@ def test_gmp_ramp_ends_at_the_pruning_end_epoch(tiny_cnn):
     args = train.parse_args([*TINY, "--method", "gmp", "--pruning-ratio", "0.8", "--epochs", "4",
                              "--pruning-end-epoch", "3"])
     optimizer = train.build_optimizer(args, tiny_cnn)
-    pruner = train.build_pruner(args, tiny_cnn, optimizer, None, steps_per_epoch=10)
+    pruner = methods.build_pruners(train.run_context(args, tiny_cnn, optimizer, steps_per_epoch=10)).get("pruner")
     assert pruner.target_sparsity(29) < 0.8 and pruner.target_sparsity(30) == pruner.target_sparsity(40) == 0.8
 
 
 def test_a_threshold_schedule_run_under_the_wrong_lr_schedule_is_flagged():
-    flagged = {(method, interval, warmup): train.schedule_lr_mismatch(train.parse_args(
+    flagged = {(method, interval, warmup): methods.get_method(method).lr_note(train.parse_args(
         [*TINY, "--method", method, "--sched-interval", interval, "--warmup-epochs", str(warmup)]))
         for method in ("s-lats", "lats", "lr") for interval in ("step", "epoch") for warmup in (0, 1)}
     assert {k for k, v in flagged.items() if v is None} == {("s-lats", "step", 0), ("lats", "epoch", 0),
@@ -270,7 +270,7 @@ def test_layer_scale_reaches_the_pruner_and_bad_entries_are_named(tiny_cnn, caps
     assert train.parse_args([*TINY, "--method", "lr", "--final-threshold", "0.1", "--layer-scale",
                              "conv1=4 fc=0"]).layer_scale == {"conv1": 4.0, "fc": 0.0}  # one string, as a sweep gives
     optimizer = train.build_optimizer(args, tiny_cnn)
-    pruner = train.build_pruner(args, tiny_cnn, optimizer, None, steps_per_epoch=10)
+    pruner = methods.build_pruners(train.run_context(args, tiny_cnn, optimizer, steps_per_epoch=10)).get("pruner")
     assert pruner.scales["conv1"] == 4.0 and set(pruner.scales.values()) == {1.0, 4.0}
     for bad, message in ((["conv1=x"], "NAME=SCALE"), (["conv1=-1"], "NAME=SCALE"), (["=2"], "NAME=SCALE"),
                          (["conv1=nan"], "NAME=SCALE")):

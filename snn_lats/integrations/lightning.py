@@ -1,7 +1,8 @@
 """Lightning callback: soft-threshold pruning for any LightningModule (``pip install snn_lats[lightning]``).
 
     from snn_lats.integrations.lightning import SoftThresholdPruning
-    trainer = L.Trainer(max_epochs=90, callbacks=[SoftThresholdPruning(final_threshold=0.08, ignored_layers=["net.fc"])])
+    pruning = SoftThresholdPruning(final_threshold=0.08, ignored_layers=["net.fc"])
+    trainer = L.Trainer(max_epochs=90, callbacks=[pruning])
 
 - The pruner is prepared in ``setup("fit")``: before Lightning restores a checkpoint's weights, so resuming
   (``trainer.fit(..., ckpt_path=...)``) finds the prepared keys it saved. ``total_steps`` defaults to
@@ -19,24 +20,26 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
+from .._checks import check_bool, check_int
+from ..schedules import needs_total_steps, schedule_name
 from ..soft_threshold import SoftThresholdPruner
 
 
 class SoftThresholdPruning(Callback):
-    """Arguments are those of :class:`snn_lats.SoftThresholdPruner` (layer names relative to the LightningModule),
-    except ``optimizer`` and ``lr_scheduler``, which come from the trainer."""
+    """Arguments are those of :class:`snn_lats.SoftThresholdPruner` (layer names relative to the
+    LightningModule), except ``optimizer`` and ``lr_scheduler``, which come from the trainer."""
 
     def __init__(self, final_threshold: float | None = None, schedule: Any = "s-lats",
                  total_steps: int | None = None, *, squash_on_fit_end: bool = False, **pruner_kwargs: Any):
         for key in ("optimizer", "lr_scheduler"):
             if key in pruner_kwargs:
                 raise ValueError(f"SoftThresholdPruning takes no {key}=: it uses the trainer's")
-        if schedule == "lr" and pruner_kwargs.get("l1_coefficient") is None:
+        if schedule_name(schedule) == "lr" and pruner_kwargs.get("l1_coefficient") is None:
             raise ValueError("SoftThresholdPruning with schedule='lr' needs l1_coefficient=")
         self.final_threshold = final_threshold
         self.schedule = schedule
-        self.total_steps = total_steps
-        self.squash_on_fit_end = squash_on_fit_end
+        self.total_steps = check_int("total_steps", total_steps, minimum=1, optional=True)
+        self.squash_on_fit_end = check_bool("squash_on_fit_end", squash_on_fit_end)
         self.pruner_kwargs = pruner_kwargs
         self.pruner: SoftThresholdPruner | None = None
         self._pending_state: dict | None = None
@@ -46,7 +49,7 @@ class SoftThresholdPruning(Callback):
         if stage != "fit" or self.pruner is not None:
             return
         total_steps = self.total_steps
-        if total_steps is None and self.schedule in ("s-lats", "lats", "pgh"):
+        if total_steps is None and needs_total_steps(self.schedule):
             total_steps = int(trainer.estimated_stepping_batches)
         self.pruner = SoftThresholdPruner(pl_module, self.final_threshold, self.schedule, total_steps,
                                           **self.pruner_kwargs)
@@ -56,7 +59,8 @@ class SoftThresholdPruning(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         ids = {id(p) for p in self.pruner.weights()}
-        holders = [o for o in trainer.optimizers if any(id(p) in ids for g in o.param_groups for p in g["params"])]
+        holders = [o for o in trainer.optimizers
+                   if any(id(p) in ids for g in o.param_groups for p in g["params"])]
         if len(holders) != 1:
             raise ValueError(f"SoftThresholdPruning needs exactly one optimizer holding the pruned weights, "
                              f"found {len(holders)}")
