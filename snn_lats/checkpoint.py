@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from .io import atomic_save
-from .parametrizations import parametrization_for_state
+from .parametrizations import parametrization_for_state, pruning_parametrization
 
 _PARAM = ".parametrizations.weight."
 
@@ -65,7 +66,15 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated zips and bad pickles
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise ValueError(f"checkpoint {os.fspath(path)!r} is corrupt or truncated: {exc}") from None
+        # torch's message suggests weights_only=False; a file that needs it is refused, never run
+        why = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line),
+                   "it is not tensors and plain containers")
+        raise ValueError(f"checkpoint {os.fspath(path)!r} holds objects that are not allowed in a checkpoint "
+                         f"(only tensors and plain containers load): {why}") from None
+    except Exception as exc:  # torch raises several types for truncated zips
         raise ValueError(f"checkpoint {os.fspath(path)!r} is corrupt or truncated: {exc}") from exc
 
 
@@ -93,8 +102,6 @@ def _mismatch(missing: list[str], unexpected: list[str], shapes: list[str] = ())
 
 
 def _prepared_layers(model: nn.Module) -> dict[str, nn.Module]:
-    from .parametrizations import pruning_parametrization
-
     return {name: m for name, m in model.named_modules() if pruning_parametrization(m) is not None}
 
 
@@ -119,12 +126,20 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise ValueError("load_dense: state_dict does not match the model: " + _mismatch(missing, unexpected))
+    own = export_dense(model, clone=False)
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in sorted(own)
+              if state[k].shape != own[k].shape]
+    if shapes:  # every check comes before the first assignment: a failed load changes nothing
+        raise ValueError("load_dense: state_dict does not match the model: " + _mismatch([], [], shapes))
+    for name, module in prepared.items():
+        p = pruning_parametrization(module)
+        if not hasattr(p, "right_inverse"):
+            raise ValueError(f"load_dense: layer {name!r} is prepared with {type(p).__name__}, which has no "
+                             "right_inverse; load_dense serves SoftThresholdPruner's layers (load dense weights "
+                             "into the plain model before building the pruner)")
     for name, module in prepared.items():
         key = f"{name}.weight" if name else "weight"
-        weight = state.pop(key)
-        if weight.shape != module.weight.shape:
-            raise ValueError(f"load_dense: {key} has shape {tuple(weight.shape)}, the model {tuple(module.weight.shape)}")
-        setattr(module, "weight", weight.to(module.parametrizations.weight.original))  # goes through right_inverse
+        module.weight = state.pop(key).to(module.parametrizations.weight.original)  # through right_inverse
     # The rest (biases, BN, ...) was checked key by key above; non-strict only because the prepared layers'
     # parametrization entries are not in a dense state_dict.
     model.load_state_dict(state, strict=False)
