@@ -31,7 +31,9 @@ from __future__ import annotations
 import shlex
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,7 @@ import snn_lats
 from experiments import utils
 from experiments.args import MODEL_OPTIONS, get_args_parser, parse_args  # noqa: F401 (the script's CLI)
 from experiments.data import build_datasets, data_flags
-from experiments.methods import RunContext, RunPruners, build_pruners, epoch_figures, get_method
+from experiments.methods import Method, RunContext, RunPruners, build_pruners, epoch_figures, get_method
 from snn_lats.checkpoint import (export_dense, load_checkpoint, load_plain_weights, model_state_from_checkpoint,
                                  save_checkpoint)
 from snn_lats.metrics import new_batch, recording_firing
@@ -63,127 +65,162 @@ def main(argv: list[str] | None = None) -> dict:
     out, main_process = Path(args.output_dir), rank == 0
     say = print if main_process else lambda *a, **k: None
 
-    train_set, val_set, num_classes, in_channels = build_datasets(args.data, args.data_path)  # fails early
-    if args.train_subset is not None:
-        train_set = torch.utils.data.Subset(train_set, range(min(args.train_subset, len(train_set))))
-    if len(train_set) < args.batch_size * world:
-        raise ValueError(f"--batch-size {args.batch_size} x {world} processes exceeds the {len(train_set)} "
-                         "training samples")
+    train_set, val_set, num_classes, in_channels = training_data(args, world)  # fails before anything is built
+    steps_per_epoch = min(len(train_set) // (args.batch_size * world), args.max_steps_per_epoch or len(train_set))
     resume, pretrained = load_start_checkpoints(args, out)
     source = resume if resume is not None else pretrained
     structure = source.get("structure") if isinstance(source, dict) else None  # a channel-pruned model's widths
-    thin = structure is not None  # channels have been removed: checkpoints hold the structure
     kwargs = model_kwargs(args, num_classes, in_channels, tuple(val_set[0][0].shape[-2:]))
-    model = models.create_model(args.model, structure=structure, **kwargs)
-    if pretrained is not None:  # before any pruner: LTP's threshold unit and LATS's θ follow these weights
-        load_plain_weights(model, model_state_from_checkpoint(pretrained))
-        say(f"initialized from {args.pretrained}" + (" (channel-pruned structure)" if structure else ""))
-    if args.fused_neurons and (report := snn_lats.snn.use_fused_neurons(model)).unsupported:
-        say(report)
-    steps_per_epoch = min(len(train_set) // (args.batch_size * world), args.max_steps_per_epoch or float("inf"))
-    model.to(device)
-    if args.sync_bn and world > 1:  # keeps SpikingJelly's step modes, which torch's own conversion drops
-        model = snn_lats.snn.convert_sync_batchnorm(model)
+    model = build_model(args, kwargs, structure, pretrained, world, device, say)
     example = val_set[0][0].unsqueeze(0).to(device)  # one sample (no augmentation, no RNG): MACs, OCS tracing
-    ignored = ignored_layers(args)
-    # removed channels count as pruned weights of the dense model: sparsity and MACs against it
-    dense_sizes, dense_macs = (dense_reference(args, kwargs, ignored, example, device)
-                               if structure is not None or method.structured else (None, None))
-
     optimizer = build_optimizer(args, model)
     ctx = run_context(args, model, optimizer, steps_per_epoch, example, resume)
-    pruners = build_pruners(ctx)  # on the plain model, before DDP and compile
-    lr_scheduler = ctx.lr_scheduler
-    optimizer.register_step_post_hook(lambda *_: pruners.step())  # only the steps GradScaler really takes
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    run = Run(args, method, out, rank, world, device, ctx, kwargs, thin=structure is not None)
+    if structure is not None or method.structured:  # sparsity and MACs against the dense model
+        run.dense_sizes, run.dense_macs = dense_reference(args, kwargs, ctx.ignored_layers, example, device)
+    run.pruners = build_pruners(ctx)  # on the plain model, before DDP and compile
+    optimizer.register_step_post_hook(lambda *_: run.pruners.step())  # only the steps GradScaler takes
+    run.scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    train_model = wrap_for_training(args, model, world, device)
-
-    state = {"epoch": 0, "step": 0, "best_acc1": -1.0}
+    run.train_model = wrap_for_training(args, model, world, device)
     if resume is not None:
-        state = restore(args, resume, model, optimizer, lr_scheduler, scaler, pruners)
-        say(f"resumed from {resume['path']} at epoch {state['epoch']}")
-    macs = count_macs(model, example)
-    log = utils.RunLog(out, args, state["epoch"], main_process,
-                       trail=args.trail if args.trail is not None else method.trail)
+        run.state = restore(args, resume, model, optimizer, ctx.lr_scheduler, run.scaler, run.pruners)
+        say(f"resumed from {resume['path']} at epoch {run.state['epoch']}")
+    run.macs = count_macs(model, example)
+    run.log = utils.RunLog(out, args, run.state["epoch"], main_process,
+                           trail=args.trail if args.trail is not None else method.trail)
     say(f"{args.model} on {args.data}: {len(train_set)} train / {len(val_set)} val, {world} process(es), "
         f"global batch {args.batch_size * world}, {steps_per_epoch} steps/epoch, method {args.method}")
     if note := method.lr_note(args):
         say(f"note: {note}")
 
-    row, lambdas = {}, []
-    for epoch in range(state["epoch"], args.epochs):
+    row = {}
+    for epoch in range(run.state["epoch"], args.epochs):
         start = time.time()
-        pruners.epoch_start(epoch)  # OCS: score, search, Ψ, λ
-        lr = optimizer.param_groups[0]["lr"]
-        loader = loader_for_epoch(train_set, args, epoch, True, world)
+        run.pruners.epoch_start(epoch)  # OCS: score, search, Ψ, λ
+        lr = ctx.optimizer.param_groups[0]["lr"]
         progress = utils.Progress(main_process, epoch, args.epochs, steps_per_epoch,
                                   (args.epochs - epoch - 1) * steps_per_epoch, args.log_every)
-        train_loss, img_s = train_one_epoch(train_model, loader, optimizer, lr_scheduler, scaler, pruners, args,
-                                            device, state, progress, log)
+        train_loss, img_s = train_one_epoch(run, loader_for_epoch(train_set, args, epoch, True, world), progress)
         val_loader = loader_for_epoch(val_set, args, epoch, False, world)
-        figures = pruners.log_dict()  # this epoch's, before a structure change ends the search
-        if pruners.structure_change_due:  # this epoch's training is done: remove the channels now
-            before = evaluate(model, val_loader, device)["acc1"]
-            pruners.epoch_end(epoch)
-            optimizer, lr_scheduler, train_model = after_removal(args, ctx, pruners, lr_scheduler, epoch, world,
-                                                                 device)
-            macs, thin = count_macs(model, example), True
-            say(removal_line(args, model, epoch, figures["stability"], dense_macs, macs, before), flush=True)
+        figures = run.pruners.log_dict()  # this epoch's, before a structure change ends the search
+        if run.pruners.structure_change_due:  # this epoch's training is done: the channels go now
+            remove_channels(run, epoch, val_loader, figures, say)
         else:
-            pruners.epoch_end(epoch)
+            run.pruners.epoch_end(epoch)
         metrics = evaluate(model, val_loader, device)
-        report = weight_report(pruners, model, ignored, dense_sizes)
-        logged = {**figures, **pruners.log_dict()}  # a follow-up pruner's figures start at the removal
-        row = epoch_row(epoch, train_loss, metrics, report.sparsity if report else 0.0, logged, macs, dense_macs,
-                        lr, img_s, time.time() - start)
-        lambdas.append(row["l1_coefficient"])
-        best = metrics["acc1"] > state["best_acc1"]
-        state["best_acc1"] = max(state["best_acc1"], metrics["acc1"])
+        report = weight_report(run.pruners, model, ctx.ignored_layers, run.dense_sizes)
+        logged = {**figures, **run.pruners.log_dict()}  # a follow-up pruner's figures start at the removal
+        row = epoch_row(epoch, train_loss, metrics, report.sparsity if report else 0.0, logged, run.macs,
+                        run.dense_macs, lr, img_s, time.time() - start)
+        run.lambdas.append(row["l1_coefficient"])
+        best = metrics["acc1"] > run.state["best_acc1"]
+        run.state["best_acc1"] = max(run.state["best_acc1"], metrics["acc1"])
         if main_process:
-            spec = structure_spec(model) if thin else None
-            checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "lr_scheduler": lr_scheduler.state_dict(), "scaler": scaler.state_dict(),
-                          "pruner": None, "ocs": None, **pruners.state_dict(), "structure": spec, "epoch": epoch,
-                          "step": state["step"], "best_acc1": state["best_acc1"], "rng": utils.rng_state(),
-                          "args": vars(args), "model_name": args.model, "model_kwargs": kwargs}
-            log.epoch(row)
-            if report is not None:
-                log.scalars({n: 1 - layer.fraction for n, layer in report.layers.items()}, epoch + 1, "density/")
-            log.scalars(metrics["layer_firing"], epoch + 1, prefix="firing_rate/")
-            if log.trail is not None:  # squashed weights: what evaluation just measured, loadable by a plain model
-                log.trail.add(export_dense(model), epoch=epoch + 1, acc1=metrics["acc1"], sparsity=row["sparsity"],
-                              model_name=args.model, model_kwargs=kwargs, structure=spec)
-            save_checkpoint(checkpoint, out / "checkpoint_last.pth")
-            if best:
-                save_checkpoint(checkpoint, out / "checkpoint_best.pth")
-            print(epoch_line(args, row, epoch_figures(method, row, logged, dense_macs)), flush=True)
+            save_epoch(run, epoch, row, metrics, report, best)
+            print(epoch_line(args, row, epoch_figures(method, row, logged, run.dense_macs)), flush=True)
             if warning := method.warning(row):
                 print(warning, flush=True)
     if args.dump_rank_state:
-        torch.save({"model": model.state_dict(), "threshold": pruners.log_dict().get("threshold", 0.0),
+        torch.save({"model": model.state_dict(), "threshold": run.pruners.log_dict().get("threshold", 0.0),
                     "structure": structure_spec(model)}, out / f"rank{rank}_state.pth")
     if main_process:
-        if not row and state["epoch"] >= args.epochs:  # resumed after the last epoch: its logged row
-            row = log.last_row()
-        ocs = pruners.get("ocs")
-        summary = {**row, "best_acc1": state["best_acc1"], "world_size": world, "dense_macs": dense_macs or macs,
-                   "prune_epoch": None if ocs is None or ocs.prune_epoch is None else ocs.prune_epoch + 1,
-                   "config": vars(args)}
-        log.summary(summary)
-        log.close()
-        if row:
-            print(final_lines(args, method, row, summary, lambdas, out))
+        row = finish(run, row)
     utils.finish_distributed()
+    return row
+
+
+@dataclass
+class Run:
+    """The state of one run that the steps of ``main`` share."""
+
+    args: Any
+    method: Method
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    ctx: RunContext  # model, optimizer, LR scheduler (replaced when channels go)
+    kwargs: dict  # models.create_model's, stored in checkpoints
+    thin: bool = False  # channels have been removed: checkpoints hold the structure
+    pruners: RunPruners | None = None
+    scaler: Any = None
+    train_model: Any = None  # the model under DDP / compile
+    log: utils.RunLog | None = None
+    dense_sizes: dict | None = None
+    dense_macs: int | None = None
+    macs: int = 0
+    state: dict = field(default_factory=lambda: {"epoch": 0, "step": 0, "best_acc1": -1.0})
+    lambdas: list = field(default_factory=list)
+
+
+def remove_channels(run: Run, epoch: int, val_loader, figures: dict, say) -> None:
+    """The pruners' epoch end removes channels: a new optimizer on the same LR schedule, the method's follow-up
+    pruner, DDP around the thin model; prints the MACs and the accuracy just before."""
+    model, args = run.ctx.model, run.args
+    before = evaluate(model, val_loader, run.device)["acc1"]
+    run.pruners.epoch_end(epoch)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ctx = run.ctx
+    ctx.optimizer, ctx._lr_scheduler = rebuild_optimization(args, model, ctx.optimizer, ctx.lr_scheduler,
+                                                            ctx.steps_per_epoch)
+    ctx.optimizer.register_step_post_hook(lambda *_: run.pruners.step())
+    if run.method.after_removal is not None:
+        run.method.after_removal(ctx, run.pruners, (args.epochs - epoch - 1) * ctx.steps_per_epoch)
+    run.train_model = wrap_for_training(args, model, run.world, run.device)
+    run.macs, run.thin = count_macs(model, ctx.example), True
+    params = sum(p.numel() for p in model.parameters())
+    why = "cap epoch" if figures["stability"] < args.ocs_stability_threshold else f"psi {figures['stability']:.4f}"
+    say(f"pruned channels after epoch {epoch + 1} ({why}): MACs {run.dense_macs / 1e6:.2f}M -> "
+        f"{run.macs / 1e6:.2f}M (-{1 - run.macs / run.dense_macs:.2%}), {params:,} parameters; Acc@1 before "
+        f"{before:.2f}", flush=True)
+
+
+def save_epoch(run: Run, epoch: int, row: dict, metrics: dict, report, best: bool) -> None:
+    """Rank 0, every epoch: the log row, TensorBoard's per-layer figures, the trail and the checkpoints."""
+    model, ctx, args = run.ctx.model, run.ctx, run.args
+    spec = structure_spec(model) if run.thin else None
+    checkpoint = {"model": model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
+                  "lr_scheduler": ctx.lr_scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+                  "pruner": None, "ocs": None, **run.pruners.state_dict(), "structure": spec, "epoch": epoch,
+                  "step": run.state["step"], "best_acc1": run.state["best_acc1"], "rng": utils.rng_state(),
+                  "args": vars(args), "model_name": args.model, "model_kwargs": run.kwargs}
+    run.log.epoch(row)
+    if report is not None:
+        run.log.scalars({n: 1 - layer.fraction for n, layer in report.layers.items()}, epoch + 1, "density/")
+    run.log.scalars(metrics["layer_firing"], epoch + 1, prefix="firing_rate/")
+    if run.log.trail is not None:  # squashed weights: what evaluation just measured, loadable by a plain model
+        run.log.trail.add(export_dense(model), epoch=epoch + 1, acc1=metrics["acc1"], sparsity=row["sparsity"],
+                          model_name=args.model, model_kwargs=run.kwargs, structure=spec)
+    save_checkpoint(checkpoint, run.out / "checkpoint_last.pth")
+    if best:
+        save_checkpoint(checkpoint, run.out / "checkpoint_best.pth")
+
+
+def finish(run: Run, row: dict) -> dict:
+    """Rank 0, at the end: summary.json and the final lines; the last logged row when resumed after the end."""
+    if not row and run.state["epoch"] >= run.args.epochs:
+        row = run.log.last_row()
+    ocs = run.pruners.get("ocs")
+    summary = {**row, "best_acc1": run.state["best_acc1"], "world_size": run.world,
+               "dense_macs": run.dense_macs or run.macs,
+               "prune_epoch": None if ocs is None or ocs.prune_epoch is None else ocs.prune_epoch + 1,
+               "config": vars(run.args)}
+    run.log.summary(summary)
+    run.log.close()
+    if row:
+        print(final_lines(run.args, run.method, row, summary, run.lambdas, run.out))
     return row
 
 
 # --- one epoch ---------------------------------------------------------------------------------------------------
 
-def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, pruners: RunPruners, args, device, state,
-                    progress: utils.Progress, log: utils.RunLog):
+def train_one_epoch(run: Run, loader, progress: utils.Progress):
     """One epoch of the protocol's loop; the pruners step from the optimizer's post-hook."""
+    model, args, device, state, pruners = run.train_model, run.args, run.device, run.state, run.pruners
+    optimizer, lr_scheduler, scaler = run.ctx.optimizer, run.ctx.lr_scheduler, run.scaler
     model.train()
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.amp)
     total_loss = seen = 0.0
@@ -211,7 +248,7 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, pruners: Run
         value = loss.item()
         total_loss += value * len(y)
         seen += len(y)
-        log.scalars({"loss": value, **figures}, state["step"], prefix="step/")
+        run.log.scalars({"loss": value, **figures}, state["step"], prefix="step/")
         progress.update(i + 1, value, seen, figures)
     progress.close()
     if args.sched_interval == "epoch":
@@ -276,6 +313,32 @@ def run_context(args, model, optimizer, steps_per_epoch: int, example=None, resu
                       make_lr_scheduler=lambda: build_lr_scheduler(args, optimizer, steps_per_epoch))
 
 
+def training_data(args, world: int):
+    """(train, val, num_classes, in_channels), the train set cut to --train-subset."""
+    train_set, val_set, num_classes, in_channels = build_datasets(args.data, args.data_path)
+    if args.train_subset is not None:
+        train_set = torch.utils.data.Subset(train_set, range(min(args.train_subset, len(train_set))))
+    if len(train_set) < args.batch_size * world:
+        raise ValueError(f"--batch-size {args.batch_size} x {world} processes exceeds the {len(train_set)} "
+                         "training samples")
+    return train_set, val_set, num_classes, in_channels
+
+
+def build_model(args, kwargs: dict, structure: dict | None, pretrained, world: int, device, say):
+    """The model on its device: thin when ``structure`` is given, with --pretrained weights loaded before any
+    pruner (LTP's threshold unit and LATS's θ follow them), fused neurons and SyncBatchNorm if asked."""
+    model = models.create_model(args.model, structure=structure, **kwargs)
+    if pretrained is not None:
+        load_plain_weights(model, model_state_from_checkpoint(pretrained))
+        say(f"initialized from {args.pretrained}" + (" (channel-pruned structure)" if structure else ""))
+    if args.fused_neurons and (report := snn_lats.snn.use_fused_neurons(model)).unsupported:
+        say(report)
+    model.to(device)
+    if args.sync_bn and world > 1:  # keeps SpikingJelly's step modes, which torch's own conversion drops
+        model = snn_lats.snn.convert_sync_batchnorm(model)
+    return model
+
+
 def dense_reference(args, kwargs: dict, ignored: list[str], example, device) -> tuple[dict, int]:
     """Per-layer weight counts and MACs of the unpruned architecture."""
     with torch.random.fork_rng(devices=[]):  # the reference model's init leaves the run's RNG streams alone
@@ -306,20 +369,6 @@ def rebuild_optimization(args, model, optimizer, lr_scheduler, steps_per_epoch: 
     for new, old in zip(new_optimizer.param_groups, optimizer.param_groups, strict=True):
         new["lr"], new["initial_lr"] = old["lr"], old["initial_lr"]
     return new_optimizer, new_scheduler
-
-
-def after_removal(args, ctx: RunContext, pruners: RunPruners, lr_scheduler, epoch: int, world: int, device):
-    """The channels went: a new optimizer and LR scheduler on the same schedule, the method's follow-up pruner
-    (ocs-lats: LATS on the thin model) and DDP/compile around the thin model."""
-    model = ctx.model
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    ctx.optimizer, ctx._lr_scheduler = rebuild_optimization(args, model, ctx.optimizer, lr_scheduler,
-                                                            ctx.steps_per_epoch)
-    ctx.optimizer.register_step_post_hook(lambda *_: pruners.step())
-    if (follow := get_method(args.method).after_removal) is not None:
-        follow(ctx, pruners, (args.epochs - epoch - 1) * ctx.steps_per_epoch)
-    return ctx.optimizer, ctx._lr_scheduler, wrap_for_training(args, model, world, device)
 
 
 def wrap_for_training(args, model, world: int, device):
@@ -391,13 +440,6 @@ def epoch_row(epoch, train_loss, metrics, sparsity, logged, macs, dense_macs, lr
                                           "candidate_macs")},
             "macs": macs, "flops_reduction": 1 - macs / dense_macs if dense_macs else 0.0,
             "firing_rate": metrics["firing_rate"], "lr": lr, "img_per_s": img_s, "seconds": seconds}
-
-
-def removal_line(args, model, epoch: int, stability: float, dense_macs: int, macs: int, before: float) -> str:
-    params = sum(p.numel() for p in model.parameters())
-    why = "cap epoch" if stability < args.ocs_stability_threshold else f"psi {stability:.4f}"
-    return (f"pruned channels after epoch {epoch + 1} ({why}): MACs {dense_macs / 1e6:.2f}M -> {macs / 1e6:.2f}M "
-            f"(-{1 - macs / dense_macs:.2%}), {params:,} parameters; Acc@1 before {before:.2f}")
 
 
 def epoch_line(args, row: dict, figures: str) -> str:
