@@ -107,15 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = get_args_parser()
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
-        if not os.path.isfile(pre.config):
-            parser.error(f"--config {pre.config}: file not found")
-        with open(pre.config) as f:
-            config = yaml.safe_load(f) or {}
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(k for k in config if k.replace("-", "_") not in known)
-        if unknown:
-            parser.error(f"--config {pre.config}: unknown keys {unknown}")
-        parser.set_defaults(**{k.replace("-", "_"): v for k, v in config.items()})
+        parser.set_defaults(**read_config(parser, pre.config))
     args = parser.parse_args(argv)
     if args.model in models.list_models():
         check_model_options(parser, args)
@@ -124,6 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.model in models.list_models(), f"--model must be one of {models.list_models()}, got {args.model!r}"),
         (args.method in METHODS, f"--method must be one of {tuple(METHODS)}, got {args.method!r}"),
         (args.batch_size > 0, f"--batch-size must be > 0, got {args.batch_size}"),
+        (args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
+        (args.seed >= 0, f"--seed must be >= 0, got {args.seed}"),
+        (not os.path.exists(args.output_dir) or os.path.isdir(args.output_dir),
+         f"--output-dir {args.output_dir}: exists and is not a directory"),
         (args.log_every > 0, f"--log-every must be > 0, got {args.log_every}"),
         (args.max_steps_per_epoch is None or args.max_steps_per_epoch > 0,
          f"--max-steps-per-epoch must be > 0, got {args.max_steps_per_epoch}"),
@@ -143,6 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    check_device(parser, args.device)
     method = METHODS[args.method]
     for needed in method.needs:
         if getattr(args, needed) is None:
@@ -155,6 +152,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if method.structured:
         check_structured_args(parser, args)
     return args
+
+
+def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The defaults a YAML config file sets, each checked as its command-line option would be (argparse does not
+    convert defaults): an unreadable file, an unknown key or a value of the wrong type is a one-line error."""
+    if not os.path.isfile(path):
+        parser.error(f"--config {path}: file not found")
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        parser.error(f"--config {path}: not valid YAML{line}: {getattr(exc, 'problem', None) or exc}")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        parser.error(f"--config {path}: must be a mapping of option: value, got a {type(config).__name__}")
+    actions = {a.dest: a for a in parser._actions}
+    unknown = sorted(k for k in config if str(k).replace("-", "_") not in actions)
+    if unknown:
+        parser.error(f"--config {path}: unknown keys {unknown}")
+    values = {}
+    for key, value in config.items():
+        dest = key.replace("-", "_")
+        if (problem := config_type_problem(actions[dest], value)) is not None:
+            parser.error(f"--config {path}: {key} must be {problem}, got {value!r}")
+        values[dest] = value
+    return values
+
+
+def config_type_problem(action: argparse.Action, value) -> str | None:
+    """What a config value of ``action`` must be, or None when ``value`` is that."""
+    if value is None:
+        return None if action.default is None else "set (it has a default)"
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+        return None if isinstance(value, bool) else "true or false"
+    if action.dest in ("layer_scale", "model_kwargs"):  # a mapping, or the command line's spelling
+        return None if isinstance(value, (dict, list, str)) else "a mapping or a string"
+    if action.nargs == "*":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else "a list of names"
+    if action.type is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if action.type is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    return None if isinstance(value, str) else "a string"
 
 
 def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -184,6 +228,18 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
             parser.error(f"--model-kwargs {key!r} is not an architecture option of {args.model}; it takes "
                          f"{list(info.arch_kwargs)}")
     args.model_kwargs = kwargs
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """--device names a torch device this machine has."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        parser.error(f"--device must be a torch device such as cpu, cuda or cuda:1, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {device}: no CUDA GPU is available here (torch.cuda.is_available() is False)")
+    if kind not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu or cuda[:N], got {device!r}")
 
 
 def parse_layer_scale(parser: argparse.ArgumentParser, entries: list[str] | str | dict) -> dict[str, float]:

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_set, val_set, num_classes, in_channels = training_data(args, world)  # fails before anything is built
     steps_per_epoch = min(len(train_set) // (args.batch_size * world), args.max_steps_per_epoch or len(train_set))
     resume, pretrained = load_start_checkpoints(args, out)
+    if resume is not None:
+        check_same_run(args, resume)
     source = resume if resume is not None else pretrained
     structure = source.get("structure") if isinstance(source, dict) else None  # a channel-pruned model's widths
     kwargs = model_kwargs(args, num_classes, in_channels, tuple(val_set[0][0].shape[-2:]))
@@ -194,9 +196,9 @@ def save_epoch(run: Run, epoch: int, row: dict, metrics: dict, report, best: boo
     if run.log.trail is not None:  # squashed weights: what evaluation just measured, loadable by a plain model
         run.log.trail.add(export_dense(model), epoch=epoch + 1, acc1=metrics["acc1"], sparsity=row["sparsity"],
                           model_name=args.model, model_kwargs=run.kwargs, structure=spec)
-    save_checkpoint(checkpoint, run.out / "checkpoint_last.pth")
-    if best:
+    if best:  # before the last one: a kill between the two leaves the best the log and summary agree with
         save_checkpoint(checkpoint, run.out / "checkpoint_best.pth")
+    save_checkpoint(checkpoint, run.out / "checkpoint_last.pth")
 
 
 def finish(run: Run, row: dict) -> dict:
@@ -404,6 +406,26 @@ def load_start_checkpoints(args, out: Path):
         resume["path"] = str(path)
     pretrained = load_checkpoint(args.pretrained) if args.pretrained and resume is None else None
     return resume, pretrained
+
+
+# what a resume may change: where things are and how they are shown, not what is computed
+RESUME_MAY_CHANGE = ("resume", "output_dir", "config", "data_path", "workers", "log_every", "dump_rank_state",
+                     "device", "pretrained")
+
+
+def check_same_run(args, resume: dict) -> None:
+    """Refuse a resume whose configuration differs from the checkpoint's, naming the keys (a changed --epochs
+    or D would silently bend the LR and threshold schedules); RESUME_MAY_CHANGE may differ."""
+    saved = resume.get("args")
+    if not isinstance(saved, dict):
+        raise ValueError(f"--resume {resume['path']}: the checkpoint holds no training configuration ('args'), "
+                         "so it is not a checkpoint of experiments.train")
+    now = vars(args)
+    changed = sorted(k for k in set(saved) | set(now) if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {now.get(k)!r})" for k in changed)
+        raise ValueError(f"--resume {resume['path']} changes the run: {shown}. Resume with the checkpoint's "
+                         f"settings (OUTPUT_DIR/config.yaml), or start a new run in another --output-dir")
 
 
 def restore(args, resume: dict, model, optimizer, lr_scheduler, scaler, pruners: RunPruners) -> dict:

@@ -201,7 +201,7 @@ def test_default_cap_is_forty_percent_of_the_run():
 
 def test_resuming_a_checkpoint_without_ocs_state_is_a_clear_error(tmp_path):
     train.main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="holds no OCSPruner state"):
+    with pytest.raises(ValueError, match=r"changes the run: .*method \(checkpoint 's-lats', now 'ocs'\)"):
         train.main([*OCS, "--output-dir", str(tmp_path), "--resume", "auto"])
 
 
