@@ -14,10 +14,10 @@ untouched model, built with
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
+from snn_lats.io import atomic_write
 from snn_lats.trail import pick, read_trail
 
 
@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     path = Path(args.trail) / chosen.path
     if args.copy_to:
-        shutil.copyfile(path, args.copy_to)
+        if not path.is_file():  # the index names a file that was deleted or never finished
+            print(f"pick_from_trail: the trail's index names {path}, which does not exist; nothing copied",
+                  file=sys.stderr)
+            return 2
+        atomic_write(args.copy_to, path.read_bytes())
     print(path)
     return 0
 

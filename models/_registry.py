@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from snn_lats._checks import check_int
+
 # The options experiments.train can pass to a builder (each is a builder keyword argument of the same name,
 # except
 # "neuron" -> neuron_type and "image_size" -> img_size); num_classes and in_channels come from the data set.
@@ -71,6 +73,8 @@ def register_model(fn: Callable[..., nn.Module] | None = None, **info):
 
 
 def _check_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, one of {list_models()}, got {name!r}")
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" (did you mean {close}?)" if close else ""
@@ -90,6 +94,9 @@ def create_model(name: str, structure: dict | None = None, **kwargs) -> nn.Modul
     """Build a registered model; ``structure`` (from ``snn_lats.structured.structure_spec``) rebuilds the
     channel widths of a pruned model on it, so the pruned state_dict loads strictly."""
     _check_name(name)
+    for key in ("num_classes", "in_channels"):  # every builder takes them; a 0 would build empty layers
+        if key in kwargs:
+            kwargs[key] = check_int(key, kwargs[key], minimum=1)
     model = _REGISTRY[name](**kwargs)
     if structure is not None:
         from snn_lats.structured.spec import apply_structure
