@@ -31,6 +31,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -97,7 +98,13 @@ def create(name: str, kwargs: dict, structure: dict | None = None) -> torch.nn.M
 
 
 def build_model(checkpoint: dict, model_name: str | None, model_kwargs: dict | None) -> torch.nn.Module:
-    name = model_name or (checkpoint.get("model_name") if isinstance(checkpoint, dict) else None)
+    saved = checkpoint.get("model_name") if isinstance(checkpoint, dict) else None
+    if model_name is not None and saved is not None and model_name != saved:  # the user's choice, but said
+        warnings.warn(f"--model {model_name} overrides the checkpoint's model {saved!r}", stacklevel=2)
+    saved_kwargs = checkpoint.get("model_kwargs") if isinstance(checkpoint, dict) else None
+    if model_kwargs is not None and saved_kwargs is not None and model_kwargs != saved_kwargs:
+        warnings.warn(f"--model-kwargs {model_kwargs} override the checkpoint's {saved_kwargs}", stacklevel=2)
+    name = model_name or saved
     if name is None:
         raise UsageError("the checkpoint does not name its model: pass --model (and --model-kwargs)")
     kwargs = model_kwargs if model_kwargs is not None else (checkpoint.get("model_kwargs") or {})

@@ -41,3 +41,22 @@ def test_pick_from_trail_copies_the_entry(tmp_path):
     assert pick_from_trail.main([str(tmp_path / "trail"), "--min-acc", "50", "--copy-to",
                                  str(tmp_path / "x.pth")]) == 0
     assert torch.load(tmp_path / "x.pth", weights_only=True)["epoch"] == 1
+
+
+def test_benchmark_model_flags_that_override_the_checkpoint_are_said(tmp_path):
+    from experiments import benchmark_sparsity
+
+    kwargs = {"num_classes": 10, "in_channels": 1}
+    checkpoint = {"model": models.create_model("resnet18", **kwargs).state_dict(), "model_name": "resnet18",
+                  "model_kwargs": kwargs}
+    with pytest.warns(UserWarning, match="--model resnet50 overrides the checkpoint's model 'resnet18'"):
+        with pytest.raises(ValueError, match="does not match the model"):
+            benchmark_sparsity.build_model(checkpoint, "resnet50", None)
+    with pytest.warns(UserWarning, match=r"--model-kwargs .* override the checkpoint's"):
+        with pytest.raises(ValueError):
+            benchmark_sparsity.build_model(checkpoint, None, {"num_classes": 5, "in_channels": 1})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the checkpoint's own name and kwargs: nothing to say
+        assert benchmark_sparsity.build_model(checkpoint, "resnet18", dict(kwargs)).fc.out_features == 10
