@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from ._checks import check_int, check_number
 from .checkpoint import save_checkpoint
+from .io import atomic_write
 
 INDEX = "index.json"
 
@@ -39,14 +41,14 @@ class Trail:
     def add(self, model_state: Mapping[str, torch.Tensor], *, epoch: int, acc1: float, sparsity: float,
             **extra: Any) -> TrailEntry:
         """Save ``{"model": model_state, "epoch", "acc1", "sparsity", **extra}`` and index it."""
-        entry = TrailEntry(int(epoch), float(acc1), float(sparsity), f"epoch_{int(epoch):03d}.pth")
+        epoch = check_int("epoch", epoch, minimum=0)
+        entry = TrailEntry(epoch, check_number("acc1", acc1),
+                           check_number("sparsity", sparsity, minimum=0, maximum=1), f"epoch_{epoch:03d}.pth")
         save_checkpoint({"model": dict(model_state), **asdict(entry), **extra}, self.directory / entry.path)
         entries = ([e for e in read_trail(self.directory) if e.epoch != entry.epoch]
                    if self._has_index() else [])
         entries = sorted(entries + [entry], key=lambda e: e.epoch)
-        tmp = self.directory / f"{INDEX}.tmp.{os.getpid()}"
-        tmp.write_text(json.dumps([asdict(e) for e in entries], indent=1))
-        os.replace(tmp, self.directory / INDEX)
+        atomic_write(self.directory / INDEX, json.dumps([asdict(e) for e in entries], indent=1))
         return entry
 
     def _has_index(self) -> bool:
@@ -75,8 +77,8 @@ def pick(entries: list[TrailEntry], min_acc: float | None = None,
     """
     if min_acc is None and min_sparsity is None:
         raise ValueError("pick needs a budget: min_acc, min_sparsity or both")
-    if min_sparsity is not None and not 0 <= min_sparsity <= 1:
-        raise ValueError(f"min_sparsity must be a fraction in [0, 1], got {min_sparsity!r}")
+    min_acc = check_number("min_acc", min_acc, optional=True)
+    min_sparsity = check_number("min_sparsity", min_sparsity, minimum=0, maximum=1, optional=True)
     ok = [e for e in entries if (min_acc is None or e.acc1 >= min_acc)
           and (min_sparsity is None or e.sparsity >= min_sparsity)]
     if not ok:

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import itertools
 import json
 import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from .._checks import check_bool, check_choice, check_classes, check_int, check_number, check_type, shown
+from ..io import atomic_write
 from .firing import SPIKING_NEURON_TYPES, new_batch, recording_firing
 from .products import ProductCounter, counted_layer_weight, synaptic_weights
 from .synops import CONV_TYPES, LAYER_TYPES, SynapseCounter
@@ -40,27 +42,23 @@ class MetricsReport:
         return {"total": self.total, "layers": self.layers, "notes": self.notes}
 
     def to_json(self, path: str | os.PathLike) -> None:
-        """Write atomically (temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
+        """Write atomically (:func:`snn_lats.io.atomic_write`)."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
     def to_csv(self, path: str | os.PathLike) -> None:
-        """One row per layer plus a ``total`` row; list-valued fields are left out."""
-        path = Path(path)
+        """One row per layer plus a ``total`` row; list-valued fields are left out. Written atomically
+        (:func:`snn_lats.io.atomic_write`)."""
         columns = ["layer", "type", *SYNAPSE_FIELDS, "firing_rate", "spikes", "neuron_updates",
                    "weight_coverage", "mac_coverage"]
         cover = self.total.get("coverage") or {}
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, columns, extrasaction="ignore")
-            writer.writeheader()
-            for name, row in self.layers.items():
-                writer.writerow({"layer": name, **row})
-            writer.writerow({"layer": "total", "type": "total", **self.total,
-                             "weight_coverage": cover.get("weights"), "mac_coverage": cover.get("macs")})
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, columns, extrasaction="ignore")
+        writer.writeheader()
+        for name, row in self.layers.items():
+            writer.writerow({"layer": name, **row})
+        writer.writerow({"layer": "total", "type": "total", **self.total,
+                         "weight_coverage": cover.get("weights"), "mac_coverage": cover.get("macs")})
+        atomic_write(path, text.getvalue())
 
     def __str__(self) -> str:
         lines = [f"{'layer':<28} {'kind':<8} {'w.sparsity':>10} {'fire rate':>9} {'SOPs':>12} {'MACs':>12} "
@@ -105,7 +103,7 @@ def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
         target = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
         return batch[0], target
-    raise TypeError(f"batches must yield tensors or (input, target) pairs, got {type(batch).__name__}")
+    raise TypeError(f"batches must yield tensors or (input, target) pairs, got {shown(batch)}")
 
 
 @torch.no_grad()
@@ -156,13 +154,15 @@ def measure(
     ``[T, B, C, L]``). Counters reduce on the fly through forward hooks, so memory does not grow with the
     number of batches. SpikingJelly networks are reset with ``functional.reset_net`` after every batch.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for name, value in (("e_ac_pj", e_ac_pj), ("e_mac_pj", e_mac_pj)):
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    if sample_dim not in (None, 0, 1):
-        raise ValueError(f"sample_dim must be None, 0 or 1, got {sample_dim!r}")
+    check_type("model", model, nn.Module, "a torch.nn.Module")
+    e_ac_pj = check_number("e_ac_pj", e_ac_pj, minimum=0)
+    e_mac_pj = check_number("e_mac_pj", e_mac_pj, minimum=0)
+    per_channel = check_bool("per_channel", per_channel)
+    neuron_types = check_classes("neuron_types", neuron_types, nn.Module, "nn.Module")
+    max_batches = check_int("max_batches", max_batches, minimum=1, optional=True)
+    check_type("reference", reference, nn.Module, "a torch.nn.Module", optional=True)
+    products = check_bool("products", products)
+    sample_dim = check_choice("sample_dim", sample_dim, (None, 0, 1))
     synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules()
                 if isinstance(m, LAYER_TYPES)}
     if not synapses and not products:
