@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ._checks import check_type
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
 from .parametrizations import pruning_parametrization
 from .pruner import Pruner
@@ -37,9 +38,9 @@ class Attachment:
 class BasePruner(Pruner):
     """Prepares ``model`` by registering one parametrization per prunable layer's ``weight``.
 
-    Order of use (as ``torch.ao.pruning``): build the pruner, then move to the device / wrap in DDP; the optimizer
-    may be built before or after, since the weight ``Parameter`` objects are kept. Call ``step()`` after
-    ``optimizer.step()`` and before ``lr_scheduler.step()``, or let :meth:`attach` do it.
+    Order of use (as ``torch.ao.pruning``): build the pruner, then move to the device / wrap in DDP; the
+    optimizer may be built before or after, since the weight ``Parameter`` objects are kept. Call ``step()``
+    after ``optimizer.step()`` and before ``lr_scheduler.step()``, or let :meth:`attach` do it.
 
     Every ``all_zero_check_every`` steps (and at the first) ``step()`` checks whether a pruned layer's
     effective weights have become all zero and warns once per layer: one reduction per layer and one device
@@ -129,13 +130,12 @@ class BasePruner(Pruner):
         ``remove()`` detaches. Attaching twice, or calling ``step()`` by hand while attached, is an error.
         """
         self._check_not_squashed("attach()")
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
         if self._attachment is not None:
             raise RuntimeError("pruner is already attached to an optimizer; call remove() on the handle "
                                "attach() returned before attaching again")
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        missing = [name for name, w in zip(self.layers, self.weights()) if id(w) not in held]
+        missing = [name for name, w in zip(self.layers, self.weights(), strict=True) if id(w) not in held]
         if missing:
             raise ValueError(f"optimizer does not hold the pruned weights of {len(missing)} layer(s), e.g. "
                              f"{missing[:3]}; build it from model.parameters() (or pruner.weights())")
@@ -197,8 +197,7 @@ class BasePruner(Pruner):
         return {"step": self.step_count, "squashed": self.squashed, "layers": list(self.layers)}
 
     def _load_base_state(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict):
-            raise TypeError(f"state_dict must be a dict, got {type(state).__name__}")
+        check_type("state_dict", state, dict, "a dict")
         missing = {"step", "squashed", "layers"} - state.keys()
         if missing:
             raise ValueError(f"state_dict is missing keys {sorted(missing)}")

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from ._checks import check_classes, check_names, check_type
+
 # SpikingJelly's layer.Conv1d/2d/3d and layer.Linear subclass these: isinstance covers them in both versions.
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -25,11 +27,9 @@ def find_prunable_layers(
     classifier) is a ``ValueError`` naming the closest prunable names, so it never silently leaves the
     classifier pruned.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layer_types = tuple(layer_types)
-    if not layer_types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in layer_types):
-        raise TypeError(f"layer_types must be a non-empty sequence of nn.Module classes, got {layer_types!r}")
+    check_type("model", model, nn.Module, "a torch.nn.Module")
+    layer_types = check_classes("layer_types", layer_types, nn.Module, "nn.Module")
+    ignored_layers = check_names("ignored_layers", ignored_layers, modules=True)
 
     named = dict(model.named_modules())
     prunable = {n: m for n, m in named.items() if isinstance(m, layer_types) and hasattr(m, "weight")}
@@ -43,7 +43,7 @@ def find_prunable_layers(
         return f"; did you mean {close}?" if close else ""
 
     ignored_ids: set[int] = set()
-    for entry in ignored_layers or ():
+    for entry in ignored_layers:
         if isinstance(entry, str):
             if entry not in holders:
                 what = "names no module of the model"
@@ -52,7 +52,7 @@ def find_prunable_layers(
                             "container holding one")
                 raise ValueError(f"ignored_layers: {entry!r} {what}{did_you_mean(entry)}")
             root = named[entry]
-        elif isinstance(entry, nn.Module):
+        else:  # an nn.Module (check_names allows nothing else)
             if not any(m is entry for m in named.values()):
                 raise ValueError(f"ignored_layers: module {type(entry).__name__} is not part of the model")
             if not any(id(sub) in prunable_ids for sub in entry.modules()):
@@ -60,8 +60,6 @@ def find_prunable_layers(
                 raise ValueError(f"ignored_layers: module {name!r} ({type(entry).__name__}) is neither a "
                                  f"prunable layer ({kinds}) nor a container holding one{did_you_mean(name)}")
             root = entry
-        else:
-            raise TypeError(f"ignored_layers entries must be str or nn.Module, got {type(entry).__name__}")
         ignored_ids.update(id(m) for m in root.modules())
 
     return {name: module for name, module in prunable.items() if id(module) not in ignored_ids}

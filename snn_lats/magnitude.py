@@ -1,4 +1,5 @@
-"""``MagnitudePruner``: gradual magnitude pruning (GMP, Zhu & Gupta 2017), the baseline every comparison needs."""
+"""``MagnitudePruner``: gradual magnitude pruning (GMP, Zhu & Gupta 2017), the baseline every comparison
+needs."""
 from __future__ import annotations
 
 import warnings
@@ -8,15 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_bool, check_int, check_number
 from .base import BasePruner
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
 from .parametrizations import BinaryMask
-
-
-def _check_ratio(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 class MagnitudePruner(BasePruner):
@@ -24,9 +20,9 @@ class MagnitudePruner(BasePruner):
 
         s_t = s_f + (s_i − s_f)·(1 − (t − t_0) / (total_steps − t_0))³,
 
-    updating the masks every ``frequency`` optimizer steps from ``start_step`` (t_0) to ``total_steps``. Masked
-    weights get zero gradient and stay pruned. ``global_pruning=False`` gives every layer the same sparsity
-    (Zhu & Gupta's setting); ``True`` ranks all pruned weights together.
+    updating the masks every ``frequency`` optimizer steps from ``start_step`` (t_0) to ``total_steps``.
+    Masked weights get zero gradient and stay pruned. ``global_pruning=False`` gives every layer the same
+    sparsity (Zhu & Gupta's setting); ``True`` ranks all pruned weights together.
 
     Args:
         pruning_ratio: the final sparsity s_f of the pruned layers.
@@ -47,24 +43,23 @@ class MagnitudePruner(BasePruner):
         ignored_layers: IgnoredLayers = None,
         layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
     ):
-        self.pruning_ratio = _check_ratio(pruning_ratio, "pruning_ratio")
-        self.initial_ratio = _check_ratio(initial_ratio, "initial_ratio")
+        self.pruning_ratio = check_number("pruning_ratio", pruning_ratio, minimum=0, below=1)
+        self.initial_ratio = check_number("initial_ratio", initial_ratio, minimum=0, below=1)
         if self.initial_ratio > self.pruning_ratio:
-            raise ValueError(f"initial_ratio={initial_ratio} must not exceed pruning_ratio={pruning_ratio}")
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-            raise ValueError(f"total_steps must be an int > 0, got {total_steps!r}")
-        if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < total_steps:
-            raise ValueError(f"start_step must be an int in [0, total_steps={total_steps}), got {start_step!r}")
-        if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency <= 0:
-            raise ValueError(f"frequency must be an int > 0, got {frequency!r}")
-        self.total_steps, self.start_step, self.frequency = total_steps, start_step, frequency
-        self.global_pruning = bool(global_pruning)
+            raise ValueError(f"initial_ratio must be <= pruning_ratio={pruning_ratio!r}, "
+                             f"got {initial_ratio!r}")
+        self.total_steps = check_int("total_steps", total_steps, minimum=1)
+        self.start_step = check_int("start_step", start_step, minimum=0)
+        if self.start_step >= self.total_steps:
+            raise ValueError(f"start_step must be < total_steps={self.total_steps}, got {start_step!r}")
+        self.frequency = check_int("frequency", frequency, minimum=1)
+        self.global_pruning = check_bool("global_pruning", global_pruning)
 
         super().__init__(model, ignored_layers, layer_types)
         self._register(lambda name, module: BinaryMask(module.weight.shape).to(module.weight.device))
         # how many weights each mask prunes, as this pruner last wrote them
         self._mask_zeros: dict[str, int] | None = dict.fromkeys(self.layers, 0)
-        if start_step == 0:
+        if self.start_step == 0:
             self._update_masks(self.target_sparsity(0))
 
     def target_sparsity(self, step: int) -> float:
@@ -82,17 +77,19 @@ class MagnitudePruner(BasePruner):
     def _update_masks(self, sparsity: float) -> None:
         entries = list(self.parametrizations())
         # Rank the masked weights, so pruned weights (score 0) stay pruned as sparsity grows.
-        scores = [(module.parametrizations.weight.original * p.mask).abs().flatten() for _, module, p in entries]
+        scores = [(module.parametrizations.weight.original * p.mask).abs().flatten()
+                  for _, module, p in entries]
         if self.global_pruning:
             flat = torch.cat(scores)
             keep = torch.ones_like(flat, dtype=torch.bool)
             k = round(sparsity * flat.numel())
             if k:
                 keep[torch.topk(flat, k, largest=False).indices] = False
-            for (_, _, p), piece in zip(entries, keep.split([s.numel() for s in scores])):
+            for (_, _, p), piece in zip(entries, keep.split([s.numel() for s in scores]),
+                                          strict=True):
                 p.mask.copy_(piece.view_as(p.mask))
         else:
-            for (_, _, p), score in zip(entries, scores):
+            for (_, _, p), score in zip(entries, scores, strict=True):
                 keep = torch.ones_like(score, dtype=torch.bool)
                 k = round(sparsity * score.numel())
                 if k:
@@ -104,7 +101,7 @@ class MagnitudePruner(BasePruner):
 
     def _model_mask_zeros(self) -> dict[str, int]:
         counts = torch.stack([(~p.mask).sum() for _, _, p in self.parametrizations()]).tolist()  # one sync
-        return dict(zip(self.layers, counts))
+        return dict(zip(self.layers, counts, strict=True))
 
     def _check_model_state(self) -> None:
         # Only after the model's load_state_dict touched a mask (a flag, no sync otherwise): compare the
@@ -131,7 +128,8 @@ class MagnitudePruner(BasePruner):
         """Count one optimizer step and update the masks when the ramp says so."""
         self.step_count += 1
         t = self.step_count
-        if self.start_step <= t <= self.total_steps and ((t - self.start_step) % self.frequency == 0 or t == self.total_steps):
+        due = (t - self.start_step) % self.frequency == 0 or t == self.total_steps
+        if self.start_step <= t <= self.total_steps and due:
             self._update_masks(self.target_sparsity(t))
 
     def state_dict(self) -> dict[str, Any]:

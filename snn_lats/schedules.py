@@ -47,11 +47,11 @@ def needs_total_steps(schedule: Any) -> bool:
 
 
 def _check_steps(total_steps: Any, start_step: Any) -> tuple[int, int]:
-    total_steps = check_int("total_steps", total_steps, minimum=1)
-    start_step = check_int("start_step", start_step, minimum=0)
-    if start_step >= total_steps:
-        raise ValueError(f"start_step must be < total_steps={total_steps}, got {start_step}")
-    return total_steps, start_step
+    total = check_int("total_steps", total_steps, minimum=1)
+    start = check_int("start_step", start_step, minimum=0)
+    if start >= total:
+        raise ValueError(f"start_step must be < total_steps={total}, got {start_step!r}")
+    return total, start
 
 
 class ThresholdSchedule:

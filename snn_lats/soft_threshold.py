@@ -1,4 +1,5 @@
-"""``SoftThresholdPruner``: LATS soft-threshold pruning (implicit ISTA) for any PyTorch or SpikingJelly model."""
+"""``SoftThresholdPruner``: LATS soft-threshold pruning (implicit ISTA) for any PyTorch or SpikingJelly
+model."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -7,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_bool, check_int, check_type
 from .base import BasePruner
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
 from .parametrizations import SoftThreshold
@@ -38,8 +40,8 @@ class SoftThresholdPruner(BasePruner):
         l1_coefficient: λ for ``schedule="lr"``.
         optimizer: needed by ``schedule="lr"`` from the first ``step()`` on (here, or set ``pruner.optimizer``
             later, e.g. once a framework has built it); for any schedule it lets the pruner report λ.
-        lr_scheduler: with ``schedule="lr"`` and ``final_threshold``: solve for the λ that reaches D exactly at
-            ``total_steps`` under this LR schedule.
+        lr_scheduler: with ``schedule="lr"`` and ``final_threshold``: solve for the λ that reaches D exactly
+            at ``total_steps`` under this LR schedule.
         compensate: map the dense weights through ``right_inverse`` at preparation, so the model's function is
             unchanged even when the schedule starts above 0. ``False`` with ``schedule="constant"`` is pruning
             at initialization.
@@ -66,14 +68,11 @@ class SoftThresholdPruner(BasePruner):
         compensate: bool = True,
         freeze_at: int | None = None,
     ):
-        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)):
-            raise TypeError(f"total_steps must be an int, got {type(total_steps).__name__}")
-        if total_steps is not None and total_steps <= 0:
-            raise ValueError(f"total_steps must be > 0, got {total_steps}")
-        if freeze_at is not None and (isinstance(freeze_at, bool) or not isinstance(freeze_at, int) or freeze_at < 0):
-            raise ValueError(f"freeze_at must be an int >= 0 or None, got {freeze_at!r}")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        total_steps = check_int("total_steps", total_steps, minimum=1, optional=True)
+        steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1, optional=True)
+        freeze_at = check_int("freeze_at", freeze_at, minimum=0, optional=True)
+        compensate = check_bool("compensate", compensate)
+        check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer", optional=True)
 
         learning_rates = None
         if lr_scheduler is not None:
@@ -95,7 +94,7 @@ class SoftThresholdPruner(BasePruner):
         self.scales = resolve_layer_scale(self.layers, layer_scale)
         self.optimizer = optimizer
         self.freeze_at = freeze_at
-        self.compensate = bool(compensate)
+        self.compensate = compensate
         self.threshold = self.schedule.advance(0, 0.0, None)
         self.last_lr: float | None = None
         self.last_increment = 0.0
@@ -104,7 +103,8 @@ class SoftThresholdPruner(BasePruner):
 
         initial = self.threshold if self.compensate else 0.0
         self._register(
-            lambda name, module: SoftThreshold(self.scales[name], initial).to(module.weight.device, module.weight.dtype)
+            lambda name, module: SoftThreshold(self.scales[name], initial).to(module.weight.device,
+                                                                              module.weight.dtype)
         )
         self._write_threshold(self.threshold)
         if freeze_at == 0:
@@ -129,9 +129,9 @@ class SoftThresholdPruner(BasePruner):
         entries = list(self.parametrizations())
         theta = [m.parametrizations.weight.original for _, m, _ in entries]
         peaks = torch.stack([(t * p.mask if p.frozen else t).abs().amax().float()
-                             for t, (_, _, p) in zip(theta, entries)]).tolist()  # one sync
+                             for t, (_, _, p) in zip(theta, entries, strict=True)]).tolist()  # one sync
         found = {}
-        for (name, _, p), peak in zip(entries, peaks):
+        for (name, _, p), peak in zip(entries, peaks, strict=True):
             if p.frozen and peak == 0:
                 found[name] = "its frozen mask keeps no nonzero weight"
             elif not p.frozen and peak <= p._value:
@@ -151,7 +151,8 @@ class SoftThresholdPruner(BasePruner):
 
     @property
     def l1_coefficient(self) -> float | None:
-        """The implied L1 coefficient of the last step, λ = Δd / lr. None before a step or without an optimizer."""
+        """The implied L1 coefficient of the last step, λ = Δd / lr. None before a step or without an
+        optimizer."""
         if self.last_lr is None or self.last_lr == 0:
             return None
         return self.last_increment / self.last_lr
@@ -169,10 +170,12 @@ class SoftThresholdPruner(BasePruner):
             ids = {id(p) for p in self.weights()}
             found = [i for i, g in enumerate(groups) if any(id(p) in ids for p in g["params"])]
             if not found:
-                raise ValueError("optimizer does not hold the pruned weights (parametrizations.weight.original)")
+                raise ValueError("optimizer does not hold the pruned weights "
+                                 "(parametrizations.weight.original)")
             lrs = {float(groups[i]["lr"]) for i in found}
             if len(lrs) > 1:
-                raise ValueError(f"pruned weights sit in param groups with different learning rates {sorted(lrs)}")
+                raise ValueError("pruned weights sit in param groups with different learning rates "
+                                 f"{sorted(lrs)}")
             self._lr_group = (id(self.optimizer), found[0])
         return float(groups[self._lr_group[1]]["lr"])
 

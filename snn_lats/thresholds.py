@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ._checks import check_choice, check_number, shown
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
 
 LayerScale = Mapping[str, float] | Callable[[str, nn.Module], float] | None
@@ -33,12 +34,8 @@ def resolve_layer_scale(layers: Mapping[str, nn.Module], layer_scale: LayerScale
             raise ValueError(f"layer_scale names layers that are not pruned: {unknown}")
         scales = {name: layer_scale.get(name, 1.0) for name in layers}
     else:
-        raise TypeError(f"layer_scale must be a dict or a callable, got {type(layer_scale).__name__}")
-    for name, value in scales.items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value < 0:
-            raise ValueError(f"layer_scale for {name!r} must be a finite number >= 0, got {value!r}")
-    return {name: float(v) for name, v in scales.items()}
+        raise TypeError(f"layer_scale must be a dict, a callable or None, got {shown(layer_scale)}")
+    return {name: check_number(f"layer_scale[{name!r}]", value, minimum=0) for name, value in scales.items()}
 
 
 def _latent(module: nn.Module) -> torch.Tensor:
@@ -74,8 +71,7 @@ def suggest_threshold(
     the final sparsity. On a prepared model the latent θ is used. A layer with scale 0 keeps its nonzero
     weights.
     """
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    sparsity = check_number("sparsity", sparsity, minimum=0, below=1)
     layers = _layers(model, layer_types, ignored_layers)
     scales = resolve_layer_scale(layers, layer_scale)
     # float64: D·scale_l then rounds back onto the very weight that sets D, so the count is exact
@@ -113,8 +109,7 @@ def relative_weight_scale(
     Pass the pruner's ``layer_types`` and ``ignored_layers`` (an ignored layer in the dict is an error there).
     Computed from the weights as they are now (θ on a prepared model): call it before training.
     """
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    statistic = check_choice("statistic", statistic, STATISTICS)
     layers = _layers(model, layer_types, ignored_layers)
     stats = {}
     for name, module in layers.items():

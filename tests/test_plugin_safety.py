@@ -202,8 +202,9 @@ def test_suggest_threshold_warns_on_ties_and_rejects_bad_sparsity():
     model = _two_linears([0.1, 0.1, 0.3, 0.4], [0.5, 0.6])
     with pytest.warns(UserWarning, match=r"1 weights tie .* zeroes 0\.333333 of the weights instead of 0\.2"):
         assert snn_lats.suggest_threshold(model, 0.2) == pytest.approx(0.1)
-    for bad in (1.0, -0.1, True, "0.5"):
-        with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
+    for bad, error in ((1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), (True, TypeError),
+                       ("0.5", TypeError)):
+        with pytest.raises(error, match=r"sparsity must be a number in \[0, 1\)"):
             snn_lats.suggest_threshold(model, bad)
     with pytest.raises(ValueError, match="layer_scale names layers that are not pruned"):
         snn_lats.suggest_threshold(model, 0.5, ignored_layers=["1"], layer_scale={"1": 2.0})

@@ -72,7 +72,8 @@ def randomize_bn(model, gen):
         if isinstance(m, nn.BatchNorm2d):
             m.weight.data = torch.rand(m.weight.shape, generator=gen, dtype=m.weight.dtype) + 0.5
             m.bias.data = torch.randn(m.bias.shape, generator=gen, dtype=m.bias.dtype) * 0.1
-            m.running_mean = torch.randn(m.running_mean.shape, generator=gen, dtype=m.running_mean.dtype) * 0.1
+            m.running_mean = torch.randn(m.running_mean.shape, generator=gen,
+                                         dtype=m.running_mean.dtype) * 0.1
             m.running_var = torch.rand(m.running_var.shape, generator=gen, dtype=m.running_var.dtype) + 0.5
 
 
@@ -106,7 +107,7 @@ def pruned_case(request):
     pruner = OCSPruner(model, example, 0.5)
     assert pruner.dense_flops == count_macs(model, example)
     masks, predicted = pruner.select()
-    selection = {g.key: m.nonzero().flatten().tolist() for g, m in zip(pruner.groups, masks)}
+    selection = {g.key: m.nonzero().flatten().tolist() for g, m in zip(pruner.groups, masks, strict=True)}
     zero_channels(pruner, selection)
     with torch.no_grad():
         before = run(model, x)
@@ -116,11 +117,11 @@ def pruned_case(request):
         spec = pruner.prune(selection=selection)
     with torch.no_grad():
         after = run(model, x)
-    return dict(name=name, kw=kw, dtype=dtype, model=model, dense=dense_copy, pruner=pruner, example=example, x=x,
-                before=before, after=after, predicted=predicted, spec=spec, selection=selection)
+    return dict(name=name, kw=kw, dtype=dtype, model=model, dense=dense_copy, pruner=pruner, example=example,
+                x=x, before=before, after=after, predicted=predicted, spec=spec, selection=selection)
 
 
-# ------------------------------------------------------------------------------------------------ graph, pruning
+# -------------------------------------------------------------------------------------------- graph, pruning
 def test_removing_zeroed_channels_leaves_outputs_unchanged(pruned_case):
     c = pruned_case
     assert sum(len(v) for v in c["selection"].values()) > 0
@@ -132,7 +133,8 @@ def test_removing_zeroed_channels_leaves_outputs_unchanged(pruned_case):
 
 
 def test_removing_a_live_channel_changes_outputs():
-    """Control for the exactness test: the same comparison detects the removal of a channel that is not zero."""
+    """Control for the exactness test: the same comparison detects the removal of a channel that is not
+    zero."""
     gen = torch.Generator().manual_seed(1)
     model = models.create_model("sew_resnet18", **SEW_KW).double().eval()
     randomize_bn(model, gen)
@@ -194,7 +196,8 @@ def test_sew_resnet_groups_follow_residual_additions():
     pruner = OCSPruner(model, torch.randn(1, 3, 16, 16), 0.5)
     assert pruner.classifier == "fc" and "fc" in pruner.ignored_layers
     assert len(pruner.groups) == 12  # 13 conv/linear groups, minus the classifier's
-    group = next(g for g in pruner.groups if any(m.name == "layer4.1.conv2" and m.role == "out" for m in g.members))
+    group = next(g for g in pruner.groups
+                 if any(m.name == "layer4.1.conv2" and m.role == "out" for m in g.members))
     roles = {(m.name, m.role) for m in group.members}
     assert {("layer4.0.conv2", "out"), ("layer4.0.downsample.0", "out"), ("layer4.0.downsample.1", "bn"),
             ("layer4.1.bn2", "bn"), ("fc", "in"), ("layer4.1.conv1", "in")} <= roles
@@ -214,7 +217,7 @@ def test_ignored_layers_keep_their_width_and_typos_are_named():
     assert abs(pruner.achieved_flops_reduction - 0.3) <= 0.005
 
 
-# ---------------------------------------------------------------------------------------------------- saliency
+# ------------------------------------------------------------------------------------------------ saliency
 def test_group_saliency_and_floor_match_the_formula():
     model = SmallCNN()
     pruner = OCSPruner(model, torch.randn(1, 3, 4, 4), 0.4)
@@ -242,12 +245,12 @@ def test_selection_respects_the_floor_and_prefers_low_scores():
     pruner = OCSPruner(model, torch.randn(1, 3, 16, 16), 0.6)
     masks, _ = pruner.select()
     scores = pruner.scores()
-    for m, s, keep in zip(masks, scores, pruner.keep_floor):
+    for m, s, keep in zip(masks, scores, pruner.keep_floor, strict=True):
         assert int((~m).sum()) >= keep
         if m.any() and (~m).any():  # a group's pruned channels all score below its kept unprotected ones
             assert s[m].max() <= s[~m].max()
-    cut = max(float(s[m].max()) for s, m in zip(scores, masks) if m.any())
-    for s, m, keep in zip(scores, masks, pruner.keep_floor):
+    cut = max(float(s[m].max()) for s, m in zip(scores, masks, strict=True) if m.any())
+    for s, m, keep in zip(scores, masks, pruner.keep_floor, strict=True):
         unprotected_kept = (~m) & (s < torch.topk(s, keep).values[-1])
         assert (s[unprotected_kept] > cut).all()  # one global cut
 
@@ -262,7 +265,7 @@ def test_round_to_and_unreachable_targets():
         OCSPruner(SmallCNN(), torch.randn(1, 3, 4, 4), 0.95).select()
 
 
-# --------------------------------------------------------------------------------------------------- stability
+# ----------------------------------------------------------------------------------------------- stability
 def test_stability_matches_a_hand_computation():
     tracker = StabilityTracker()
     script = [None, None, [[0, 1, 2, 3], [0, 1]], [[0, 1, 2, 4], [0, 2]], [[0, 1, 2, 5], [0, 1]],
@@ -278,8 +281,8 @@ def test_stability_matches_a_hand_computation():
 def scripted_pruner(monkeypatch, structures, **kw):
     """A SmallCNN pruner whose per-epoch selection is scripted: structures[e] = to-prune indices of conv1."""
     model = SmallCNN()
-    pruner = OCSPruner(model, torch.randn(1, 3, 4, 4), 0.3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                       **kw)
+    pruner = OCSPruner(model, torch.randn(1, 3, 4, 4), 0.3,
+                       optimizer=torch.optim.SGD(model.parameters(), lr=0.1), **kw)
     state = {"epoch": 0}
 
     def select():
@@ -332,7 +335,7 @@ def test_ocs_fixed_start_cap_and_threshold(monkeypatch):
         assert pruner2.should_prune == (e == 9)
 
 
-# ------------------------------------------------------------------------------------------------ regularisers
+# -------------------------------------------------------------------------------------------- regularisers
 def test_shrink_scales_exactly_the_to_prune_slices(monkeypatch):
     pruner, epoch_start = scripted_pruner(monkeypatch, {0: [1, 5]}, monitor_start_epoch=0, reg_start_epoch=0)
     model = pruner.model
@@ -353,8 +356,8 @@ def test_shrink_scales_exactly_the_to_prune_slices(monkeypatch):
 
 
 def test_group_lasso_gradient_is_the_penalty_gradient(monkeypatch):
-    pruner, epoch_start = scripted_pruner(monkeypatch, {0: [2, 3, 7]}, monitor_start_epoch=0, reg_start_epoch=0,
-                                          regularizer="group_lasso", reg_init=0.05)
+    pruner, epoch_start = scripted_pruner(monkeypatch, {0: [2, 3, 7]}, monitor_start_epoch=0,
+                                          reg_start_epoch=0, regularizer="group_lasso", reg_init=0.05)
     model = pruner.model
     epoch_start(0)
     model.zero_grad(set_to_none=True)
@@ -402,7 +405,7 @@ def test_state_dict_survives_weights_only_and_resumes_exactly():
             train_epoch(m, p, e)
         assert pruner2.summary() == pruner.summary()
         assert pruner2.selection == pruner.selection
-    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     spec = pruner.prune()
     state = pruner.state_dict()
@@ -424,15 +427,18 @@ def test_state_dict_survives_weights_only_and_resumes_exactly():
 
 
 # -------------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("target", [0, 1, 1.5, -0.2, float("nan"), "0.5"])
-def test_target_outside_the_open_interval_is_rejected(target):
-    with pytest.raises(ValueError, match=r"target_flops_reduction must be a number in the interval \(0, 1\)"):
+@pytest.mark.parametrize("target, error", [(0, ValueError), (1, ValueError), (1.5, ValueError),
+                                           (-0.2, ValueError), (float("nan"), ValueError), ("0.5", TypeError),
+                                           (True, TypeError)])
+def test_target_outside_the_open_interval_is_rejected(target, error):
+    with pytest.raises(error, match=r"target_flops_reduction must be a number in \(0, 1\), got "):
         OCSPruner(SmallCNN(), torch.randn(1, 3, 4, 4), target)
 
 
 def test_other_arguments_name_themselves():
-    for kw, name in [({"regularizer": "l1"}, "regularizer"), ({"layer_prune_limit": 1.0}, "layer_prune_limit"),
-                     ({"reg_interval": 0}, "reg_interval"), ({"stability_threshold": 0}, "stability_threshold"),
+    for kw, name in [({"regularizer": "l1"}, "regularizer"),
+                     ({"layer_prune_limit": 1.0}, "layer_prune_limit"), ({"reg_interval": 0}, "reg_interval"),
+                     ({"stability_threshold": 0}, "stability_threshold"),
                      ({"prune_epoch_cap": 1}, "prune_epoch_cap")]:
         with pytest.raises(ValueError, match=name):
             OCSPruner(SmallCNN(), torch.randn(1, 3, 4, 4), 0.5, **kw)

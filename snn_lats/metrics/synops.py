@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_type
+
 INPUT_KINDS = ("binary", "integer", "real")
 # SpikingJelly's layer.Conv1d/2d/3d and layer.Linear subclass these
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -102,9 +104,8 @@ class SynapseCounter:
     @classmethod
     @torch.no_grad()
     def for_module(cls, module: nn.Module) -> SynapseCounter:
-        if not isinstance(module, LAYER_TYPES):
-            raise TypeError(f"SynapseCounter supports nn.Conv1d, nn.Conv2d, nn.Conv3d and nn.Linear, "
-                            f"got {type(module).__name__}")
+        check_type("module", module, LAYER_TYPES,
+                   "a layer SynapseCounter supports: nn.Conv1d, nn.Conv2d, nn.Conv3d and nn.Linear")
         mask = module.weight != 0
         if isinstance(module, CONV_TYPES):
             c_out, c_in_g = mask.shape[:2]

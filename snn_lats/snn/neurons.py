@@ -9,29 +9,30 @@ They subclass SpikingJelly's ``neuron.BaseNode`` (so ``functional.reset_net``, m
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
+from .._checks import check_bool, check_choice, check_number, shown
 from . import cuda_kernels
 from .reference import SURROGATES, NeuronConfig, TorchMultiStep
 
 BACKENDS = ("cupy", "torch")
+_SURROGATE_BASE = getattr(surrogate, "SurrogateFunctionBase", torch.nn.Module)
 
 
 def surrogate_spec(fn) -> tuple[str, float]:
     """``("atan" | "sigmoid", alpha)`` for a SpikingJelly surrogate object or a name (default alpha)."""
+    allowed = f"surrogate.ATan, surrogate.Sigmoid or one of {SURROGATES}"
     if isinstance(fn, str):
         if fn not in SURROGATES:
-            raise ValueError(f"surrogate_function must be one of {SURROGATES} or surrogate.ATan/Sigmoid, "
-                             f"got {fn!r}")
+            raise ValueError(f"surrogate_function must be {allowed}, got {fn!r}")
         return fn, 2.0 if fn == "atan" else 4.0
     for name, cls in (("atan", surrogate.ATan), ("sigmoid", surrogate.Sigmoid)):
         if type(fn) is cls:
             return name, float(fn.alpha)
-    raise ValueError(f"surrogate_function must be surrogate.ATan or surrogate.Sigmoid (or 'atan'/'sigmoid'), "
-                     f"got {type(fn).__name__}")
+    # another SpikingJelly surrogate is a value the kernels do not implement; anything else is the wrong type
+    kind = ValueError if isinstance(fn, _SURROGATE_BASE) else TypeError
+    raise kind(f"surrogate_function must be {allowed}, got {shown(fn)}")
 
 
 class _FusedNode(neuron.BaseNode):
@@ -42,12 +43,9 @@ class _FusedNode(neuron.BaseNode):
             surrogate_function = surrogate.ATan(alpha) if name == "atan" else surrogate.Sigmoid(alpha)
         super().__init__(v_threshold=v_threshold, v_reset=v_reset, surrogate_function=surrogate_function,
                          detach_reset=detach_reset, step_mode=step_mode)
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS} or None (automatic), got {backend!r}")
-        if tau is not None and not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 1):
-            raise ValueError(f"tau must be a number > 1, got {tau!r}")
-        self.tau = None if tau is None else float(tau)
-        self.decay_input = bool(decay_input)
+        backend = check_choice("backend", backend, (*BACKENDS, None))
+        self.tau = check_number("tau", tau, above=1, optional=True)
+        self.decay_input = check_bool("decay_input", decay_input)
         self.kernel_backend = backend  # not `backend`: SpikingJelly 0.0.0.0.14 validates that name as its own
         self.config = NeuronConfig(self.tau, self.decay_input, float(v_threshold),
                                    None if v_reset is None else float(v_reset), bool(detach_reset),

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
-from .neurons import MultiStepIFNode, MultiStepLIFNode, surrogate_spec
+from .._checks import check_choice, check_type
+from .neurons import BACKENDS, MultiStepIFNode, MultiStepLIFNode, surrogate_spec
 
 
 @dataclass
@@ -21,7 +22,8 @@ class SwapReport:
 
 
 def _fused_equivalent(node: nn.Module, backend: str | None) -> nn.Module:
-    """The fused node with ``node``'s settings; raises ValueError with the reason when there is none."""
+    """The fused node with ``node``'s settings; raises TypeError or ValueError with the reason when there is
+    none."""
     if type(node) not in (neuron.LIFNode, neuron.IFNode):
         raise ValueError(f"{type(node).__name__} has no fused equivalent (only LIFNode and IFNode)")
     if getattr(node, "store_v_seq", False):
@@ -40,6 +42,8 @@ def use_fused_neurons(model: nn.Module, backend: str | None = None) -> SwapRepor
     ``MultiStepIFNode`` with the same settings (threshold, reset, τ, decay_input, detach_reset, surrogate,
     step mode), in place. Other neuron types, and settings the kernels do not cover, are kept and listed in
     the returned report's ``unsupported``. SpikingJelly 2.x's ``reset_net`` cache is refreshed."""
+    check_type("model", model, nn.Module, "a torch.nn.Module")
+    backend = check_choice("backend", backend, (*BACKENDS, None))  # here, not once per node as unsupported
     report = SwapReport()
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
@@ -50,7 +54,7 @@ def use_fused_neurons(model: nn.Module, backend: str | None = None) -> SwapRepor
             try:
                 setattr(parent, child_name, _fused_equivalent(child, backend))
                 report.replaced.append(name)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:  # a setting the fused nodes do not take
                 report.unsupported[name] = str(exc)
     if hasattr(functional, "invalidate_reset_cache"):  # 2.x caches the resettable modules per network
         functional.invalidate_reset_cache(model)

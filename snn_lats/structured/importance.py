@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._checks import check_choice
 from .groups import ChannelGroup
 
 
@@ -20,8 +21,7 @@ def group_saliency(group: ChannelGroup, p: int = 2) -> torch.Tensor:
     channel owns, e.g. after a flatten). BN terms are not normalised. |G| counts the members that contributed.
     No p-th root is taken (the reference comments it out), so for p = 2 this is a squared norm.
     """
-    if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p!r}")
+    p = check_choice("p", p, (1, 2))
     total = torch.zeros(group.size, dtype=torch.float64)
     contributing = 0
     for member in group.members:

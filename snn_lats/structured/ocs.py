@@ -1,10 +1,12 @@
-"""OCSPruner: one-cycle structured pruning with stability-driven sub-network search (Ghimire et al., WACV 2026).
+"""OCSPruner: one-cycle structured pruning with stability-driven sub-network search (Ghimire et al., WACV
+2026).
 
-Per epoch (``epoch_start``): score every channel group, binary-search the global cut that meets the FLOPs target,
-record the retained channels, update the stability indicator Ψ and the regularisation strength λ. After every
-optimizer step (``step``): shrink the channels currently selected for pruning, ``W[c] ← (1 − λ·η)·W[c]``. Once Ψ
-reaches the threshold (or at the cap epoch) the training loop calls ``prune()``, which removes the channels with
-torch-pruning and returns the structure spec. See docs/structured.md.
+Per epoch (``epoch_start``): score every channel group, binary-search the global cut that meets the FLOPs
+target, record the retained channels, update the stability indicator Ψ and the regularisation strength λ.
+After every optimizer step (``step``): shrink the channels currently selected for pruning,
+``W[c] ← (1 − λ·η)·W[c]``. Once Ψ reaches the threshold (or at the cap epoch) the training loop calls
+``prune()``, which removes the channels with torch-pruning and returns the structure spec. See
+docs/structured.md.
 """
 from __future__ import annotations
 
@@ -15,39 +17,17 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .._checks import check_bool, check_choice, check_int, check_number, check_type
+from ..pruner import Pruner
 from .atomic import StructureSnapshot
 from .flops import ChannelMacModel, ForwardFn, layer_geometry, reset_spiking_state
 from .groups import ChannelGroup, build_channel_groups
-from ..pruner import Pruner
 from .importance import channels_to_keep, flops_cost_softmax, group_saliency, protected_channels
-from .regularizers import REGULARIZERS, ChannelRegularizer, build_regularizer
+from .regularizers import ChannelRegularizer, build_regularizer
 from .spec import structure_spec
 from .stability import StabilityTracker, regularization_should_start
 
 _STATE_VERSION = 1
-
-
-def _check_fraction(name: str, value: object, *, closed_right: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (0 < value < 1 or (closed_right and value == 1)):
-        interval = "(0, 1]" if closed_right else "(0, 1)"
-        raise ValueError(f"{name} must be a number in the interval {interval}, got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: object, minimum: int, *, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an int >= {minimum}" + (" or None" if optional else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return value
-
-
-def _check_nonneg(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _to_device(obj: object, device: torch.device) -> object:
@@ -82,7 +62,8 @@ class OCSPruner(Pruner):
         ignored_layers: names or modules never pruned along their outputs (containers ignore everything
             inside). The classifier (the last conv/linear layer the forward runs) is always ignored unless
             ``ignore_classifier=False``.
-        layer_prune_limit: r_max of the per-group floor, at most ⌊C·r_max·(1 − e^{−kC})⌋ channels of a group go.
+        layer_prune_limit: r_max of the per-group floor, at most ⌊C·r_max·(1 − e^{−kC})⌋ channels of a group
+            go.
         monitor_start_epoch: first epoch at which channels are scored and Ψ tracked.
         reg_start_epoch: first regularised epoch; None = automatic (first t > 3 with Ψ(t) − Ψ(t−2) ≤ 1e-4).
         reg_init, reg_delta, reg_interval: λ starts at ``reg_init`` and grows by ``reg_delta`` at the start of
@@ -138,38 +119,34 @@ class OCSPruner(Pruner):
         round_to: int | None = None,
         ignore_classifier: bool = True,
     ):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_type("model", model, nn.Module, "a torch.nn.Module")
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            raise TypeError("pass the unwrapped model (model.module), not the DDP/DataParallel wrapper")
-        self.target_flops_reduction = _check_fraction("target_flops_reduction", target_flops_reduction)
-        self.layer_prune_limit = _check_fraction("layer_prune_limit", layer_prune_limit)
-        self.monitor_start_epoch = _check_int("monitor_start_epoch", monitor_start_epoch, 0)
-        self.reg_start_epoch = _check_int("reg_start_epoch", reg_start_epoch, 0, optional=True)
-        self.reg_init = _check_nonneg("reg_init", reg_init)
-        self.reg_delta = _check_nonneg("reg_delta", reg_delta)
-        self.reg_interval = _check_int("reg_interval", reg_interval, 1)
-        self.stability_threshold = _check_fraction("stability_threshold", stability_threshold, closed_right=True)
-        self.prune_epoch_cap = _check_int("prune_epoch_cap", prune_epoch_cap, 0, optional=True)
+            raise TypeError("model must be the unwrapped model (model.module), not the DDP/DataParallel "
+                            f"wrapper, got a {type(model).__name__}")
+        self.target_flops_reduction = check_number("target_flops_reduction", target_flops_reduction,
+                                                   above=0, below=1)
+        self.layer_prune_limit = check_number("layer_prune_limit", layer_prune_limit, above=0, below=1)
+        self.monitor_start_epoch = check_int("monitor_start_epoch", monitor_start_epoch, minimum=0)
+        self.reg_start_epoch = check_int("reg_start_epoch", reg_start_epoch, minimum=0, optional=True)
+        self.reg_init = check_number("reg_init", reg_init, minimum=0)
+        self.reg_delta = check_number("reg_delta", reg_delta, minimum=0)
+        self.reg_interval = check_int("reg_interval", reg_interval, minimum=1)
+        self.stability_threshold = check_number("stability_threshold", stability_threshold, above=0,
+                                                maximum=1)
+        self.prune_epoch_cap = check_int("prune_epoch_cap", prune_epoch_cap, minimum=0, optional=True)
         if self.prune_epoch_cap is not None and self.prune_epoch_cap < self.monitor_start_epoch:
-            raise ValueError(f"prune_epoch_cap ({prune_epoch_cap}) must be >= monitor_start_epoch "
-                             f"({monitor_start_epoch}): pruning needs a scored selection")
+            raise ValueError(f"prune_epoch_cap must be >= monitor_start_epoch={self.monitor_start_epoch} "
+                             f"(pruning needs a scored selection), got {prune_epoch_cap!r}")
         regularizer = build_regularizer(regularizer)
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-        self.flops_tolerance = _check_fraction("flops_tolerance", flops_tolerance)
-        if not (isinstance(cost_temperature, (int, float)) and cost_temperature > 0):
-            raise ValueError(f"cost_temperature must be a number > 0, got {cost_temperature!r}")
-        if not (isinstance(prune_limit_rate, (int, float)) and prune_limit_rate > 0):
-            raise ValueError(f"prune_limit_rate must be a number > 0, got {prune_limit_rate!r}")
-        if importance_p not in (1, 2):
-            raise ValueError(f"importance_p must be 1 or 2, got {importance_p!r}")
-        self.round_to = _check_int("round_to", round_to, 1, optional=True)
+        check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer", optional=True)
+        self.flops_tolerance = check_number("flops_tolerance", flops_tolerance, above=0, below=1)
+        self.cost_temperature = check_number("cost_temperature", cost_temperature, above=0)
+        self.prune_limit_rate = check_number("prune_limit_rate", prune_limit_rate, above=0)
+        self.importance_p = check_choice("importance_p", importance_p, (1, 2))
+        self.round_to = check_int("round_to", round_to, minimum=1, optional=True)
+        ignore_classifier = check_bool("ignore_classifier", ignore_classifier)
         self.regularizer = regularizer
         self.optimizer = optimizer
-        self.cost_temperature = float(cost_temperature)
-        self.prune_limit_rate = float(prune_limit_rate)
-        self.importance_p = importance_p
 
         self.model = model
         device = next((p.device for p in model.parameters()), None)
@@ -219,9 +196,10 @@ class OCSPruner(Pruner):
         self.pruned_flops: int | None = None
         self.history: list[dict] = []
         self._shrink_targets: list[tuple[torch.Tensor, int, torch.Tensor]] = []
-        self._pruned_selection: list[list[int]] | None = None  # root channels removed, per group of the dense model
+        # root channels removed, per group of the dense model
+        self._pruned_selection: list[list[int]] | None = None
 
-    # ----------------------------------------------------------------------------------------------- selection
+    # ------------------------------------------------------------------------------------------- selection
     def scores(self) -> list[torch.Tensor]:
         """ŝ_c = s_c · (1 − π_g) for every group (float64, CPU), before the per-group floor."""
         return [group_saliency(g, self.importance_p) * (1.0 - float(self.flops_cost[i]))
@@ -230,7 +208,7 @@ class OCSPruner(Pruner):
     def unit_scores(self) -> list[torch.Tensor]:
         """``scores()`` per removable unit: the channel itself, or for a group tied by grouped convs the mean
         over the channels at one position of every block (as torch-pruning scores grouped convs)."""
-        return [s.view(g.tie, g.units).mean(0) for s, g in zip(self.scores(), self.groups)]
+        return [s.view(g.tie, g.units).mean(0) for s, g in zip(self.scores(), self.groups, strict=True)]
 
     def _floors(self) -> list[int]:
         """Units each group keeps at least: the channel floor ⌈C − ⌊C·r_max·(1 − e^{−kC})⌋⌉ in units."""
@@ -242,25 +220,27 @@ class OCSPruner(Pruner):
         return unit_mask.repeat(group.tie)  # channel p + b·units belongs to unit p
 
     def select(self) -> tuple[list[torch.Tensor], int]:
-        """Binary-search the global score cut meeting the target (B.5): per-group to-prune masks and their MACs.
+        """Binary-search the global score cut meeting the target (B.5): per-group to-prune masks and their
+        MACs.
 
         Candidates are evaluated with the analytic channel MAC model (exactly what ``count_macs`` gives on the
         pruned model; ``prune()`` re-measures). The search stops within ``flops_tolerance`` of the target; of
         all candidates evaluated, the one closest to the target is returned.
         """
         scores = self.unit_scores()
-        protected = [protected_channels(s, k) for s, k in zip(scores, self.keep_floor)]
+        protected = [protected_channels(s, k) for s, k in zip(scores, self.keep_floor, strict=True)]
         expand = self._channel_masks
-        free = torch.cat([s[~p] for s, p in zip(scores, protected)]) if scores else torch.zeros(0)
+        free = (torch.cat([s[~p] for s, p in zip(scores, protected, strict=True)]) if scores
+                else torch.zeros(0))
         values = torch.sort(free).values
         none = [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]
         best, best_macs, best_gap = none, self.dense_flops, self.target_flops_reduction
         left, right = 0, len(values) - 1
         while left <= right:
             mid = (left + right) // 2
-            masks = [(s <= values[mid]) & ~p for s, p in zip(scores, protected)]
+            masks = [(s <= values[mid]) & ~p for s, p in zip(scores, protected, strict=True)]
             if self.round_to:
-                masks = [self._round(m, s, g) for m, s, g in zip(masks, scores, self.groups)]
+                masks = [self._round(m, s, g) for m, s, g in zip(masks, scores, self.groups, strict=True)]
             masks = expand(masks)
             macs = self.mac_model.macs(masks)
             achieved = 1.0 - macs / self.dense_flops
@@ -277,13 +257,13 @@ class OCSPruner(Pruner):
         if len(values) and best_gap > self.flops_tolerance and short:
             reachable = 1.0 - self.mac_model.macs(expand([~p for p in protected])) / self.dense_flops
             if reachable < self.target_flops_reduction - self.flops_tolerance:
-                warnings.warn(f"OCSPruner: target_flops_reduction {self.target_flops_reduction} is out of reach: "
-                              f"the per-group floor (layer_prune_limit={self.layer_prune_limit}) and ignored "
-                              f"layers allow at most {reachable:.4f}", stacklevel=3)
+                warnings.warn(f"OCSPruner: target_flops_reduction {self.target_flops_reduction} is out of "
+                              f"reach: the per-group floor (layer_prune_limit={self.layer_prune_limit}) and "
+                              f"ignored layers allow at most {reachable:.4f}", stacklevel=3)
         return best, best_macs
 
     def _channel_masks(self, unit_masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [self._channel_mask(g, m) for g, m in zip(self.groups, unit_masks)]
+        return [self._channel_mask(g, m) for g, m in zip(self.groups, unit_masks, strict=True)]
 
     def _round(self, mask: torch.Tensor, scores: torch.Tensor, group: ChannelGroup) -> torch.Tensor:
         step = self.round_to // math.gcd(self.round_to, group.tie)  # units per round_to channels
@@ -306,19 +286,19 @@ class OCSPruner(Pruner):
 
     @property
     def selection(self) -> dict[str, list[int]]:
-        """``{group root layer: root channel indices selected for pruning}`` (empty before monitoring, and on a
-        pruner restored after pruning: its groups are the thin model's; ``state_dict()["selection"]`` keeps the
-        removed channels per group of the dense model)."""
+        """``{group root layer: root channel indices selected for pruning}`` (empty before monitoring, and on
+        a pruner restored after pruning: its groups are the thin model's; ``state_dict()["selection"]`` keeps
+        the removed channels per group of the dense model)."""
         if self._masks is None:
             return {}
-        return {g.key: m.nonzero().flatten().tolist() for g, m in zip(self.groups, self._masks)}
+        return {g.key: m.nonzero().flatten().tolist() for g, m in zip(self.groups, self._masks, strict=True)}
 
     # ------------------------------------------------------------------------------------------------- epochs
     def epoch_start(self, epoch: int) -> None:
         """Score, select, update Ψ and λ for ``epoch`` (call once at the start of every epoch, in order)."""
         if self.pruned:
             return
-        _check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, minimum=0)
         if self._epoch is not None and epoch <= self._epoch:
             raise ValueError(f"epoch_start({epoch}) after epoch_start({self._epoch}): epochs must increase "
                              "(on resume, load_state_dict first and continue with the next epoch)")
@@ -348,7 +328,8 @@ class OCSPruner(Pruner):
             "epoch": self._epoch, "stability": self.stability,
             "jaccard": self.tracker.jaccard[-1] if self.tracker.jaccard else 0.0,
             "regularization_strength": self.regularization_strength,
-            "candidate_flops": self.candidate_flops, "candidate_flops_reduction": self.candidate_flops_reduction,
+            "candidate_flops": self.candidate_flops,
+            "candidate_flops_reduction": self.candidate_flops_reduction,
             "dense_flops": self.dense_flops, "should_prune": self.should_prune, "pruned": self.pruned,
         }
 
@@ -388,7 +369,7 @@ class OCSPruner(Pruner):
     # -------------------------------------------------------------------------------------------- regulariser
     def _members_with_selection(self):
         """(group index, member, selected member idxs, their root channels) over the to-prune channels."""
-        for gi, (group, mask) in enumerate(zip(self.groups, self._masks or ())):
+        for gi, (group, mask) in enumerate(zip(self.groups, self._masks or (), strict=False)):
             if not bool(mask.any()):
                 continue
             for member in group.members:
@@ -439,13 +420,14 @@ class OCSPruner(Pruner):
             sq = torch.zeros(self.groups[gi].size, device=first.device, dtype=first.dtype)
             for member, idxs, roots in parts:
                 w = member.param.detach() if detach else member.param
-                rows = w.index_select(member.dim, idxs.to(w.device)).movedim(member.dim, 0).reshape(len(idxs), -1)
+                rows = w.index_select(member.dim, idxs.to(w.device)).movedim(member.dim, 0)
+                rows = rows.reshape(len(idxs), -1)
                 sq = sq.index_add(0, roots.to(sq.device), rows.pow(2).sum(1).to(sq.device))
             yield self._masks[gi].to(sq.device), sq, parts
 
     def regularize(self) -> None:
-        """After ``loss.backward()``, before ``optimizer.step()``: the regularizer's gradient (``group_lasso``:
-        ``grad[θ_c] += λ·θ_c/‖θ_c‖₂`` for every to-prune channel c)."""
+        """After ``loss.backward()``, before ``optimizer.step()``: the regularizer's gradient
+        (``group_lasso``: ``grad[θ_c] += λ·θ_c/‖θ_c‖₂`` for every to-prune channel c)."""
         if self.pruned or not self._regularizing:
             return
         self.regularizer.regularize(self, self._reg_lambda)
@@ -525,7 +507,7 @@ class OCSPruner(Pruner):
 
     def _remove_and_check(self, masks: Sequence[torch.Tensor | None], macs: int, check: bool) -> str | None:
         reset_spiking_state(self.model)
-        for group, mask in zip(self.groups, masks):
+        for group, mask in zip(self.groups, masks, strict=False):
             if mask is None or not bool(mask.any()):
                 continue
             idxs = mask.nonzero().flatten().tolist()
@@ -582,7 +564,7 @@ class OCSPruner(Pruner):
             visit(indices[:half])
             visit(indices[half:])
 
-        visit([i for i, (g, k) in enumerate(zip(self.groups, self.keep_floor)) if k < g.units])
+        visit([i for i, (g, k) in enumerate(zip(self.groups, self.keep_floor, strict=True)) if k < g.units])
         if not bad:
             return
         for i, why in sorted(bad.items()):
@@ -605,7 +587,8 @@ class OCSPruner(Pruner):
             group = self.groups[keys[key]]
             idxs = torch.as_tensor(list(idxs), dtype=torch.long)
             if len(idxs) and (idxs.min() < 0 or idxs.max() >= group.size):
-                raise ValueError(f"selection[{key!r}]: indices must be in [0, {group.size}), got {idxs.tolist()}")
+                raise ValueError(f"selection[{key!r}]: indices must be in [0, {group.size}), "
+                                 f"got {idxs.tolist()}")
             masks[keys[key]][idxs] = True
             blocks = masks[keys[key]].view(group.tie, group.units)
             if group.tie > 1 and not bool((blocks == blocks[:1]).all()):
@@ -647,14 +630,15 @@ class OCSPruner(Pruner):
             raise ValueError(f"OCSPruner.load_state_dict: not an OCSPruner state (version {_STATE_VERSION})")
         if state["pruned"]:
             if structure_spec(self.model) != state["spec"]:
-                raise ValueError("OCSPruner.load_state_dict: the state is from a pruned run but the model does not "
-                                 "have its structure; call snn_lats.structured.apply_structure(model, "
-                                 "state['spec']) first")
+                raise ValueError("OCSPruner.load_state_dict: the state is from a pruned run but the model "
+                                 "does not have its structure; call "
+                                 "snn_lats.structured.apply_structure(model, state['spec']) first")
         else:
             mine = [[g.key, g.size] for g in self.groups]
             theirs = [list(g) for g in state["groups"]]
             if mine != theirs:
-                diff = next(((a, b) for a, b in zip(mine, theirs) if a != b), (len(mine), len(theirs)))
+                diff = next(((a, b) for a, b in zip(mine, theirs, strict=False) if a != b),
+                            (len(mine), len(theirs)))
                 raise ValueError(f"OCSPruner.load_state_dict: channel groups differ from the saved run "
                                  f"(first difference: this model {diff[0]}, saved {diff[1]})")
         self.target_flops_reduction = float(state["target_flops_reduction"])
@@ -676,6 +660,6 @@ class OCSPruner(Pruner):
         self._pruned_selection = [list(map(int, g)) for g in state["selection"]] if self.pruned else None
         if state["selection"] is not None and not self.pruned:
             masks = [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]
-            for m, idxs in zip(masks, state["selection"]):
+            for m, idxs in zip(masks, state["selection"], strict=False):
                 m[torch.as_tensor(idxs, dtype=torch.long)] = True
             self._set_selection(masks, self._candidate_flops)

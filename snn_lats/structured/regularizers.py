@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .._checks import shown
+
 if TYPE_CHECKING:
     from .ocs import OCSPruner
 
@@ -31,7 +33,8 @@ class ChannelRegularizer:
 
 
 class Shrink(ChannelRegularizer):
-    """The reference's decoupled shrink: ``W[c] ← (1 − λ·η)·W[c]`` for every to-prune channel c after each step.
+    """The reference's decoupled shrink: ``W[c] ← (1 − λ·η)·W[c]`` for every to-prune channel c after each
+    step.
 
     Touches their out-channel rows, depthwise filters, the consumers' in-channel columns and BN γ (not β, not
     biases), as the reference's ``scale_weights_towards_zero``.
@@ -46,8 +49,8 @@ class Shrink(ChannelRegularizer):
             return
         if lr is None:
             if pruner.optimizer is None:
-                raise ValueError("OCSPruner.step: regularizer='shrink' needs the learning rate: pass optimizer= "
-                                 "to OCSPruner or lr= to step()")
+                raise ValueError("OCSPruner.step: regularizer='shrink' needs the learning rate: pass "
+                                 "optimizer= to OCSPruner or lr= to step()")
             lr = pruner.optimizer.param_groups[0]["lr"]
         factor = 1.0 - strength * float(lr)
         for param, dim, idxs in targets:
@@ -84,7 +87,9 @@ def build_regularizer(regularizer: str | ChannelRegularizer) -> ChannelRegulariz
     """A name of ``REGULARIZERS`` or a ``ChannelRegularizer`` instance."""
     if isinstance(regularizer, ChannelRegularizer):
         return regularizer
-    if isinstance(regularizer, str) and regularizer in REGULARIZERS:
-        return REGULARIZERS[regularizer]()
-    raise ValueError(f"regularizer must be one of {tuple(REGULARIZERS)} or a ChannelRegularizer, "
-                     f"got {regularizer!r}")
+    allowed = f"one of {tuple(REGULARIZERS)} or a ChannelRegularizer"
+    if not isinstance(regularizer, str):
+        raise TypeError(f"regularizer must be {allowed}, got {shown(regularizer)}")
+    if regularizer not in REGULARIZERS:
+        raise ValueError(f"regularizer must be {allowed}, got {regularizer!r}")
+    return REGULARIZERS[regularizer]()

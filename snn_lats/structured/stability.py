@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from .._checks import check_int
+
 Structure = Sequence[Sequence[int]]  # retained root-channel indices, one list per group
 
 
@@ -35,7 +37,8 @@ class StabilityTracker:
     """
 
     def __init__(self, lag: int = 2, window: int = 3):
-        self.lag, self.window = lag, window
+        self.lag = check_int("lag", lag, minimum=1)
+        self.window = check_int("window", window, minimum=1)
         self.structures: list[list[list[int]]] = []  # the last lag + 1 structures recorded
         self.jaccard: list[float] = []  # J_avg per epoch
         self.psi: list[float] = []  # Ψ per epoch
