@@ -26,19 +26,23 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m experiments.train", description=experiments.train.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=None, help="YAML file of defaults (keys are the long option names)")
+    p.add_argument("-c", "--config", default=None,
+                   help="YAML file of defaults (keys are the long option names)")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="digits", help=f"one of {DATASETS}")
-    g.add_argument("--data-path", default=None, help="dataset root (ImageFolder root with train/ and val/ for imagenet)")
+    g.add_argument("--data-path", default=None,
+                   help="dataset root (ImageFolder root with train/ and val/ for imagenet)")
     g.add_argument("--workers", type=int, default=0)
-    g.add_argument("--train-subset", type=int, default=None, help="train on the first N samples (CPU-sized runs)")
+    g.add_argument("--train-subset", type=int, default=None,
+                   help="train on the first N samples (CPU-sized runs)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="sew_resnet18", help=f"one of {models.list_models()}; "
                    "models.model_info(NAME).options says which of the next options it takes")
     g.add_argument("--T", type=int, default=4, help="time steps (SNNs)")
     g.add_argument("--neuron", default="if", help="if | lif | plif (SNN ResNets and VGGs)")
     g.add_argument("--cnf", default="ADD", help="ADD | AND | IAND (SEW ResNets)")
-    g.add_argument("--stem", default=None, help="imagenet | cifar (ResNets; default: imagenet for ImageNet, else cifar)")
+    g.add_argument("--stem", default=None,
+                   help="imagenet | cifar (ResNets; default: imagenet for ImageNet, else cifar)")
     g.add_argument("--width-multiplier", type=float, default=1.0)
     g.add_argument("--model-kwargs", default=None, metavar="JSON",
                    help='architecture options as a JSON object, e.g. \'{"embed_dims": 64, "depths": 2}\' '
@@ -47,9 +51,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("pruning")
     g.add_argument("--method", default="s-lats", help=f"one of {tuple(METHODS)}")
     g.add_argument("--final-threshold", type=float, default=None, help="D for soft-threshold methods")
-    g.add_argument("--l1-coefficient", type=float, default=None, help="λ for --method lr (else solved from D)")
+    g.add_argument("--l1-coefficient", type=float, default=None,
+                   help="λ for --method lr (else solved from D)")
     g.add_argument("--beta", type=float, default=0.1, help="PGH base for pgh / early")
-    g.add_argument("--freeze-epoch", type=int, default=None, help="fix the masks after this epoch (early pruning)")
+    g.add_argument("--freeze-epoch", type=int, default=None,
+                   help="fix the masks after this epoch (early pruning)")
     g.add_argument("--pruning-start-epoch", type=int, default=0)
     g.add_argument("--pruning-ratio", type=float, default=0.9, help="final sparsity for gmp")
     g.add_argument("--pruning-end-epoch", type=int, default=None,
@@ -57,26 +63,34 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "leaving the rest to recover, as in Zhu & Gupta's recipe")
     g.add_argument("--ignored-layers", nargs="*", default=None, help="default: the classifier of SNNs")
     g.add_argument("--layer-scale", nargs="*", default=None, metavar="NAME=SCALE",
-                   help="soft-threshold methods: layer NAME's threshold is SCALE x d (others 1), e.g. conv1=4")
+                   help="soft-threshold methods: layer NAME's threshold is SCALE x d (others 1), "
+                        "e.g. conv1=4")
     g.add_argument("--l0-weight", type=float, default=1.0, help="λ of LTP's L0 term (ltp; larger: sparser)")
-    g.add_argument("--temperature", type=float, default=0.5, help="T0 of LTP's sigmoid, T_l = T0·Var(|w|) (ltp)")
-    g.add_argument("--threshold-lr", type=float, default=None, help="LR of LTP's thresholds (default: --lr)")
-    g.add_argument("--pretrained", default=None, help="start from this checkpoint's weights (dense or pruned)")
+    g.add_argument("--temperature", type=float, default=0.5,
+                   help="T0 of LTP's sigmoid, T_l = T0·Var(|w|) (ltp)")
+    g.add_argument("--threshold-lr", type=float, default=None,
+                   help="LR of LTP's thresholds (default: --lr)")
+    g.add_argument("--pretrained", default=None,
+                   help="start from this checkpoint's weights (dense or pruned)")
     g.add_argument("--trail", action=argparse.BooleanOptionalAction, default=None,
                    help="save every epoch's hard-masked model to OUTPUT_DIR/trail (default: on for ltp)")
-    g = p.add_argument_group("structured pruning (ocs: OCSPruner; ocs-lats: OCS, then LATS on the remaining weights)")
+    g = p.add_argument_group(
+        "structured pruning (ocs: OCSPruner; ocs-lats: OCS, then LATS on the remaining weights)")
     g.add_argument("--target-flops-reduction", type=float, default=0.5,
                    help="fraction of the dense conv/linear MACs to remove, in (0, 1)")
-    g.add_argument("--ocs-monitor-start-epoch", type=int, default=2, help="first epoch whose channels are scored")
+    g.add_argument("--ocs-monitor-start-epoch", type=int, default=2,
+                   help="first epoch whose channels are scored")
     g.add_argument("--ocs-reg-start-epoch", type=int, default=None,
                    help="first regularised epoch (default: automatic, once the stability Ψ plateaus)")
-    g.add_argument("--ocs-reg-init", type=float, default=1e-4, help="initial strength λ of the channel shrink")
+    g.add_argument("--ocs-reg-init", type=float, default=1e-4,
+                   help="initial strength λ of the channel shrink")
     g.add_argument("--ocs-reg-delta", type=float, default=1e-4, help="λ grows by this ...")
     g.add_argument("--ocs-reg-interval", type=int, default=2, help="... every this many epochs")
     g.add_argument("--ocs-stability-threshold", type=float, default=0.999, help="prune once Ψ reaches this")
     g.add_argument("--ocs-prune-epoch-cap", type=int, default=None,
                    help="prune after this epoch (0-based) at the latest (default: 40%% of --epochs)")
-    g.add_argument("--ocs-layer-prune-limit", type=float, default=0.75, help="at most this fraction of a group goes")
+    g.add_argument("--ocs-layer-prune-limit", type=float, default=0.75,
+                   help="at most this fraction of a group goes")
     g.add_argument("--ocs-regularizer", default="shrink", help=f"one of {OCS_REGULARIZERS}")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=30)
@@ -95,11 +109,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--output-dir", default="runs/train")
-    g.add_argument("--resume", default=None, help="'auto' (OUTPUT_DIR/checkpoint_last.pth if present) or a path")
+    g.add_argument("--resume", default=None,
+                   help="'auto' (OUTPUT_DIR/checkpoint_last.pth if present) or a path")
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cut epochs short (smoke tests)")
     g.add_argument("--log-every", type=int, default=50,
                    help="without a terminal (nohup, SLURM): a progress line every this many steps")
-    g.add_argument("--dump-rank-state", action="store_true", help="every rank saves its final state (DDP checks)")
+    g.add_argument("--dump-rank-state", action="store_true",
+                   help="every rank saves its final state (DDP checks)")
     return p
 
 
@@ -113,7 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         check_model_options(parser, args)
     checks = [
         (args.data in DATASETS, f"--data must be one of {DATASETS}, got {args.data!r}"),
-        (args.model in models.list_models(), f"--model must be one of {models.list_models()}, got {args.model!r}"),
+        (args.model in models.list_models(),
+         f"--model must be one of {models.list_models()}, got {args.model!r}"),
         (args.method in METHODS, f"--method must be one of {tuple(METHODS)}, got {args.method!r}"),
         (args.batch_size > 0, f"--batch-size must be > 0, got {args.batch_size}"),
         (args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
@@ -124,17 +141,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.max_steps_per_epoch is None or args.max_steps_per_epoch > 0,
          f"--max-steps-per-epoch must be > 0, got {args.max_steps_per_epoch}"),
         (args.epochs > 0, f"--epochs must be > 0, got {args.epochs}"),
-        (args.train_subset is None or args.train_subset > 0, f"--train-subset must be > 0, got {args.train_subset}"),
+        (args.train_subset is None or args.train_subset > 0,
+         f"--train-subset must be > 0, got {args.train_subset}"),
         (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
         (args.amp in ("none", "fp16", "bf16"), f"--amp must be none, fp16 or bf16, got {args.amp!r}"),
-        (args.sched_interval in ("step", "epoch"), f"--sched-interval must be step or epoch, got {args.sched_interval!r}"),
+        (args.sched_interval in ("step", "epoch"),
+         f"--sched-interval must be step or epoch, got {args.sched_interval!r}"),
         (0 <= args.pruning_start_epoch < args.epochs, "--pruning-start-epoch must be in [0, --epochs)"),
         (args.pruning_end_epoch is None or args.pruning_start_epoch < args.pruning_end_epoch <= args.epochs,
          f"--pruning-end-epoch must be in (--pruning-start-epoch, --epochs], got {args.pruning_end_epoch}"),
         (args.l0_weight >= 0, f"--l0-weight must be >= 0, got {args.l0_weight}"),
         (args.temperature > 0, f"--temperature must be > 0, got {args.temperature}"),
-        (args.threshold_lr is None or args.threshold_lr > 0, f"--threshold-lr must be > 0, got {args.threshold_lr}"),
-        (args.pretrained is None or os.path.isfile(args.pretrained), f"--pretrained {args.pretrained}: file not found"),
+        (args.threshold_lr is None or args.threshold_lr > 0,
+         f"--threshold-lr must be > 0, got {args.threshold_lr}"),
+        (args.pretrained is None or os.path.isfile(args.pretrained),
+         f"--pretrained {args.pretrained}: file not found"),
     ]
     for ok, message in checks:
         if not ok:
@@ -155,8 +176,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
-    """The defaults a YAML config file sets, each checked as its command-line option would be (argparse does not
-    convert defaults): an unreadable file, an unknown key or a value of the wrong type is a one-line error."""
+    """The defaults a YAML config file sets, each checked as its command-line option would be (argparse does
+    not convert defaults): an unreadable file, an unknown key or a value of the wrong type is a one-line
+    error."""
     if not os.path.isfile(path):
         parser.error(f"--config {path}: file not found")
     try:
@@ -210,7 +232,8 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
         if option != "image_size" and option not in info.options \
                 and getattr(args, option) != defaults.get_default(option):
             takes = [o for o in info.options if o != "image_size"] or "none of --T/--neuron/--cnf/--stem/..."
-            parser.error(f"--{option.replace('_', '-')} does not apply to --model {args.model} (it takes {takes})")
+            parser.error(f"--{option.replace('_', '-')} does not apply to --model {args.model} "
+                         f"(it takes {takes})")
     kwargs = args.model_kwargs
     if isinstance(kwargs, str):
         try:
@@ -268,7 +291,8 @@ def check_structured_args(parser: argparse.ArgumentParser, args: argparse.Namesp
         (0 <= start < args.epochs, f"--ocs-monitor-start-epoch must be in [0, --epochs), got {start}"),
         (args.ocs_reg_start_epoch is None or args.ocs_reg_start_epoch >= 0,
          f"--ocs-reg-start-epoch must be >= 0, got {args.ocs_reg_start_epoch}"),
-        (args.ocs_reg_init >= 0 and args.ocs_reg_delta >= 0, "--ocs-reg-init and --ocs-reg-delta must be >= 0"),
+        (args.ocs_reg_init >= 0 and args.ocs_reg_delta >= 0,
+         "--ocs-reg-init and --ocs-reg-delta must be >= 0"),
         (args.ocs_reg_interval >= 1, f"--ocs-reg-interval must be >= 1, got {args.ocs_reg_interval}"),
         (0 < args.ocs_stability_threshold <= 1,
          f"--ocs-stability-threshold must be in (0, 1], got {args.ocs_stability_threshold}"),
@@ -277,11 +301,13 @@ def check_structured_args(parser: argparse.ArgumentParser, args: argparse.Namesp
         (args.ocs_regularizer in OCS_REGULARIZERS,
          f"--ocs-regularizer must be one of {OCS_REGULARIZERS}, got {args.ocs_regularizer!r}"),
         (args.ocs_prune_epoch_cap is None or start <= args.ocs_prune_epoch_cap < args.epochs,
-         f"--ocs-prune-epoch-cap must be in [--ocs-monitor-start-epoch, --epochs) = [{start}, {args.epochs}), "
+         "--ocs-prune-epoch-cap must be in [--ocs-monitor-start-epoch, --epochs) = "
+         f"[{start}, {args.epochs}), "
          f"got {args.ocs_prune_epoch_cap}"),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
-    if args.ocs_prune_epoch_cap is None:  # the reference scripts cap at 38% (ImageNet 50/130) and 37% (CIFAR 110/300)
+    # the reference scripts cap at 38% (ImageNet 50/130) and 37% (CIFAR 110/300)
+    if args.ocs_prune_epoch_cap is None:
         args.ocs_prune_epoch_cap = min(args.epochs - 1, max(start, round(0.4 * args.epochs)))

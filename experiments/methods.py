@@ -19,7 +19,8 @@ import snn_lats
 from snn_lats import Pruner
 from snn_lats.structured import OCSPruner
 
-# log.csv columns a pruner's log_dict() may fill, and how the epoch line shows each: (value, dense MACs) -> text
+# log.csv columns a pruner's log_dict() may fill, and how the epoch line shows each:
+# (value, dense MACs) -> text
 FIGURES: dict[str, Callable[[float, float], str]] = {
     "threshold": lambda v, _: f"d {v:.5f}",
     "l1_coefficient": lambda v, _: f"lambda {v:.3e}",
@@ -78,8 +79,8 @@ class RunPruners(Pruner):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = [key for key in self.members if not state.get(key)]
         if missing:
-            raise ValueError(f"the checkpoint holds no state for the run's {missing} pruner(s): it is from another "
-                             "--method")
+            raise ValueError(f"the checkpoint holds no state for the run's {missing} pruner(s): "
+                             "it is from another --method")
         for key, p in self.members.items():
             p.load_state_dict(state[key])
 
@@ -153,7 +154,7 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-# --- builders ----------------------------------------------------------------------------------------------------
+# --- builders -----------------------------------------------------------------------------------------------
 
 def soft_threshold_pruner(ctx: RunContext, schedule: str, **kwargs) -> snn_lats.SoftThresholdPruner:
     args = ctx.args
@@ -165,11 +166,11 @@ def soft_threshold_pruner(ctx: RunContext, schedule: str, **kwargs) -> snn_lats.
 
 
 def lr_schedule_kwargs(ctx: RunContext, total_steps: int) -> dict:
-    """schedule="lr" with λ solved so that d reaches --final-threshold after ``total_steps`` under the run's LR
-    schedule (per-epoch LR moves: the simulation steps the scheduler per epoch)."""
+    """schedule="lr" with λ solved so that d reaches --final-threshold after ``total_steps`` under the run's
+    LR schedule (per-epoch LR moves: the simulation steps the scheduler per epoch)."""
     interval = ctx.steps_per_epoch if ctx.args.sched_interval == "epoch" else None
-    return dict(final_threshold=ctx.args.final_threshold, total_steps=total_steps, lr_scheduler=ctx.lr_scheduler,
-                steps_per_epoch=interval)
+    return dict(final_threshold=ctx.args.final_threshold, total_steps=total_steps,
+                lr_scheduler=ctx.lr_scheduler, steps_per_epoch=interval)
 
 
 def one(key: str, make: Callable[[RunContext], Pruner]) -> Callable[[RunContext], RunPruners]:
@@ -216,11 +217,13 @@ def build_ocs(ctx: RunContext) -> OCSPruner:
     args = ctx.args
     time_steps = args.T if models.model_info(args.model).snn else 1
     return OCSPruner(ctx.model, ctx.example, args.target_flops_reduction, ignored_layers=ctx.ignored_layers,
-                     layer_prune_limit=args.ocs_layer_prune_limit, monitor_start_epoch=args.ocs_monitor_start_epoch,
+                     layer_prune_limit=args.ocs_layer_prune_limit,
+                     monitor_start_epoch=args.ocs_monitor_start_epoch,
                      reg_start_epoch=args.ocs_reg_start_epoch, reg_init=args.ocs_reg_init,
                      reg_delta=args.ocs_reg_delta, reg_interval=args.ocs_reg_interval,
-                     stability_threshold=args.ocs_stability_threshold, prune_epoch_cap=args.ocs_prune_epoch_cap,
-                     regularizer=args.ocs_regularizer, optimizer=ctx.optimizer, cost_temperature=1e6 * time_steps)
+                     stability_threshold=args.ocs_stability_threshold,
+                     prune_epoch_cap=args.ocs_prune_epoch_cap, regularizer=args.ocs_regularizer,
+                     optimizer=ctx.optimizer, cost_temperature=1e6 * time_steps)
 
 
 def build_ocs_then_lats(ctx: RunContext) -> RunPruners:
@@ -237,8 +240,8 @@ def build_ocs_then_lats(ctx: RunContext) -> RunPruners:
 
 
 def lats_after_removal(ctx: RunContext, pruners: RunPruners, remaining_steps: int) -> None:
-    """ocs-lats: soft-threshold pruning of the thin model's weights with constant λ (the ``lr`` schedule: any LR
-    schedule, and it starts mid-run), d reaching --final-threshold at the run's last step."""
+    """ocs-lats: soft-threshold pruning of the thin model's weights with constant λ (the ``lr`` schedule: any
+    LR schedule, and it starts mid-run), d reaching --final-threshold at the run's last step."""
     if remaining_steps > 0:
         pruner = snn_lats.SoftThresholdPruner(ctx.model, schedule="lr", ignored_layers=ctx.ignored_layers,
                                               optimizer=ctx.optimizer, layer_scale=ctx.args.layer_scale,
@@ -271,9 +274,12 @@ register(Method("lats", build=build_closed_form, needs=D, soft_threshold=True, l
 register(Method("pgh", build=build_closed_form, needs=D, soft_threshold=True, logs=SOFT))
 register(Method("lr", build=build_lr, soft_threshold=True, logs=SOFT))
 register(Method("early", build=build_closed_form, needs=D, soft_threshold=True, logs=SOFT))
-register(Method("pai", needs=D, soft_threshold=True, logs=SOFT, build=one("pruner", lambda ctx: soft_threshold_pruner(
-    ctx, "constant", final_threshold=ctx.args.final_threshold, compensate=False))))
+register(Method("pai", needs=D, soft_threshold=True, logs=SOFT,
+                build=one("pruner", lambda ctx: soft_threshold_pruner(
+                    ctx, "constant", final_threshold=ctx.args.final_threshold, compensate=False))))
 register(Method("gmp", build=one("pruner", build_gmp)))
+
+
 def ltp_band_warning(row: dict) -> str | None:
     if row.get("band_fraction") is not None and row["band_fraction"] < 0.01:
         return ("warning: under 1% of the weights are in the sigmoid's transition band, so the thresholds "
@@ -289,8 +295,8 @@ register(Method("ocs-lats", build=build_ocs_then_lats, needs=D, soft_threshold=T
 
 
 def build_pruners(ctx: RunContext) -> RunPruners:
-    """The run's pruners for ``ctx.args.method``, with their extra param groups in the optimizer (before the LR
-    scheduler exists)."""
+    """The run's pruners for ``ctx.args.method``, with their extra param groups in the optimizer (before the
+    LR scheduler exists)."""
     pruners = get_method(ctx.args.method).build(ctx)
     groups = pruners.extra_param_groups(ctx.args.threshold_lr or ctx.args.lr)
     if groups and ctx._lr_scheduler is not None:
@@ -301,8 +307,8 @@ def build_pruners(ctx: RunContext) -> RunPruners:
 
 
 def epoch_figures(method: Method, row: dict, logged: dict, dense_macs: float | None) -> str:
-    """The method's part of the epoch line from what its pruners logged (undefined figures are left out); a
-    structured method shows the model's MACs once it stops searching."""
+    """The method's part of the epoch line from what its pruners logged (undefined figures are left out);
+    a structured method shows the model's MACs once it stops searching."""
     parts = []
     if method.structured and logged.get("candidate_macs") is None:
         parts.append(f"MACs {row['macs'] / 1e6:.2f}M (-{row['flops_reduction']:.2%})")

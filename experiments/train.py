@@ -1,5 +1,5 @@
-"""Train, and prune while training: any registry model (SEW ResNets, ResNet-50, MobileNet-V1, the SpikingJelly
-zoo), on one CPU or many GPUs.
+"""Train, and prune while training: any registry model (SEW ResNets, ResNet-50, MobileNet-V1, the
+SpikingJelly zoo), on one CPU or many GPUs.
 
     python -m experiments.train -c experiments/configs/demo_digits.yaml                    # CPU, ~1 minute
     torchrun --nproc_per_node 8 -m experiments.train -c experiments/configs/sew_resnet18_imagenet_lats.yaml \\
@@ -46,8 +46,13 @@ from experiments import utils
 from experiments.args import MODEL_OPTIONS, get_args_parser, parse_args  # noqa: F401 (the script's CLI)
 from experiments.data import build_datasets, data_flags
 from experiments.methods import Method, RunContext, RunPruners, build_pruners, epoch_figures, get_method
-from snn_lats.checkpoint import (export_dense, load_checkpoint, load_plain_weights, model_state_from_checkpoint,
-                                 save_checkpoint)
+from snn_lats.checkpoint import (
+    export_dense,
+    load_checkpoint,
+    load_plain_weights,
+    model_state_from_checkpoint,
+    save_checkpoint,
+)
 from snn_lats.metrics import new_batch, recording_firing
 from snn_lats.sparsity import weight_sizes
 from snn_lats.structured import count_macs, structure_spec
@@ -65,13 +70,16 @@ def main(argv: list[str] | None = None) -> dict:
     out, main_process = Path(args.output_dir), rank == 0
     say = print if main_process else lambda *a, **k: None
 
-    train_set, val_set, num_classes, in_channels = training_data(args, world)  # fails before anything is built
-    steps_per_epoch = min(len(train_set) // (args.batch_size * world), args.max_steps_per_epoch or len(train_set))
+    # fails before anything is built
+    train_set, val_set, num_classes, in_channels = training_data(args, world)
+    steps_per_epoch = min(len(train_set) // (args.batch_size * world),
+                          args.max_steps_per_epoch or len(train_set))
     resume, pretrained = load_start_checkpoints(args, out)
     if resume is not None:
         check_same_run(args, resume)
     source = resume if resume is not None else pretrained
-    structure = source.get("structure") if isinstance(source, dict) else None  # a channel-pruned model's widths
+    # a channel-pruned model's widths
+    structure = source.get("structure") if isinstance(source, dict) else None
     kwargs = model_kwargs(args, num_classes, in_channels, tuple(val_set[0][0].shape[-2:]))
     model = build_model(args, kwargs, structure, pretrained, world, device, say)
     example = val_set[0][0].unsqueeze(0).to(device)  # one sample (no augmentation, no RNG): MACs, OCS tracing
@@ -104,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         lr = ctx.optimizer.param_groups[0]["lr"]
         progress = utils.Progress(main_process, epoch, args.epochs, steps_per_epoch,
                                   (args.epochs - epoch - 1) * steps_per_epoch, args.log_every)
-        train_loss, img_s = train_one_epoch(run, loader_for_epoch(train_set, args, epoch, True, world), progress)
+        train_loader = loader_for_epoch(train_set, args, epoch, True, world)
+        train_loss, img_s = train_one_epoch(run, train_loader, progress)
         val_loader = loader_for_epoch(val_set, args, epoch, False, world)
         figures = run.pruners.log_dict()  # this epoch's, before a structure change ends the search
         if run.pruners.structure_change_due:  # this epoch's training is done: the channels go now
@@ -158,8 +167,8 @@ class Run:
 
 
 def remove_channels(run: Run, epoch: int, val_loader, figures: dict, say) -> None:
-    """The pruners' epoch end removes channels: a new optimizer on the same LR schedule, the method's follow-up
-    pruner, DDP around the thin model; prints the MACs and the accuracy just before."""
+    """The pruners' epoch end removes channels: a new optimizer on the same LR schedule, the method's
+    follow-up pruner, DDP around the thin model; prints the MACs and the accuracy just before."""
     model, args = run.ctx.model, run.args
     before = evaluate(model, val_loader, run.device)["acc1"]
     run.pruners.epoch_end(epoch)
@@ -174,7 +183,8 @@ def remove_channels(run: Run, epoch: int, val_loader, figures: dict, say) -> Non
     run.train_model = wrap_for_training(args, model, run.world, run.device)
     run.macs, run.thin = count_macs(model, ctx.example), True
     params = sum(p.numel() for p in model.parameters())
-    why = "cap epoch" if figures["stability"] < args.ocs_stability_threshold else f"psi {figures['stability']:.4f}"
+    stability = figures["stability"]
+    why = "cap epoch" if stability < args.ocs_stability_threshold else f"psi {stability:.4f}"
     say(f"pruned channels after epoch {epoch + 1} ({why}): MACs {run.dense_macs / 1e6:.2f}M -> "
         f"{run.macs / 1e6:.2f}M (-{1 - run.macs / run.dense_macs:.2%}), {params:,} parameters; Acc@1 before "
         f"{before:.2f}", flush=True)
@@ -193,16 +203,19 @@ def save_epoch(run: Run, epoch: int, row: dict, metrics: dict, report, best: boo
     if report is not None:
         run.log.scalars({n: 1 - layer.fraction for n, layer in report.layers.items()}, epoch + 1, "density/")
     run.log.scalars(metrics["layer_firing"], epoch + 1, prefix="firing_rate/")
-    if run.log.trail is not None:  # squashed weights: what evaluation just measured, loadable by a plain model
-        run.log.trail.add(export_dense(model), epoch=epoch + 1, acc1=metrics["acc1"], sparsity=row["sparsity"],
-                          model_name=args.model, model_kwargs=run.kwargs, structure=spec)
+    # squashed weights: what evaluation just measured, loadable by a plain model
+    if run.log.trail is not None:
+        run.log.trail.add(export_dense(model), epoch=epoch + 1, acc1=metrics["acc1"],
+                          sparsity=row["sparsity"], model_name=args.model, model_kwargs=run.kwargs,
+                          structure=spec)
     if best:  # before the last one: a kill between the two leaves the best the log and summary agree with
         save_checkpoint(checkpoint, run.out / "checkpoint_best.pth")
     save_checkpoint(checkpoint, run.out / "checkpoint_last.pth")
 
 
 def finish(run: Run, row: dict) -> dict:
-    """Rank 0, at the end: summary.json and the final lines; the last logged row when resumed after the end."""
+    """Rank 0, at the end: summary.json and the final lines; the last logged row when resumed
+    after the end."""
     if not row and run.state["epoch"] >= run.args.epochs:
         row = run.log.last_row()
     ocs = run.pruners.get("ocs")
@@ -217,7 +230,7 @@ def finish(run: Run, row: dict) -> dict:
     return row
 
 
-# --- one epoch ---------------------------------------------------------------------------------------------------
+# --- one epoch ----------------------------------------------------------------------------------------------
 
 def train_one_epoch(run: Run, loader, progress: utils.Progress):
     """One epoch of the protocol's loop; the pruners step from the optimizer's post-hook."""
@@ -282,10 +295,11 @@ def evaluate(model, loader, device) -> dict:
     spikes, updates = counts[4:4 + len(names)], counts[4 + len(names):]
     layers = {k: s / u for k, s, u in zip(names, spikes, updates, strict=True) if u}
     return {"loss": loss / n, "acc1": 100 * top1 / n, "acc5": 100 * top5 / n,
-            "firing_rate": sum(spikes) / sum(updates) if sum(updates) else float("nan"), "layer_firing": layers}
+            "firing_rate": sum(spikes) / sum(updates) if sum(updates) else float("nan"),
+            "layer_firing": layers}
 
 
-# --- building blocks ---------------------------------------------------------------------------------------------
+# --- building blocks ----------------------------------------------------------------------------------------
 
 def model_kwargs(args, num_classes: int, in_channels: int, image_size: tuple[int, int] | None = None) -> dict:
     """The keyword arguments of models.create_model, from the options the model declares (models.model_info)
@@ -302,7 +316,8 @@ def model_kwargs(args, num_classes: int, in_channels: int, image_size: tuple[int
 
 
 def ignored_layers(args) -> list[str]:
-    """--ignored-layers; by default the classifier of SNNs (models.model_info(NAME).classifier), none for ANNs."""
+    """--ignored-layers; by default the classifier of SNNs (models.model_info(NAME).classifier),
+    none for ANNs."""
     if args.ignored_layers is not None:
         return args.ignored_layers
     info = models.model_info(args.model)
@@ -349,7 +364,8 @@ def dense_reference(args, kwargs: dict, ignored: list[str], example, device) -> 
 
 
 def build_optimizer(args, model) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                           weight_decay=args.weight_decay)
 
 
 def build_lr_scheduler(args, optimizer, steps_per_epoch: int):
@@ -363,8 +379,9 @@ def build_lr_scheduler(args, optimizer, steps_per_epoch: int):
 
 
 def rebuild_optimization(args, model, optimizer, lr_scheduler, steps_per_epoch: int):
-    """A fresh optimizer over the (new) parameters of a channel-pruned model, and an LR scheduler that continues
-    exactly where ``lr_scheduler`` was: the run keeps one LR schedule across the pruning (OCS, reference B.2)."""
+    """A fresh optimizer over the (new) parameters of a channel-pruned model, and an LR scheduler that
+    continues exactly where ``lr_scheduler`` was: the run keeps one LR schedule across the pruning (OCS,
+    reference B.2)."""
     new_optimizer = build_optimizer(args, model)
     new_scheduler = build_lr_scheduler(args, new_optimizer, steps_per_epoch)
     new_scheduler.load_state_dict(lr_scheduler.state_dict())
@@ -399,7 +416,10 @@ def loader_for_epoch(dataset, args, epoch: int, train: bool, world: int) -> Data
 def load_start_checkpoints(args, out: Path):
     """The checkpoint to resume from (None for a fresh run) and the --pretrained one, loaded before the model
     is built: a channel-pruned run's model must be built thin."""
-    path = out / "checkpoint_last.pth" if args.resume == "auto" else (Path(args.resume) if args.resume else None)
+    if args.resume == "auto":
+        path = out / "checkpoint_last.pth"
+    else:
+        path = Path(args.resume) if args.resume else None
     resume = None
     if path is not None and (args.resume != "auto" or path.exists()):
         resume = load_checkpoint(path)  # a corrupt file raises here: never start over silently
@@ -418,10 +438,11 @@ def check_same_run(args, resume: dict) -> None:
     or D would silently bend the LR and threshold schedules); RESUME_MAY_CHANGE may differ."""
     saved = resume.get("args")
     if not isinstance(saved, dict):
-        raise ValueError(f"--resume {resume['path']}: the checkpoint holds no training configuration ('args'), "
-                         "so it is not a checkpoint of experiments.train")
+        raise ValueError(f"--resume {resume['path']}: the checkpoint holds no training configuration "
+                         "('args'), so it is not a checkpoint of experiments.train")
     now = vars(args)
-    changed = sorted(k for k in set(saved) | set(now) if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k))
+    changed = sorted(k for k in set(saved) | set(now)
+                     if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k))
     if changed:
         shown = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {now.get(k)!r})" for k in changed)
         raise ValueError(f"--resume {resume['path']} changes the run: {shown}. Resume with the checkpoint's "
@@ -432,8 +453,8 @@ def restore(args, resume: dict, model, optimizer, lr_scheduler, scaler, pruners:
     """Load a checkpoint's states; the run's epoch, step and best Acc@1 to continue from."""
     missing = [type(p).__name__ for key, p in pruners.members.items() if not resume.get(key)]
     if missing:
-        raise ValueError(f"--resume {resume['path']}: the checkpoint holds no {' or '.join(missing)} state, so "
-                         f"it is not from a --method {args.method} run")
+        raise ValueError(f"--resume {resume['path']}: the checkpoint holds no {' or '.join(missing)} "
+                         f"state, so it is not from a --method {args.method} run")
     model.load_state_dict(resume["model"])
     optimizer.load_state_dict(resume["optimizer"])
     lr_scheduler.load_state_dict(resume["lr_scheduler"])
@@ -443,7 +464,7 @@ def restore(args, resume: dict, model, optimizer, lr_scheduler, scaler, pruners:
     return {"epoch": resume["epoch"] + 1, "step": resume["step"], "best_acc1": resume["best_acc1"]}
 
 
-# --- what a run reports ------------------------------------------------------------------------------------------
+# --- what a run reports -------------------------------------------------------------------------------------
 
 def weight_report(pruners: RunPruners, model, ignored: list[str], dense_sizes: dict | None):
     """Per-layer weight sparsity: against the dense model once channels go (removed ones count as pruned),
@@ -456,8 +477,9 @@ def weight_report(pruners: RunPruners, model, ignored: list[str], dense_sizes: d
 
 def epoch_row(epoch, train_loss, metrics, sparsity, logged, macs, dense_macs, lr, img_s, seconds) -> dict:
     """The log.csv row; ``logged`` holds the pruners' figures (a column none of them logs stays empty)."""
-    return {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": metrics["loss"], "acc1": metrics["acc1"],
-            "acc5": metrics["acc5"], "sparsity": sparsity, "threshold": logged.get("threshold", 0.0),
+    return {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": metrics["loss"],
+            "acc1": metrics["acc1"], "acc5": metrics["acc5"], "sparsity": sparsity,
+            "threshold": logged.get("threshold", 0.0),
             **{k: logged.get(k) for k in ("l1_coefficient", "band_fraction", "stability", "reg_strength",
                                           "candidate_macs")},
             "macs": macs, "flops_reduction": 1 - macs / dense_macs if dense_macs else 0.0,

@@ -1,5 +1,6 @@
-"""Helpers of the training script, as torchvision's ``references/classification/utils.py``: the distributed set-up,
-the RNG state, progress output and the run log (config.yaml, log.csv, TensorBoard, summary.json, trail)."""
+"""Helpers of the training script, as torchvision's ``references/classification/utils.py``: the distributed
+set-up, the RNG state, progress output and the run log (config.yaml, log.csv, TensorBoard, summary.json,
+trail)."""
 from __future__ import annotations
 
 import csv
@@ -21,7 +22,7 @@ import yaml
 from snn_lats.io import atomic_write
 from snn_lats.trail import Trail
 
-# --- distributed -------------------------------------------------------------------------------------------------
+# --- distributed --------------------------------------------------------------------------------------------
 
 
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -50,7 +51,7 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
-# --- RNG state ---------------------------------------------------------------------------------------------------
+# --- RNG state ----------------------------------------------------------------------------------------------
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
@@ -73,12 +74,13 @@ def set_rng_state(state: dict) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
 
-# --- progress ----------------------------------------------------------------------------------------------------
+# --- progress -----------------------------------------------------------------------------------------------
 
 def _duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=round(seconds))) if math.isfinite(seconds) else "?"
@@ -120,7 +122,7 @@ class Progress:
             self.bar.close()
 
 
-# --- run log -----------------------------------------------------------------------------------------------------
+# --- run log ------------------------------------------------------------------------------------------------
 
 CSV_FIELDS = ["epoch", "train_loss", "val_loss", "acc1", "acc5", "sparsity", "threshold", "l1_coefficient",
               "band_fraction", "stability", "reg_strength", "candidate_macs", "macs", "flops_reduction",

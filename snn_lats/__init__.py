@@ -1,7 +1,7 @@
 """snn_lats: prune SpikingJelly spiking networks and ordinary CNNs during training.
 
-Soft-threshold pruning as implicit ISTA (LATS, Chen et al. ICLR 2023), learned threshold pruning (LTP, Azarian et
-al. 2020) and a gradual-magnitude baseline.
+Soft-threshold pruning as implicit ISTA (LATS, Chen et al. ICLR 2023), learned threshold pruning (LTP, Azarian
+et al. 2020) and a gradual-magnitude baseline.
 """
 from .base import Attachment
 from .checkpoint import export_dense, load_dense, squash_state_dict

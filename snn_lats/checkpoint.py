@@ -20,8 +20,9 @@ def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
 
     Each ``X.parametrizations.weight.original`` (θ) and its ``X.parametrizations.weight.0.*`` entries become
     ``X.weight``, baked by the parametrization those entries belong to (``SoftThreshold.bake``:
-    sign(θ)·relu(|θ| − d), or θ·mask once frozen; ``BinaryMask.bake``: θ·mask; ``LearnedThreshold.bake``: the
-    hard mask θ·1[θ² > τ]). Plain state_dicts pass through unchanged. Works offline, without building the model.
+    sign(θ)·relu(|θ| − d), or θ·mask once frozen; ``BinaryMask.bake``: θ·mask; ``LearnedThreshold.bake``:
+    the hard mask θ·1[θ² > τ]). Plain state_dicts pass through unchanged. Works offline, without building
+    the model.
     """
     out: dict[str, torch.Tensor] = {}
     entries: dict[str, dict[str, torch.Tensor]] = {}  # layer prefix -> its parametrization's entries
@@ -49,15 +50,16 @@ def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 
 def model_state_from_checkpoint(checkpoint: Any) -> dict[str, torch.Tensor]:
-    """The model's state_dict inside a checkpoint dict (key ``model``, ``state_dict`` or ``model_state``), or the
-    object itself if it is already a state_dict."""
+    """The model's state_dict inside a checkpoint dict (key ``model``, ``state_dict`` or ``model_state``), or
+    the object itself if it is already a state_dict."""
     if isinstance(checkpoint, Mapping):
         for key in ("model", "state_dict", "model_state"):
             if isinstance(checkpoint.get(key), Mapping):
                 return dict(checkpoint[key])
         if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
             return dict(checkpoint)
-    raise ValueError("checkpoint holds no model state_dict (looked for keys 'model', 'state_dict', 'model_state')")
+    raise ValueError("checkpoint holds no model state_dict "
+                     "(looked for keys 'model', 'state_dict', 'model_state')")
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:
@@ -70,7 +72,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         if "Weights only load failed" not in str(exc):
             raise ValueError(f"checkpoint {os.fspath(path)!r} is corrupt or truncated: {exc}") from None
         # torch's message suggests weights_only=False; a file that needs it is refused, never run
-        why = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line),
+        why = next((line.strip() for line in str(exc).splitlines()
+                    if "GLOBAL" in line or "Unsupported" in line),
                    "it is not tensors and plain containers")
         raise ValueError(f"checkpoint {os.fspath(path)!r} holds objects that are not allowed in a checkpoint "
                          f"(only tensors and plain containers load): {why}") from None
@@ -79,14 +82,16 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
 
 
 def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Load a (squashed or prepared) state_dict strictly into an unprepared model; name every mismatching key."""
+    """Load a (squashed or prepared) state_dict strictly into an unprepared model; name every mismatching
+    key."""
     state = squash_state_dict(state_dict)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
-        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
+        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in mismatched]
         raise ValueError("checkpoint does not match the model: " + _mismatch(missing, unexpected, shapes))
     model.load_state_dict(state, strict=True)
 
@@ -94,7 +99,8 @@ def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
 def _mismatch(missing: list[str], unexpected: list[str], shapes: list[str] = ()) -> str:
     """'missing keys (2): a, b; unexpected keys (1): c; ...', each list cut after 8 entries."""
     parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+    labelled = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+    for label, items in labelled:
         if items:
             shown = ", ".join(items[:8]) + (f", ... and {len(items) - 8} more" if len(items) > 8 else "")
             parts.append(f"{label} ({len(items)}): {shown}")
@@ -109,10 +115,10 @@ def _prepared_layers(model: nn.Module) -> dict[str, nn.Module]:
 def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load a dense state_dict (plain keys) into a pruner-prepared model, through ``right_inverse``.
 
-    Each pruned layer's dense weight W becomes θ = sign(W)·(|W| + d) for the current threshold d, so the model
-    computes exactly what the dense checkpoint computed (up to float rounding when d > 0). Everything else loads
-    as usual. Keys follow the unprepared model: SpikingJelly's model zoo layout for SEW ResNets, torchvision's
-    for ResNet-50. Missing or unexpected keys are listed in the error; nothing is changed then.
+    Each pruned layer's dense weight W becomes θ = sign(W)·(|W| + d) for the current threshold d, so the
+    model computes exactly what the dense checkpoint computed (up to float rounding when d > 0). Everything
+    else loads as usual. Keys follow the unprepared model: SpikingJelly's model zoo layout for SEW ResNets,
+    torchvision's for ResNet-50. Missing or unexpected keys are listed in the error; nothing is changed then.
     """
     prepared = _prepared_layers(model)
     if not prepared:
@@ -120,8 +126,8 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
                          "use model.load_state_dict for a plain model")
     state = model_state_from_checkpoint(state_dict)  # a plain state_dict comes back as a copy
     if any(_PARAM in key for key in state):
-        raise ValueError("load_dense expects a dense state_dict with plain keys; this one is from a prepared model "
-                         "(load it with model.load_state_dict)")
+        raise ValueError("load_dense expects a dense state_dict with plain keys; this one is from a prepared "
+                         "model (load it with model.load_state_dict)")
     expected = set(export_dense(model, clone=False))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -134,9 +140,9 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
     for name, module in prepared.items():
         p = pruning_parametrization(module)
         if not hasattr(p, "right_inverse"):
-            raise ValueError(f"load_dense: layer {name!r} is prepared with {type(p).__name__}, which has no "
-                             "right_inverse; load_dense serves SoftThresholdPruner's layers (load dense weights "
-                             "into the plain model before building the pruner)")
+            raise ValueError(f"load_dense: layer {name!r} is prepared with {type(p).__name__}, which has "
+                             "no right_inverse; load_dense serves SoftThresholdPruner's layers (load dense "
+                             "weights into the plain model before building the pruner)")
     for name, module in prepared.items():
         key = f"{name}.weight" if name else "weight"
         module.weight = state.pop(key).to(module.parametrizations.weight.original)  # through right_inverse
@@ -146,7 +152,7 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
 
 
 def export_dense(model: nn.Module, clone: bool = True) -> dict[str, torch.Tensor]:
-    """The model's weights with plain keys and pruned weights squashed (exact zeros), leaving the model as it is.
+    """The model's weights with plain keys and pruned weights squashed (exact zeros); the model is unchanged.
 
     Loads strictly into the untouched architecture. Works on prepared and on plain models.
     """
@@ -154,8 +160,7 @@ def export_dense(model: nn.Module, clone: bool = True) -> dict[str, torch.Tensor
     return {k: v.detach().clone() for k, v in state.items()} if clone else state
 
 
-
 def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` atomically (:func:`snn_lats.io.atomic_save`): a crash leaves the previous file or the new
-    one, never a truncated one."""
+    """``torch.save`` atomically (:func:`snn_lats.io.atomic_save`): a crash leaves the previous file or the
+    new one, never a truncated one."""
     atomic_save(obj, path)

@@ -13,7 +13,7 @@ import torch
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes]], Any]) -> None:
-    """Write ``data`` (bytes, text as UTF-8, or a function that writes to the open binary file) to ``path``."""
+    """Write ``data`` to ``path``: bytes, text as UTF-8, or a function that writes to the open binary file."""
     path = os.fspath(path)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:

@@ -2,7 +2,8 @@
 
 ``SoftThreshold`` is LATS's ``W = sign(θ)·relu(|θ| − d)`` with the reference's straight-through gradient
 (dW/dθ = 1 everywhere, so pruned weights keep learning and can regrow). ``BinaryMask`` is ``W = θ·m`` for
-magnitude pruning. ``LearnedThreshold`` is LTP's sigmoid mask with a learnable per-layer threshold. The latent θ stays the module's original ``Parameter`` object (parametrize keeps it as
+magnitude pruning. ``LearnedThreshold`` is LTP's sigmoid mask with a learnable per-layer threshold. The
+latent θ stays the module's original ``Parameter`` object (parametrize keeps it as
 ``parametrizations.weight.original``), so optimizers built before or after preparation stay valid.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ class _SoftThresholdSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
         if isinstance(threshold, torch.Tensor):
-            # θ − clamp(θ, −d, d) == sign(θ)·relu(|θ| − d) bit for bit, with a tensor d (no recompiles as d moves)
+            # θ − clamp(θ, −d, d) == sign(θ)·relu(|θ| − d) bit for bit; a tensor d: no recompiles as d moves
             d = threshold.to(theta.dtype)
             return theta - theta.clamp(-d, d)
         # one fused pass, as fast as a copy, and bit-identical to the above
@@ -47,7 +48,8 @@ class SoftThreshold(nn.Module):
 
     @staticmethod
     def bake(theta: torch.Tensor, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The plain weight from θ and this parametrization's state_dict entries, as ``forward`` computes it."""
+        """The plain weight from θ and this parametrization's state_dict entries, as ``forward``
+        computes it."""
         if state.get("mask") is not None:
             return theta * state["mask"]
         d = state["threshold"].to(theta.dtype)
@@ -138,14 +140,15 @@ class BinaryMask(nn.Module):
 class LearnedThreshold(nn.Module):
     """LTP (Azarian et al. 2020): a learnable threshold τ on the squared weight.
 
-    Training mode: ``W = θ·σ((θ² − τ)/T)`` with ``T = T0·Var(|θ|)`` recomputed from the current weights. The mask
-    is computed from ``θ.detach()``, so θ's gradient is the straight-through ``σ(·)·∂L/∂W`` (LTP's eq. 14) while
-    τ keeps its full gradient. Evaluation mode: the hard mask ``W = θ·1[θ² > τ]``, which ``squash`` bakes in.
+    Training mode: ``W = θ·σ((θ² − τ)/T)`` with ``T = T0·Var(|θ|)`` recomputed from the current weights. The
+    mask is computed from ``θ.detach()``, so θ's gradient is the straight-through ``σ(·)·∂L/∂W`` (LTP's
+    eq. 14) while τ keeps its full gradient. Evaluation mode: the hard mask ``W = θ·1[θ² > τ]``, which
+    ``squash`` bakes in.
 
-    τ is stored as ``threshold · unit``: ``threshold`` is the learnable parameter and ``unit`` a fixed buffer,
-    Var(|θ|) at preparation. τ's gradient through the sigmoid scales as 1/T ∝ 1/Var(|θ|), so a plain τ would need
-    a learning rate per layer (they differ by orders of magnitude); in units of ``unit`` one learning rate fits all
-    layers, and the hard mask and the loss are unchanged.
+    τ is stored as ``threshold · unit``: ``threshold`` is the learnable parameter and ``unit`` a fixed
+    buffer, Var(|θ|) at preparation. τ's gradient through the sigmoid scales as 1/T ∝ 1/Var(|θ|), so a plain
+    τ would need a learning rate per layer (they differ by orders of magnitude); in units of ``unit`` one
+    learning rate fits all layers, and the hard mask and the loss are unchanged.
     """
 
     required_state = state_keys = frozenset({"threshold", "unit", "temperature"})

@@ -7,19 +7,19 @@ user's, for any pruner::
     pruner.epoch_start(epoch)
     for x, y in loader:
         loss = criterion(model(x), y)
-        if (term := pruner.regularization()) is not None:    # a loss term: LTP's L0
+        if (term := pruner.regularization()) is not None:  # a loss term: LTP's L0
             loss = loss + term
         optimizer.zero_grad(); loss.backward()
-        pruner.regularize()                                    # after backward: OCS's group-lasso gradient
+        pruner.regularize()                                # after backward: OCS's group-lasso gradient
         optimizer.step()
-        pruner.step()                                          # after optimizer.step(): d, masks, OCS's shrink
-    if pruner.epoch_end(epoch):                                # True: parameters were replaced (channels went)
-        optimizer = ...                                        # rebuild it (and DDP) over model.parameters()
+        pruner.step()                                      # after optimizer.step(): d, masks, OCS's shrink
+    if pruner.epoch_end(epoch):                            # True: parameters were replaced (channels went)
+        optimizer = ...                                    # rebuild it (and DDP) over model.parameters()
     log(pruner.log_dict())
 
-=========================  =================================================  ==================================
+=========================  =================================================  ============================
 hook                       when                                               does something in
-=========================  =================================================  ==================================
+=========================  =================================================  ============================
 ``regularization()``       add to the loss before ``backward()`` (None: no    LTP (λ·L0)
                            term)
 ``regularize()``           after ``backward()`` (unscaled grads), before      OCS ``group_lasso``
@@ -37,7 +37,7 @@ hook                       when                                               do
 ``state_dict()`` /         the pruner's own state (the model's buffers hold   every pruner
 ``load_state_dict()``      the rest)
 ``squash()``               bake the pruning into plain weights and detach     weight pruners
-=========================  =================================================  ==================================
+=========================  =================================================  ============================
 
 The defaults do nothing, so a loop calls every hook on every pruner, never ``hasattr``.
 """

@@ -9,8 +9,8 @@ import snn_lats
 
 
 def _sj_sew18():
-    net = sew_resnet.sew_resnet18(cnf="ADD", spiking_neuron=neuron.IFNode, surrogate_function=surrogate.ATan(),
-                                  detach_reset=True)
+    net = sew_resnet.sew_resnet18(cnf="ADD", spiking_neuron=neuron.IFNode,
+                                  surrogate_function=surrogate.ATan(), detach_reset=True)
     functional.set_step_mode(net, "m")
     return net
 

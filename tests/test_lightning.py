@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-L = pytest.importorskip("lightning.pytorch", reason="lightning is not installed (pip install -e '.[lightning]')")
+L = pytest.importorskip("lightning.pytorch",
+                        reason="lightning is not installed (pip install -e '.[lightning]')")
 from spikingjelly.activation_based import functional  # noqa: E402
 
 import models  # noqa: E402
@@ -29,7 +30,8 @@ class DigitsSNN(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -39,8 +41,9 @@ def _loader():
 
 
 def _trainer(tmp_path, epochs, callbacks, name):
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=callbacks, enable_progress_bar=False,
-                     enable_model_summary=False, logger=L.loggers.CSVLogger(tmp_path, name=name), log_every_n_steps=1,
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=callbacks,
+                     enable_progress_bar=False, enable_model_summary=False,
+                     logger=L.loggers.CSVLogger(tmp_path, name=name), log_every_n_steps=1,
                      default_root_dir=tmp_path, deterministic=True)
 
 
@@ -54,7 +57,8 @@ class Recorder(L.Callback):
 
 def test_fit_grows_sparsity_logs_the_threshold_and_resumes(tmp_path):
     torch.manual_seed(0)
-    pruning = SoftThresholdPruning(final_threshold=0.05, ignored_layers=["net.fc"], total_steps=16)  # 2 epochs
+    # 16 steps: 2 epochs
+    pruning = SoftThresholdPruning(final_threshold=0.05, ignored_layers=["net.fc"], total_steps=16)
     checkpoint = L.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_epochs=1)
     model = DigitsSNN()
     _trainer(tmp_path, 1, [pruning, checkpoint], "first").fit(model, _loader())
@@ -67,11 +71,13 @@ def test_fit_grows_sparsity_logs_the_threshold_and_resumes(tmp_path):
     with open(tmp_path / "first" / "version_0" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("pruning/threshold")]
     logged = [float(r["pruning/threshold"]) for r in rows]
-    assert len(logged) == steps_per_epoch and logged == sorted(logged) and logged[-1] == pytest.approx(saved_threshold)
+    assert len(logged) == steps_per_epoch and logged == sorted(logged)
+    assert logged[-1] == pytest.approx(saved_threshold)
 
     # resume for a second epoch from the Lightning checkpoint, in a fresh module and callback
     torch.manual_seed(123)
-    resumed = SoftThresholdPruning(final_threshold=0.05, ignored_layers=["net.fc"], total_steps=2 * steps_per_epoch)
+    resumed = SoftThresholdPruning(final_threshold=0.05, ignored_layers=["net.fc"],
+                                   total_steps=2 * steps_per_epoch)
     recorder = Recorder(resumed)
     _trainer(tmp_path, 2, [resumed, recorder], "resumed").fit(DigitsSNN(), _loader(),
                                                               ckpt_path=tmp_path / "ckpt" / "last.ckpt")

@@ -37,7 +37,8 @@ def test_gradients_match_closed_forms():
         grad_tau = -(grad_v * theta * s * (1 - s)).sum() / temperature
         torch.testing.assert_close(p.threshold.grad, grad_tau * p.unit, rtol=1e-10, atol=1e-12)
         # θ: straight-through, the mask times the upstream gradient (no 2w²/T·s(1−s) term)
-        torch.testing.assert_close(layer.parametrizations.weight.original.grad, s * grad_v, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(layer.parametrizations.weight.original.grad, s * grad_v,
+                                   rtol=1e-10, atol=1e-12)
         assert 0.05 < float((s * (1 - s)).mean())  # the check above is not vacuous: weights sit in the band
 
         # the L0 term: ∂(λ/N Σσ)/∂τ = −λ/(N·T)·Σ s(1−s), and no gradient at all to θ
@@ -163,7 +164,7 @@ def test_state_dict_round_trip_resumes_exactly(tiny_cnn):
     assert b.soft_l0().item() == a.soft_l0().item()
     train_steps(tiny_cnn, a, opt_a, 3, seed=7)
     train_steps(other, b, opt_b, 3, seed=7)
-    for (k, va), vb in zip(tiny_cnn.state_dict().items(), other.state_dict().values()):
+    for (k, va), vb in zip(tiny_cnn.state_dict().items(), other.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert b.step_count == 8
 
@@ -227,7 +228,7 @@ def test_bad_input():
         LearnedThresholdPruner(nn.Linear(3, 3)).param_groups(threshold_lr=0)
 
 
-# --- trail -----------------------------------------------------------------------------------------------------
+# --- trail --------------------------------------------------------------------------------------------------
 
 ENTRIES = [TrailEntry(1, 90.0, 0.50, "a"), TrailEntry(2, 88.0, 0.80, "b"), TrailEntry(3, 85.0, 0.90, "c"),
            TrailEntry(4, 86.5, 0.92, "d"), TrailEntry(5, 80.0, 0.97, "e")]

@@ -39,7 +39,7 @@ def test_mask_update_keeps_exactly_the_largest_magnitudes():
         assert dropped.numel() == round(0.25 * theta.numel())
         assert kept.min() >= dropped.max()
     pruner.step()  # reaches 0.5 at total_steps=1, ranking the already-masked weights as 0
-    for _, module, p in pruner.parametrizations():
+    for _, _, p in pruner.parametrizations():
         assert int((~p.mask).sum()) == round(0.5 * p.mask.numel())
 
 
@@ -80,7 +80,8 @@ def test_resume_is_exact(tmp_path):
         torch.manual_seed(0)
         model = TinyCNN()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        return model, optimizer, snn_lats.MagnitudePruner(model, pruning_ratio=0.7, total_steps=30, frequency=4)
+        return model, optimizer, snn_lats.MagnitudePruner(model, pruning_ratio=0.7, total_steps=30,
+                                                          frequency=4)
 
     model, optimizer, pruner = setup()
     train_steps(model, pruner, optimizer, 15, seed=1)

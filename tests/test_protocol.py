@@ -12,7 +12,8 @@ from tests.conftest import TinyCNN
 
 def batches(n, seed=1):
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 1, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(n)]
+    return [(torch.randn(4, 1, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen))
+            for _ in range(n)]
 
 
 def protocol_loop(model, pruner, optimizer, epochs, steps):
@@ -82,7 +83,8 @@ def test_protocol_loop_equals_the_plain_loop_for_ltp():
         torch.testing.assert_close(value, weights(b)[key], msg=key)
     assert [float(t) for t in pa.thresholds()] == pytest.approx([float(t) for t in pb.thresholds()])
     assert all(float(t) != 0 for t in pa.thresholds())  # τ trained: the extra group reached the optimizer
-    assert pa.log_dict() == {"band_fraction": pytest.approx(pb.report().band_fraction, abs=1e-6)}  # float32 means
+    # float32 means
+    assert pa.log_dict() == {"band_fraction": pytest.approx(pb.report().band_fraction, abs=1e-6)}
 
 
 class SmallCNN(nn.Module):
@@ -99,8 +101,8 @@ class SmallCNN(nn.Module):
 
 
 def ocs(model, regularizer, optimizer):
-    return OCSPruner(model, torch.randn(1, 1, 8, 8), 0.4, monitor_start_epoch=0, reg_start_epoch=0, reg_init=0.5,
-                     prune_epoch_cap=2, regularizer=regularizer, optimizer=optimizer)
+    return OCSPruner(model, torch.randn(1, 1, 8, 8), 0.4, monitor_start_epoch=0, reg_start_epoch=0,
+                     reg_init=0.5, prune_epoch_cap=2, regularizer=regularizer, optimizer=optimizer)
 
 
 @pytest.mark.parametrize("regularizer", list(REGULARIZERS))
@@ -141,7 +143,8 @@ def test_ocs_hooks_tell_the_loop_when_parameters_change():
         seen.append((pruner.structure_change_due, pruner.epoch_end(epoch)))
         if epoch < 2:
             assert set(figures) == {"stability", "reg_strength", "candidate_macs"}
-            assert figures["reg_strength"] == pytest.approx(0.5 + 1e-4 * (epoch // 2 + 1))  # +δ at even epochs
+            # +δ at even epochs
+            assert figures["reg_strength"] == pytest.approx(0.5 + 1e-4 * (epoch // 2 + 1))
     assert seen == [(False, False), (False, False), (True, True), (False, False)]
 
 

@@ -12,7 +12,8 @@ from .conftest import TinyCNN, train_steps
 
 
 def test_forward_is_the_soft_threshold_operator(tiny_cnn):
-    pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, schedule="constant", compensate=False)
+    pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, schedule="constant",
+                                          compensate=False)
     theta = tiny_cnn.conv2.parametrizations.weight.original
     expected = torch.sign(theta) * torch.relu(theta.abs() - 0.1)
     assert torch.equal(tiny_cnn.conv2.weight, expected)
@@ -78,7 +79,8 @@ def test_ignored_layers_by_name_module_and_container(tiny_cnn):
     assert list(pruner.layers) == ["conv1", "conv2"]
     assert not parametrize.is_parametrized(tiny_cnn.fc)
     model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
-    pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.1, total_steps=5, ignored_layers=[model[1]])
+    pruner = snn_lats.SoftThresholdPruner(model, final_threshold=0.1, total_steps=5,
+                                          ignored_layers=[model[1]])
     assert list(pruner.layers) == ["0"]
 
 
@@ -86,7 +88,8 @@ def test_unknown_ignored_layer_is_an_error_with_a_suggestion(tiny_cnn):
     with pytest.raises(ValueError, match=r"ignored_layers.*'fcc'.*fc"):
         snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, total_steps=5, ignored_layers=["fcc"])
     with pytest.raises(ValueError, match="ignored_layers"):
-        snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, total_steps=5, ignored_layers=[nn.Linear(2, 2)])
+        snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, total_steps=5,
+                                     ignored_layers=[nn.Linear(2, 2)])
 
 
 def test_layer_scale_sets_per_layer_thresholds(tiny_cnn):
@@ -107,11 +110,13 @@ def test_layer_scale_sets_per_layer_thresholds(tiny_cnn):
 
 def test_layer_scale_rejects_unknown_layers(tiny_cnn):
     with pytest.raises(ValueError, match="layer_scale.*bn1"):
-        snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.4, schedule="constant", layer_scale={"bn1": 2.0})
+        snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.4, schedule="constant",
+                                     layer_scale={"bn1": 2.0})
 
 
 def test_sparsity_report_counts_exact_zeros(tiny_cnn):
-    pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.08, schedule="constant", compensate=False)
+    pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.08, schedule="constant",
+                                          compensate=False)
     report = snn_lats.sparsity_report(tiny_cnn)
     expected = {}
     for name in ("conv1", "conv2", "fc"):
@@ -141,8 +146,8 @@ def test_freeze_at_fixes_masks_and_pruned_weights_stay_zero(tiny_cnn):
 
 
 def test_frozen_state_round_trips_through_model_state_dict(tiny_cnn):
-    pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, schedule="constant", compensate=False,
-                                          freeze_at=0)
+    pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, schedule="constant",
+                                          compensate=False, freeze_at=0)
     assert pruner.frozen
     fresh = copy.deepcopy(tiny_cnn)  # deep copies of parametrized modules are supported
     other = type(tiny_cnn)()
@@ -270,7 +275,7 @@ def test_assigning_a_dense_weight_goes_through_right_inverse(tiny_cnn):
     assert isinstance(tiny_cnn.conv2.parametrizations.weight[0], SoftThreshold)
 
 
-# --- bad input -----------------------------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
     "kwargs, error, pattern",
@@ -297,7 +302,8 @@ def test_assigning_a_dense_weight_goes_through_right_inverse(tiny_cnn):
         ({"final_threshold": 0.1, "total_steps": 10, "freeze_at": -1}, ValueError, "freeze_at"),
         ({"final_threshold": 0.1, "total_steps": 10, "optimizer": "sgd"}, TypeError, "optimizer"),
         ({"final_threshold": 0.1, "total_steps": 10, "ignored_layers": [3]}, TypeError, "ignored_layers"),
-        ({"final_threshold": 0.1, "total_steps": 10, "layer_scale": {"conv1": -1.0}}, ValueError, "layer_scale"),
+        ({"final_threshold": 0.1, "total_steps": 10, "layer_scale": {"conv1": -1.0}}, ValueError,
+         "layer_scale"),
         ({"final_threshold": 0.1, "schedule": 5}, TypeError, "callable"),
     ],
 )
@@ -364,7 +370,8 @@ def test_lr_schedule_without_an_optimizer_fails_at_the_first_step(tiny_cnn):
 
 
 def test_sparsity_report_against_dense_sizes_counts_removed_weights(tiny_cnn):
-    """A channel-pruned model against its dense sizes: removed weights count as zeros, totals are the dense ones."""
+    """A channel-pruned model against its dense sizes: removed weights count as zeros, totals are the
+    dense ones."""
     from snn_lats.sparsity import weight_sizes
 
     dense = weight_sizes(tiny_cnn)

@@ -56,7 +56,8 @@ def test_load_dense_names_pruners_it_cannot_serve_before_changing_anything(make)
     model = TinyCNN()
     make(model)
     before = snapshot(model)
-    with pytest.raises(ValueError, match="has no right_inverse; load_dense serves SoftThresholdPruner's layers"):
+    with pytest.raises(ValueError,
+                       match="has no right_inverse; load_dense serves SoftThresholdPruner's layers"):
         load_dense(model, TinyCNN().state_dict())
     for key, value in snapshot(model).items():
         assert torch.equal(value, before[key]), key

@@ -13,15 +13,15 @@ import torch
 from experiments import methods, train
 
 ROOT = Path(__file__).parents[1]
-TINY = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "lif", "--width-multiplier", "0.125",
-        "--method", "s-lats", "--final-threshold", "0.05", "--batch-size", "32", "--lr", "0.1", "--device", "cpu",
-        "--max-steps-per-epoch", "6", "--seed", "3"]
+TINY = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "lif",
+        "--width-multiplier", "0.125", "--method", "s-lats", "--final-threshold", "0.05",
+        "--batch-size", "32", "--lr", "0.1", "--device", "cpu", "--max-steps-per-epoch", "6", "--seed", "3"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def _run(args, **kw):
-    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=300, **kw)
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300, **kw)
 
 
 def _model_state(path):
@@ -33,8 +33,9 @@ def test_resume_after_a_real_kill_is_bit_identical(tmp_path):
     result = _run([*TINY, "--epochs", "4", "--output-dir", str(straight)])
     assert result.returncode == 0, result.stderr[-2000:]
 
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--epochs", "4", "--output-dir",
-                             str(killed)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--epochs", "4",
+                             "--output-dir", str(killed)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (killed / "checkpoint_last.pth").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -47,7 +48,8 @@ def test_resume_after_a_real_kill_is_bit_identical(tmp_path):
     result = _run([*TINY, "--epochs", "4", "--output-dir", str(killed), "--resume", "auto"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resumed from {killed / 'checkpoint_last.pth'} at epoch {stopped_at + 1}" in result.stdout
-    expected, got = _model_state(straight / "checkpoint_last.pth"), _model_state(killed / "checkpoint_last.pth")
+    expected = _model_state(straight / "checkpoint_last.pth")
+    got = _model_state(killed / "checkpoint_last.pth")
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
@@ -55,7 +57,8 @@ def test_resume_after_a_real_kill_is_bit_identical(tmp_path):
     b = torch.load(killed / "checkpoint_last.pth", weights_only=True)
     assert a["pruner"] == b["pruner"] and a["step"] == b["step"] == 24
     log = (killed / "log.csv").read_text().splitlines()
-    assert log[0].startswith("epoch,train_loss") and [line.split(",")[0] for line in log[1:]] == ["1", "2", "3", "4"]
+    assert log[0].startswith("epoch,train_loss")
+    assert [line.split(",")[0] for line in log[1:]] == ["1", "2", "3", "4"]
 
 
 KILL_DURING_SAVE = """
@@ -90,9 +93,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-LEARNS = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "if", "--width-multiplier", "0.25",
-          "--method", "s-lats", "--final-threshold", "0.02", "--lr", "0.1", "--device", "cpu", "--seed", "3",
-          "--epochs", "5", "--dump-rank-state"]  # reaches ~93% on digits in 5 epochs, so accuracies are comparable
+# reaches ~93% on digits in 5 epochs, so accuracies are comparable
+LEARNS = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "if",
+          "--width-multiplier", "0.25", "--method", "s-lats", "--final-threshold", "0.02", "--lr", "0.1",
+          "--device", "cpu", "--seed", "3", "--epochs", "5", "--dump-rank-state"]
 
 
 @pytest.mark.slow
@@ -101,8 +105,9 @@ def test_ddp_two_processes_on_gloo_agree_with_each_other_and_with_one_process(tm
 
     two = tmp_path / "two"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "experiments.train",
-                             *LEARNS, "--batch-size", "32", "--output-dir", str(two)],
+                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                             "-m", "experiments.train", *LEARNS, "--batch-size", "32",
+                             "--output-dir", str(two)],
                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(two / f"rank{r}_state.pth", weights_only=True) for r in (0, 1))
@@ -110,7 +115,8 @@ def test_ddp_two_processes_on_gloo_agree_with_each_other_and_with_one_process(tm
     compared = 0
     for key, value in rank0["model"].items():
         if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
-            continue  # BN running stats are per rank after the last step (DDP broadcasts them before a forward)
+            # BN running stats are per rank after the last step (DDP broadcasts them before a forward)
+            continue
         assert torch.equal(value, rank1["model"][key]), key  # weights θ and thresholds (so masks) identical
         compared += 1
     assert compared > 40
@@ -124,7 +130,8 @@ def test_ddp_two_processes_on_gloo_agree_with_each_other_and_with_one_process(tm
     assert abs(acc_two - acc_one) < 5.0, (acc_two, acc_one)  # BN sees half batches per rank, so not identical
 
 
-NO_THRESHOLD = [a for i, a in enumerate(TINY) if a != "--final-threshold" and TINY[i - 1] != "--final-threshold"]
+NO_THRESHOLD = [a for i, a in enumerate(TINY)
+                if a != "--final-threshold" and TINY[i - 1] != "--final-threshold"]
 
 
 @pytest.mark.parametrize(
@@ -201,8 +208,9 @@ def test_ltp_from_a_pretrained_run_leaves_a_trail_that_loads_into_a_plain_model(
     with open(ltp / "log.csv") as f:
         log = list(csv.DictReader(f))
     assert [e.epoch for e in entries] == [1, 2, 3]
-    for entry, row in zip(entries, log):  # the trail holds what the epoch's evaluation measured
-        assert entry.acc1 == pytest.approx(float(row["acc1"])) and entry.sparsity == pytest.approx(float(row["sparsity"]))
+    for entry, row in zip(entries, log, strict=True):  # the trail holds what the epoch's evaluation measured
+        assert entry.acc1 == pytest.approx(float(row["acc1"]))
+        assert entry.sparsity == pytest.approx(float(row["sparsity"]))
         assert float(row["band_fraction"]) > 0
     assert entries[-1].sparsity > entries[0].sparsity > 0
 
@@ -233,8 +241,8 @@ def digits_accuracy(model) -> float:
     return 100 * correct / len(val)
 
 
-
-@pytest.mark.parametrize("config", sorted((ROOT / "experiments" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", sorted((ROOT / "experiments" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
 def test_every_config_parses_and_builds_its_model(config):
     import models
 
@@ -249,8 +257,10 @@ def test_gmp_ramp_ends_at_the_pruning_end_epoch(tiny_cnn):
     args = train.parse_args([*TINY, "--method", "gmp", "--pruning-ratio", "0.8", "--epochs", "4",
                              "--pruning-end-epoch", "3"])
     optimizer = train.build_optimizer(args, tiny_cnn)
-    pruner = methods.build_pruners(train.run_context(args, tiny_cnn, optimizer, steps_per_epoch=10)).get("pruner")
-    assert pruner.target_sparsity(29) < 0.8 and pruner.target_sparsity(30) == pruner.target_sparsity(40) == 0.8
+    ctx = train.run_context(args, tiny_cnn, optimizer, steps_per_epoch=10)
+    pruner = methods.build_pruners(ctx).get("pruner")
+    assert pruner.target_sparsity(29) < 0.8
+    assert pruner.target_sparsity(30) == pruner.target_sparsity(40) == 0.8
 
 
 def test_a_threshold_schedule_run_under_the_wrong_lr_schedule_is_flagged():
@@ -265,12 +275,15 @@ def test_a_threshold_schedule_run_under_the_wrong_lr_schedule_is_flagged():
 
 
 def test_layer_scale_reaches_the_pruner_and_bad_entries_are_named(tiny_cnn, capsys):
-    args = train.parse_args([*TINY, "--method", "s-lats", "--final-threshold", "0.1", "--layer-scale", "conv1=4"])
+    args = train.parse_args([*TINY, "--method", "s-lats", "--final-threshold", "0.1",
+                             "--layer-scale", "conv1=4"])
     assert args.layer_scale == {"conv1": 4.0}
+    # one string, as a sweep gives
     assert train.parse_args([*TINY, "--method", "lr", "--final-threshold", "0.1", "--layer-scale",
-                             "conv1=4 fc=0"]).layer_scale == {"conv1": 4.0, "fc": 0.0}  # one string, as a sweep gives
+                             "conv1=4 fc=0"]).layer_scale == {"conv1": 4.0, "fc": 0.0}
     optimizer = train.build_optimizer(args, tiny_cnn)
-    pruner = methods.build_pruners(train.run_context(args, tiny_cnn, optimizer, steps_per_epoch=10)).get("pruner")
+    ctx = train.run_context(args, tiny_cnn, optimizer, steps_per_epoch=10)
+    pruner = methods.build_pruners(ctx).get("pruner")
     assert pruner.scales["conv1"] == 4.0 and set(pruner.scales.values()) == {1.0, 4.0}
     for bad, message in ((["conv1=x"], "NAME=SCALE"), (["conv1=-1"], "NAME=SCALE"), (["=2"], "NAME=SCALE"),
                          (["conv1=nan"], "NAME=SCALE")):

@@ -42,8 +42,8 @@ def test_a_kill_between_the_two_checkpoint_writes_leaves_the_best_checkpoint_the
 
     monkeypatch.setattr(train, "save_checkpoint", saved)
     accuracies = iter([60.0, 55.0])  # epochs 2 and 3 again, as a resumed run sees them
-    monkeypatch.setattr(train, "evaluate", lambda m, l, d: {"loss": 1.0, "acc1": next(accuracies), "acc5": 90.0,
-                                                             "firing_rate": 0.1, "layer_firing": {}})
+    monkeypatch.setattr(train, "evaluate", lambda model, loader, device: {
+        "loss": 1.0, "acc1": next(accuracies), "acc5": 90.0, "firing_rate": 0.1, "layer_firing": {}})
     train.main([*FAST, "--epochs", "3", "--output-dir", str(out), "--resume", "auto"])
     summary = json.loads((out / "summary.json").read_text())
     best = torch.load(out / "checkpoint_best.pth", weights_only=True)
@@ -59,7 +59,8 @@ def test_a_resume_that_changes_the_run_is_refused_naming_the_keys(tmp_path):
     events = sorted(p.name for p in (out / "tensorboard").iterdir())
     with pytest.raises(ValueError, match=r"changes the run: epochs \(checkpoint 1, now 3\), final_threshold "
                                          r"\(checkpoint 0.05, now 0.3\)"):
-        train.main([*FAST, "--epochs", "3", "--final-threshold", "0.3", "--output-dir", str(out), "--resume", "auto"])
+        train.main([*FAST, "--epochs", "3", "--final-threshold", "0.3", "--output-dir", str(out),
+                    "--resume", "auto"])
     assert (out / "config.yaml").read_text() == config  # a refused resume writes nothing
     assert sorted(p.name for p in (out / "tensorboard").iterdir()) == events
     # what may change on a resume: workers, progress output, where the data and the run live

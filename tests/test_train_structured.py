@@ -1,5 +1,5 @@
-"""The training pipeline's structured methods: ocs and ocs-lats (channels removed mid-run), exact resume across
-the removal, the LR schedule continuing, DDP re-wrapped, checkpoints that rebuild the thin model."""
+"""The training pipeline's structured methods: ocs and ocs-lats (channels removed mid-run), exact resume
+across the removal, the LR schedule continuing, DDP re-wrapped, checkpoints that rebuild the thin model."""
 import csv
 import json
 import subprocess
@@ -16,14 +16,16 @@ from snn_lats.structured import count_macs, structure_spec
 from tests.test_train import ENV, ROOT, TINY, _free_port, digits_accuracy
 
 BASE = [a for i, a in enumerate(TINY) if a != "--final-threshold" and TINY[i - 1] != "--final-threshold"]
-LEARNS = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "lif", "--width-multiplier", "0.25",
-          "--batch-size", "32", "--lr", "0.1", "--device", "cpu", "--seed", "1"]  # ~85% on digits in 4 epochs
-OCS_SETTINGS = ["--target-flops-reduction", "0.5", "--ocs-monitor-start-epoch", "0", "--ocs-prune-epoch-cap", "1",
-                "--epochs", "4"]
+# ~85% on digits in 4 epochs
+LEARNS = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "lif",
+          "--width-multiplier", "0.25", "--batch-size", "32", "--lr", "0.1", "--device", "cpu", "--seed", "1"]
+OCS_SETTINGS = ["--target-flops-reduction", "0.5", "--ocs-monitor-start-epoch", "0",
+                "--ocs-prune-epoch-cap", "1", "--epochs", "4"]
 OCS = [*BASE, "--method", "ocs", "--target-flops-reduction", "0.5", "--ocs-monitor-start-epoch", "0",
        "--ocs-prune-epoch-cap", "1", "--epochs", "4"]
-OCS_LATS = [*OCS[:-8], "--method", "ocs-lats", "--final-threshold", "0.05", "--ocs-regularizer", "group_lasso",
-            "--ocs-reg-start-epoch", "0", "--ocs-reg-init", "0.01", *OCS[-8:]]
+OCS_LATS = [*OCS[:-8], "--method", "ocs-lats", "--final-threshold", "0.05",
+            "--ocs-regularizer", "group_lasso", "--ocs-reg-start-epoch", "0", "--ocs-reg-init", "0.01",
+            *OCS[-8:]]
 
 
 def read_log(path):
@@ -65,13 +67,14 @@ def test_ocs_prunes_at_the_cap_and_logs_psi_lambda_and_candidate_macs(ocs_run):
     rows, ckpt = read_log(out), load(out / "checkpoint_last.pth")
     history = ckpt["ocs"]["history"]
     assert [h["epoch"] for h in history] == [0, 1]  # nothing is searched after the removal
-    for row, h in zip(rows[:2], history):  # the log holds the pruner's own per-epoch figures
+    for row, h in zip(rows[:2], history, strict=True):  # the log holds the pruner's own per-epoch figures
         assert float(row["stability"]) == pytest.approx(h["stability"])
         assert float(row["reg_strength"]) == pytest.approx(h["regularization_strength"])
         assert int(row["candidate_macs"]) == h["candidate_flops"]
         assert abs(h["candidate_flops_reduction"] - 0.5) <= 0.005
     assert [r["stability"] for r in rows[2:]] == ["", ""]
-    assert ckpt["ocs"]["prune_epoch"] == 1 and json.loads((out / "summary.json").read_text())["prune_epoch"] == 2
+    assert ckpt["ocs"]["prune_epoch"] == 1
+    assert json.loads((out / "summary.json").read_text())["prune_epoch"] == 2
     assert int(rows[0]["macs"]) == ckpt["ocs"]["dense_flops"]  # dense until the end of epoch 2
     assert all(int(r["macs"]) == ckpt["ocs"]["pruned_flops"] for r in rows[1:])
     assert abs(float(rows[-1]["flops_reduction"]) - 0.5) <= 0.005
@@ -97,7 +100,8 @@ def test_ocs_checkpoint_rebuilds_the_thin_model_and_reproduces_its_accuracy(ocs_
     thin = dict(model.named_modules())
     dense_modules = dict(dense.named_modules())
     kept = sum(int((thin[n].weight != 0).sum()) for n in layers)
-    assert float(row["sparsity"]) == pytest.approx(1 - kept / sum(dense_modules[n].weight.numel() for n in layers))
+    dense_weights = sum(dense_modules[n].weight.numel() for n in layers)
+    assert float(row["sparsity"]) == pytest.approx(1 - kept / dense_weights)
 
 
 def test_the_sparsity_cli_measures_the_thin_model_against_the_unpruned_architecture(ocs_run, tmp_path):
@@ -109,16 +113,18 @@ def test_the_sparsity_cli_measures_the_thin_model_against_the_unpruned_architect
     ref = report.total["reference"]
     weights = sum(m.weight.numel() for m in dense.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     assert ref["weights"] == weights and report.total["weights"] < weights
-    per_sample = count_macs(dense, torch.zeros(1, 1, 8, 8)) // ckpt["model_kwargs"]["T"]  # one pass, as an ANN
+    # one pass, as an ANN
+    per_sample = count_macs(dense, torch.zeros(1, 1, 8, 8)) // ckpt["model_kwargs"]["T"]
     assert ref["dense_macs"] == per_sample * 32
-    assert ref["energy_ratio"] == pytest.approx(report.total["energy_ratio"] * report.total["dense_macs"] / (per_sample * 32))
+    assert ref["energy_ratio"] == pytest.approx(
+        report.total["energy_ratio"] * report.total["dense_macs"] / (per_sample * 32))
     assert ref["weight_sparsity"] > report.total["weight_sparsity"]
 
 
 def test_pretrained_thin_checkpoint_is_fine_tuned_with_lats(ocs_run, tmp_path):
     out, _ = ocs_run
-    row = train.main([*LEARNS, "--method", "s-lats", "--final-threshold", "0.05", "--epochs", "1", "--pretrained", str(out / "checkpoint_last.pth"),
-                      "--output-dir", str(tmp_path)])
+    row = train.main([*LEARNS, "--method", "s-lats", "--final-threshold", "0.05", "--epochs", "1",
+                      "--pretrained", str(out / "checkpoint_last.pth"), "--output-dir", str(tmp_path)])
     ckpt = load(tmp_path / "checkpoint_last.pth")
     assert ckpt["structure"] == load(out / "checkpoint_last.pth")["structure"]
     structural = float(read_log(out)[-1]["sparsity"])
@@ -142,7 +148,8 @@ def test_ocs_lats_resume_is_bit_identical_across_the_channel_removal(tmp_path, m
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["pruner"] == b["pruner"] and a["ocs"] == b["ocs"] and a["step"] == b["step"]
-    assert a["pruner"]["threshold"] == pytest.approx(0.05)  # d ends at D over the steps left after the removal
+    # d ends at D over the steps left after the removal
+    assert a["pruner"]["threshold"] == pytest.approx(0.05)
     timing = ("img_per_s", "seconds")
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
     assert strip(read_log(straight)) == strip(read_log(crashed))
@@ -153,13 +160,15 @@ def test_lats_after_ocs_keeps_lambda_constant(tmp_path):
     rows = read_log(tmp_path)
     lams = [float(r["l1_coefficient"]) for r in rows[2:]]  # the epochs after the removal
     assert max(lams) == pytest.approx(min(lams), rel=1e-9) and lams[0] > 0
-    assert float(rows[0]["reg_strength"]) == pytest.approx(0.0101)  # reg_init + reg_delta at epoch 0 (interval 2)
+    # reg_init + reg_delta at epoch 0 (interval 2)
+    assert float(rows[0]["reg_strength"]) == pytest.approx(0.0101)
 
 
 @pytest.mark.parametrize("interval", ["step", "epoch"])
 @pytest.mark.parametrize("warmup", [0, 2])
 def test_rebuilt_optimizer_continues_the_lr_schedule_exactly(interval, warmup):
-    args = train.parse_args([*OCS, "--sched-interval", interval, "--warmup-epochs", str(warmup), "--epochs", "6"])
+    args = train.parse_args([*OCS, "--sched-interval", interval, "--warmup-epochs", str(warmup),
+                             "--epochs", "6"])
     steps_per_epoch, switch = 5, 13 if interval == "step" else 3
     model = nn.Linear(4, 2)
     optimizer = train.build_optimizer(args, model)
@@ -171,7 +180,8 @@ def test_rebuilt_optimizer_continues_the_lr_schedule_exactly(interval, warmup):
     for k in range(30 if interval == "step" else 6):
         if k == switch:  # as after OCS: new parameters, a fresh optimizer and scheduler
             model = nn.Linear(4, 3)
-            optimizer, scheduler = train.rebuild_optimization(args, model, optimizer, scheduler, steps_per_epoch)
+            optimizer, scheduler = train.rebuild_optimization(args, model, optimizer, scheduler,
+                                                              steps_per_epoch)
         for opt, sched, out in ((optimizer, scheduler, got), (ref_optimizer, ref_scheduler, expected)):
             out.append(opt.param_groups[0]["lr"])
             opt.step()
@@ -181,8 +191,10 @@ def test_rebuilt_optimizer_continues_the_lr_schedule_exactly(interval, warmup):
 
 
 @pytest.mark.parametrize("argv, pattern", [
-    ([*OCS, "--target-flops-reduction", "1.5"], r"--target-flops-reduction must be in the open interval \(0, 1\)"),
-    ([*OCS, "--target-flops-reduction", "0"], r"--target-flops-reduction must be in the open interval \(0, 1\)"),
+    ([*OCS, "--target-flops-reduction", "1.5"],
+     r"--target-flops-reduction must be in the open interval \(0, 1\)"),
+    ([*OCS, "--target-flops-reduction", "0"],
+     r"--target-flops-reduction must be in the open interval \(0, 1\)"),
     ([*OCS, "--ocs-prune-epoch-cap", "4"], r"--ocs-prune-epoch-cap must be in .* = \[0, 4\), got 4"),
     ([*OCS, "--ocs-regularizer", "l1"], r"--ocs-regularizer must be one of \('shrink', 'group_lasso'\)"),
     ([*OCS, "--ocs-monitor-start-epoch", "4"], r"--ocs-monitor-start-epoch must be in \[0, --epochs\)"),
@@ -208,8 +220,9 @@ def test_resuming_a_checkpoint_without_ocs_state_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_ddp_replicas_stay_identical_after_the_channel_removal(tmp_path):
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "experiments.train",
-                             *OCS, "--epochs", "3", "--dump-rank-state", "--output-dir", str(tmp_path)],
+                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                             "-m", "experiments.train", *OCS, "--epochs", "3", "--dump-rank-state",
+                             "--output-dir", str(tmp_path)],
                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pruned channels after epoch 2" in result.stdout
@@ -219,7 +232,8 @@ def test_ddp_replicas_stay_identical_after_the_channel_removal(tmp_path):
     for key, value in rank0["model"].items():
         if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
             continue  # per rank (DDP broadcasts buffers before each forward, not after the last step)
-        assert torch.equal(value, rank1["model"][key]), key  # gradients of the new parameters were all-reduced
+        # gradients of the new parameters were all-reduced
+        assert torch.equal(value, rank1["model"][key]), key
         compared += 1
     assert compared > 40
     rebuilt = models.create_model("sew_resnet18", structure=rank0["structure"],
@@ -230,7 +244,8 @@ def test_ddp_replicas_stay_identical_after_the_channel_removal(tmp_path):
 
 def test_fused_neurons_in_the_pipeline_match_spikingjelly(tmp_path):
     """Regression: --fused-neurons used to raise AttributeError. Our torch backend matches SpikingJelly's
-    neurons (spikes exactly, gradients to 1e-6), so two epochs train to the same weights within float noise."""
+    neurons (spikes exactly, gradients to 1e-6), so two epochs train to the same weights within float
+    noise."""
     sj, fused = tmp_path / "sj", tmp_path / "fused"
     train.main([*TINY, "--epochs", "2", "--output-dir", str(sj)])
     train.main([*TINY, "--epochs", "2", "--fused-neurons", "--output-dir", str(fused)])
