@@ -133,6 +133,28 @@ def _finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the ``NAME.tmp.PID`` files that atomic writes of a killed process left in ``folder`` (and its
+    trail), those whose process is gone; returns them."""
+    removed = []
+    for path in [*folder.glob("*.tmp.*"), *folder.glob("trail/*.tmp.*")]:
+        pid = path.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class RunLog:
     """What a run writes beside its checkpoints, on rank 0 only (elsewhere every method does nothing).
 
@@ -147,21 +169,23 @@ class RunLog:
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(out)
         atomic_write(out / "config.yaml", yaml.safe_dump(vars(args), sort_keys=False))
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(out / "tensorboard")
-        rows = [CSV_FIELDS]
+        self.rows = [CSV_FIELDS]
         if first_epoch > 0 and (out / "log.csv").exists():
             with open(out / "log.csv", newline="") as f:
                 logged = list(csv.reader(f))
-            rows += [r for r in logged[1:] if r and int(r[0]) <= first_epoch]
-        self._write_csv(rows)
+            self.rows += [r for r in logged[1:] if len(r) == len(CSV_FIELDS) and r[0].isdigit()
+                          and int(r[0]) <= first_epoch]
+        self._write_csv()
         self.trail = Trail(out / "trail") if trail else None
 
-    def _write_csv(self, rows: list[list]) -> None:
+    def _write_csv(self) -> None:
         text = io.StringIO()
-        csv.writer(text).writerows(rows)
+        csv.writer(text).writerows(self.rows)
         atomic_write(self.out / "log.csv", text.getvalue())
 
     def scalars(self, values: dict[str, float | None], step: int, prefix: str = "") -> None:
@@ -171,11 +195,12 @@ class RunLog:
                     self.writer.add_scalar(prefix + key, value, step)
 
     def epoch(self, row: dict) -> None:
-        """Append the epoch's row to log.csv and its figures to TensorBoard."""
+        """Add the epoch's row to log.csv (the whole file replaced: a kill never leaves half a row) and its
+        figures to TensorBoard."""
         if not self.enabled:
             return
-        with open(self.out / "log.csv", "a", newline="") as f:
-            csv.writer(f).writerow([row[k] for k in CSV_FIELDS])
+        self.rows.append([row[k] for k in CSV_FIELDS])
+        self._write_csv()
         self.scalars({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
 
     def last_row(self) -> dict:
