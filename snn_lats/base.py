@@ -193,10 +193,22 @@ class BasePruner(Pruner):
             self._attachment.remove()
         return self.model
 
+    def _settings(self) -> dict[str, Any]:
+        """What the pruner was built with that a state it loads must have been saved with (subclasses)."""
+        return {}
+
     def _base_state(self) -> dict[str, Any]:
-        return {"step": self.step_count, "squashed": self.squashed, "layers": list(self.layers)}
+        return {"step": self.step_count, "squashed": self.squashed, "layers": list(self.layers),
+                "settings": self._settings()}
 
     def _load_base_state(self, state: dict[str, Any]) -> None:
+        """Check ``state`` (:meth:`_check_base_state`), then restore the step count."""
+        self._check_base_state(state)
+        self.step_count = int(state["step"])
+
+    def _check_base_state(self, state: dict[str, Any]) -> None:
+        """Raise, changing nothing, unless ``state`` fits this pruner: its layers and its settings (a state
+        saved without settings, by an older version, is checked for its layers only)."""
         check_type("state_dict", state, dict, "a dict")
         missing = {"step", "squashed", "layers"} - state.keys()
         if missing:
@@ -209,4 +221,9 @@ class BasePruner(Pruner):
             )
         if state["squashed"] and not self.squashed:
             raise ValueError("state_dict comes from a squashed pruner; load the squashed model instead")
-        self.step_count = int(state["step"])
+        saved, mine = state.get("settings") or {}, self._settings()
+        differ = sorted(k for k in saved.keys() & mine.keys() if saved[k] != mine[k])
+        if differ:
+            raise ValueError("state_dict was saved by a pruner built with "
+                             + ", ".join(f"{k}={saved[k]!r}" for k in differ) + "; this one has "
+                             + ", ".join(f"{k}={mine[k]!r}" for k in differ))

@@ -257,7 +257,14 @@ class LearnedThresholdPruner(BasePruner):
                 "normalize": self.normalize, "layer_weights": dict(self.layer_weights),
                 "macs_per_weight": dict(self._macs_per_weight)}
 
+    def _settings(self) -> dict[str, Any]:
+        return {"l0_weight": self.l0_weight, "temperature": self.temperature, "normalize": self.normalize}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_base_state(state)
+        missing = sorted(set(self.layers) - set(state.get("layer_weights", {})))
+        if missing:
+            raise ValueError(f"state_dict has no layer weight for {missing[:5]}")
         self._load_base_state(state)
         self.l0_weight = float(state["l0_weight"])
         self.temperature = float(state["temperature"])

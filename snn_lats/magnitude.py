@@ -137,9 +137,17 @@ class MagnitudePruner(BasePruner):
         ``state_dict``; the counts let ``step()`` tell a stale model load)."""
         return {**self._base_state(), "mask_zeros": self._mask_zeros}
 
+    def _settings(self) -> dict[str, Any]:
+        return {"pruning_ratio": self.pruning_ratio, "initial_ratio": self.initial_ratio,
+                "total_steps": self.total_steps, "start_step": self.start_step, "frequency": self.frequency,
+                "global_pruning": self.global_pruning}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_base_state(state)
+        self._check_base_state(state)
         zeros = state.get("mask_zeros")
+        if zeros is not None and set(self.layers) - set(zeros):
+            raise ValueError(f"state_dict has no mask count for {sorted(set(self.layers) - set(zeros))[:5]}")
+        self._load_base_state(state)
         if zeros is None:
             warnings.warn("MagnitudePruner.load_state_dict: this state has no mask counts (saved before they "
                           "were recorded), so step() cannot check that the model's masks belong to it",

@@ -65,6 +65,10 @@ class ThresholdSchedule:
         used."""
         return self.threshold_at(step)
 
+    def settings(self) -> dict[str, Any]:
+        """The numbers that define the schedule (D, N, β, ...): a pruner refuses a state saved with others."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float))}
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -217,7 +221,10 @@ class LRProportionalSchedule(ThresholdSchedule):
         return {"l1_coefficient": self.l1_coefficient}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.l1_coefficient = float(state["l1_coefficient"])
+        saved = check_number("state_dict['l1_coefficient']", state.get("l1_coefficient"), minimum=0)
+        if saved != self.l1_coefficient:  # the pruner's settings check says so first; kept for direct use
+            raise ValueError(f"state_dict was saved with l1_coefficient={saved!r}, this schedule has "
+                             f"{self.l1_coefficient!r}")
 
 
 def simulate_learning_rates(

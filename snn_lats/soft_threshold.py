@@ -216,14 +216,23 @@ class SoftThresholdPruner(BasePruner):
             "scales": dict(self.scales),
         }
 
+    def _settings(self) -> dict[str, Any]:
+        return {"schedule": type(self.schedule).__name__, **self.schedule.settings(),
+                "compensate": self.compensate, "freeze_at": self.freeze_at}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the state saved by :meth:`state_dict`; the schedule then continues exactly."""
-        self._load_base_state(state)
+        """Restore the state saved by :meth:`state_dict`; the schedule then continues exactly. A state saved
+        with another schedule, D, N, β, λ or start is refused, and nothing changes."""
+        self._check_base_state(state)
         if state.get("schedule_type") != type(self.schedule).__name__:
             raise ValueError(
                 f"state_dict was saved with schedule {state.get('schedule_type')}, "
                 f"this pruner uses {type(self.schedule).__name__}"
             )
+        missing = sorted(set(self.layers) - set(state.get("scales", {})))
+        if missing:
+            raise ValueError(f"state_dict has no layer scale for {missing[:5]}")
+        self._load_base_state(state)
         self.schedule.load_state_dict(state["schedule"])
         self.scales = {name: float(state["scales"][name]) for name in self.layers}
         self.threshold = float(state["threshold"])
