@@ -105,6 +105,22 @@ def main(argv: list[str] | None = None) -> dict:
     if note := method.lr_note(args):
         say(f"note: {note}")
 
+    with run.log:  # closed, and the output folder unlocked, however the run ends
+        row = fit(run, train_set, val_set, say)
+        if args.dump_rank_state:
+            threshold = run.pruners.log_dict().get("threshold", 0.0)
+            state = {"model": model.state_dict(), "threshold": threshold, "structure": structure_spec(model)}
+            torch.save(state, out / f"rank{rank}_state.pth")
+        if main_process:
+            row = finish(run, row)
+    utils.finish_distributed()
+    return row
+
+
+def fit(run: Run, train_set, val_set, say) -> dict:
+    """The epochs from the run's state to --epochs; the last epoch's log row."""
+    args, ctx, model, main_process = run.args, run.ctx, run.ctx.model, run.rank == 0
+    steps_per_epoch = ctx.steps_per_epoch
     row = {}
     for epoch in range(run.state["epoch"], args.epochs):
         start = time.time()
@@ -112,15 +128,15 @@ def main(argv: list[str] | None = None) -> dict:
         lr = ctx.optimizer.param_groups[0]["lr"]
         progress = utils.Progress(main_process, epoch, args.epochs, steps_per_epoch,
                                   (args.epochs - epoch - 1) * steps_per_epoch, args.log_every)
-        train_loader = loader_for_epoch(train_set, args, epoch, True, world)
+        train_loader = loader_for_epoch(train_set, args, epoch, True, run.world)
         train_loss, img_s = train_one_epoch(run, train_loader, progress)
-        val_loader = loader_for_epoch(val_set, args, epoch, False, world)
+        val_loader = loader_for_epoch(val_set, args, epoch, False, run.world)
         figures = run.pruners.log_dict()  # this epoch's, before a structure change ends the search
         if run.pruners.structure_change_due:  # this epoch's training is done: the channels go now
             remove_channels(run, epoch, val_loader, figures, say)
         else:
             run.pruners.epoch_end(epoch)
-        metrics = evaluate(model, val_loader, device)
+        metrics = evaluate(model, val_loader, run.device)
         report = weight_report(run.pruners, model, ctx.ignored_layers, run.dense_sizes)
         logged = {**figures, **run.pruners.log_dict()}  # a follow-up pruner's figures start at the removal
         row = epoch_row(epoch, train_loss, metrics, report.sparsity if report else 0.0, logged, run.macs,
@@ -130,15 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
         run.state["best_acc1"] = max(run.state["best_acc1"], metrics["acc1"])
         if main_process:
             save_epoch(run, epoch, row, metrics, report, best)
-            print(epoch_line(args, row, epoch_figures(method, row, logged, run.dense_macs)), flush=True)
-            if warning := method.warning(row):
+            print(epoch_line(args, row, epoch_figures(run.method, row, logged, run.dense_macs)), flush=True)
+            if warning := run.method.warning(row):
                 print(warning, flush=True)
-    if args.dump_rank_state:
-        torch.save({"model": model.state_dict(), "threshold": run.pruners.log_dict().get("threshold", 0.0),
-                    "structure": structure_spec(model)}, out / f"rank{rank}_state.pth")
-    if main_process:
-        row = finish(run, row)
-    utils.finish_distributed()
     return row
 
 

@@ -133,6 +133,23 @@ def _finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def lock_run_dir(folder: Path):
+    """An exclusive ``flock`` on ``folder/.lock``, held while the returned file stays open (the process's
+    lifetime: the kernel drops it when the process dies, even by SIGKILL). A second training process on the
+    same folder exits with code 2 instead of interleaving its checkpoints with the first one's."""
+    import fcntl
+
+    handle = open(folder / ".lock", "a")  # noqa: SIM115 (held open on purpose)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        print(f"error: --output-dir {folder} is in use by another training process (it holds "
+              f"{folder / '.lock'}); wait for it to end or choose another --output-dir", file=sys.stderr)
+        raise SystemExit(2) from None
+    return handle
+
+
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete the ``NAME.tmp.PID`` files that atomic writes of a killed process left in ``folder`` (and its
     trail), those whose process is gone; returns them."""
@@ -169,6 +186,7 @@ class RunLog:
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_run_dir(out)  # before anything in it is written or deleted
         remove_stale_temp_files(out)
         atomic_write(out / "config.yaml", yaml.safe_dump(vars(args), sort_keys=False))
         from torch.utils.tensorboard import SummaryWriter
@@ -213,6 +231,16 @@ class RunLog:
         if self.enabled:
             atomic_write(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
 
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+        if getattr(self, "_lock", None) is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None

@@ -116,3 +116,20 @@ def test_an_output_dir_that_is_a_file_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main([*FAST, "--output-dir", str(tmp_path / "out")])
     assert f"--output-dir {tmp_path / 'out'}: exists and is not a directory" in capsys.readouterr().err
+
+
+def test_a_second_trainer_on_the_same_output_dir_is_refused(tmp_path, capsys):
+    from experiments import utils
+
+    out = tmp_path / "run"
+    out.mkdir()
+    held = utils.lock_run_dir(out)  # another process's lock (flock is per open file, so this stands for it)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            train.main([*FAST, "--epochs", "1", "--output-dir", str(out)])
+        assert exc.value.code == 2
+        assert "is in use by another training process" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+    finally:
+        held.close()
+    train.main([*FAST, "--epochs", "1", "--output-dir", str(out)])  # free again
