@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_bool, check_type
 from .io import atomic_save
 from .parametrizations import parametrization_for_state, pruning_parametrization
 
@@ -120,6 +121,7 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
     else loads as usual. Keys follow the unprepared model: SpikingJelly's model zoo layout for SEW ResNets,
     torchvision's for ResNet-50. Missing or unexpected keys are listed in the error; nothing is changed then.
     """
+    check_type("model", model, nn.Module, "a torch.nn.Module")
     prepared = _prepared_layers(model)
     if not prepared:
         raise ValueError("load_dense: the model is not prepared by an snn_lats pruner; "
@@ -156,6 +158,8 @@ def export_dense(model: nn.Module, clone: bool = True) -> dict[str, torch.Tensor
 
     Loads strictly into the untouched architecture. Works on prepared and on plain models.
     """
+    check_type("model", model, nn.Module, "a torch.nn.Module")
+    check_bool("clone", clone)
     state = squash_state_dict(model.state_dict())
     return {k: v.detach().clone() for k, v in state.items()} if clone else state
 

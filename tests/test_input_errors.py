@@ -60,3 +60,45 @@ def test_benchmark_model_flags_that_override_the_checkpoint_are_said(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the checkpoint's own name and kwargs: nothing to say
         assert benchmark_sparsity.build_model(checkpoint, "resnet18", dict(kwargs)).fc.out_features == 10
+
+
+def test_export_and_load_dense_name_a_model_that_is_not_one():
+    import snn_lats
+
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got 'x'"):
+        snn_lats.export_dense("x")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got 'x'"):
+        snn_lats.load_dense("x", {})
+    with pytest.raises(TypeError, match="clone must be True or False"):
+        snn_lats.export_dense(nn.Linear(2, 2), clone="no")
+
+
+class ChannelShuffle(nn.Module):
+    """conv1's channels are interleaved before conv2 (ShuffleNet): removing any of them breaks the view or
+    scrambles which channel conv2 reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc(torch.relu(self.bn2(self.conv2(x))).mean((2, 3)))
+
+
+def test_ocs_leaves_a_channel_shuffle_whole_and_says_so():
+    from snn_lats.structured import OCSPruner
+
+    model = ChannelShuffle()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.warns(UserWarning, match=r"1 channel group\(s\) of ChannelShuffle are left unpruned"):
+        pruner = OCSPruner(model, x, 0.3, monitor_start_epoch=0)
+    assert list(pruner.skipped_groups) == ["conv1"] and "breaks the model" in pruner.skipped_groups["conv1"]
+    pruner.epoch_start(0)
+    pruner.prune()
+    assert model.conv1.out_channels == 8  # the shuffled group is never cut
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
