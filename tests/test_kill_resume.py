@@ -46,8 +46,8 @@ def straight(tmp_path_factory):
 
 
 # (what is interrupted, which occurrence): every kind of write the run makes, and the middle of a step
-KILLS = [("step", 3), ("checkpoint_best.pth", 1), ("checkpoint_last.pth", 1), ("checkpoint_last.pth", 2), ("log.csv", 2),
-         ("config.yaml", 1), ("summary.json", 1)]
+KILLS = [("step", 3), ("checkpoint_best.pth", 1), ("checkpoint_last.pth", 1), ("checkpoint_last.pth", 2),
+         ("log.csv", 2), ("config.yaml", 1), ("summary.json", 1)]
 
 
 @pytest.mark.parametrize("target, occurrence", KILLS, ids=[f"{t}-{n}" for t, n in KILLS])
@@ -82,7 +82,7 @@ def test_a_kill_anywhere_then_resume_equals_the_uninterrupted_run(straight, tmp_
         train.main([*RUN, "--output-dir", str(out)])
     monkeypatch.undo()
 
-    # a kill before the first checkpoint leaves nothing to resume: the rerun starts over, as --resume auto does
+    # a kill before the first checkpoint leaves nothing to resume: the rerun starts over (--resume auto)
     train.main([*RUN, "--output-dir", str(out), "--resume", "auto"])
     assert_same_checkpoint(straight / "checkpoint_last.pth", out / "checkpoint_last.pth")
     assert_same_checkpoint(straight / "checkpoint_best.pth", out / "checkpoint_best.pth")
