@@ -7,10 +7,10 @@ LEGACY_SJ := $(VENV)/sj-legacy
 
 .PHONY: install demo test lint bench clean
 
-# Re-installs only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# The tested environment: pyproject.toml's ranges, pinned by constraints.txt. Re-installs when either changes.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
