@@ -1,0 +1,303 @@
+"""snn-lats-measure: spike-level sparsity of a (pruned) model: weight sparsity, firing rates, exact SOPs, MACs
+and energy.
+
+    snn-lats-measure --model my_pkg.nets:build_csnn --model-kwargs '{"width": 8}' \\
+        --checkpoint pruned.pth --data fashion-mnist --out runs/sparsity
+    snn-lats-measure --checkpoint runs/demo/checkpoint_best.pth --data digits      # inside the repository
+
+(``python -m snn_lats.cli.measure`` is the same, and so is ``python -m experiments.benchmark_sparsity`` in
+the repository.) --data NAME and --data-path DIR are experiments.train's (NAME one of digits, fashion-mnist,
+cifar10, cifar100, imagenet; DIR the root training took, e.g. the ImageNet folder that holds val/): it
+measures on the validation split training evaluates on, with the same transforms
+(snn_lats.cli.data.eval_split). The old NAME:DIR forms (cifar10:DIR, imagefolder:DIR) are a one-line error
+naming the new spelling. digits needs scikit-learn, the others torchvision, and the plots matplotlib: the
+[experiments] extra.
+
+Any model: --model is PACKAGE.MODULE:FACTORY, a callable importable from sys.path (PYTHONPATH; ``python -m``
+puts the working directory there) that returns the nn.Module, called with --model-kwargs. A registry name
+(sew_resnet18, resnet50, ...) works inside the snn_lats repository, where the ``models`` package is.
+
+The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When
+it stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed; a
+channel-pruned model's "structure" rebuilds its widths (registry models only). A bad import path, a missing
+factory, kwargs the factory does not take, or a checkpoint that does not fit the model is a one-line error
+(exit code 2). Prints a per-layer table and writes sparsity.json, sparsity.csv and plots (per-layer weight
+density, firing rate and operations, pruned against dense) into --out. --dense-checkpoint adds a dense model's
+firing rates and SOPs to the plots. For a channel-pruned (OCS) checkpoint the report adds weight sparsity and
+energy against the unpruned architecture.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from snn_lats.checkpoint import load_checkpoint, load_plain_weights, model_state_from_checkpoint
+from snn_lats.cli.data import DATASETS, EXTRA, MissingExtraError, eval_split, require
+from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, MetricsReport, measure
+
+PROG = "snn-lats-measure"
+
+
+def registry():
+    """The repository's ``models`` package (the model registry), or None where it is not importable (an
+    installed snn_lats used outside the repository). Run from the repository's root, its folder is put on
+    sys.path (a console script's sys.path does not hold the working directory)."""
+    for attempt in range(2):
+        try:
+            module = importlib.import_module("models")
+        except ImportError:
+            module = None
+        if module is not None and hasattr(module, "list_models") and hasattr(module, "create_model"):
+            return module
+        cwd = os.getcwd()
+        if attempt or not (os.path.isfile(os.path.join(cwd, "models", "__init__.py"))
+                           and os.path.isdir(os.path.join(cwd, "snn_lats")) and cwd not in sys.path):
+            return None
+        sys.path.append(cwd)
+    return None
+
+
+class UsageError(ValueError):
+    """A problem with the command line or its files, reported as one line and exit code 2."""
+
+
+def json_object(text: str) -> dict:
+    """--model-kwargs: a JSON object, else argparse's own one-line error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"T\": 4}}', got {text!r}")
+    return value
+
+
+def resolve_factory(name: str):
+    """``package.module:factory`` → the callable; a registry name → ``models.create_model`` for it."""
+    if ":" not in name:
+        models = registry()
+        if models is None:
+            raise UsageError(f"--model {name!r} is a registry name, available inside the snn_lats "
+                             "repository; installed, use PACKAGE.MODULE:FACTORY")
+        if name not in models.list_models():
+            raise UsageError(f"--model {name!r} is not a registry model ({', '.join(models.list_models())}) "
+                             "nor PACKAGE.MODULE:FACTORY")
+        return lambda structure=None, **kwargs: models.create_model(name, structure=structure, **kwargs)
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"--model {name!r}: expected PACKAGE.MODULE:FACTORY, e.g. my_pkg.nets:build_csnn")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # also a module that fails to import one of its own dependencies
+        raise UsageError(f"--model {name!r}: cannot import {module_name!r}: {exc}") from None
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise UsageError(f"--model {name!r}: module {module_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UsageError(f"--model {name!r}: {attr!r} is a {type(factory).__name__}, not a callable")
+    return factory
+
+
+def create(name: str, kwargs: dict, structure: dict | None = None) -> torch.nn.Module:
+    factory = resolve_factory(name)
+    if structure is not None and ":" in name:
+        raise UsageError(f"the checkpoint is channel-pruned (it has a 'structure'), which only registry "
+                         f"models can rebuild; --model {name!r} is a factory")
+    try:
+        model = factory(**kwargs) if structure is None else factory(structure=structure, **kwargs)
+    except TypeError as exc:  # kwargs the factory does not take (or misses); its other errors are its own
+        raise UsageError(f"--model {name!r} with --model-kwargs {json.dumps(kwargs)}: {exc}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def build_model(checkpoint: dict, model_name: str | None, model_kwargs: dict | None) -> torch.nn.Module:
+    saved = checkpoint.get("model_name") if isinstance(checkpoint, dict) else None
+    if model_name is not None and saved is not None and model_name != saved:  # the user's choice, but said
+        warnings.warn(f"--model {model_name} overrides the checkpoint's model {saved!r}", stacklevel=2)
+    saved_kwargs = checkpoint.get("model_kwargs") if isinstance(checkpoint, dict) else None
+    if model_kwargs is not None and saved_kwargs is not None and model_kwargs != saved_kwargs:
+        warnings.warn(f"--model-kwargs {model_kwargs} override the checkpoint's {saved_kwargs}", stacklevel=2)
+    name = model_name or saved
+    if name is None:
+        raise UsageError("the checkpoint does not name its model: pass --model (and --model-kwargs)")
+    kwargs = model_kwargs if model_kwargs is not None else (checkpoint.get("model_kwargs") or {})
+    structure = checkpoint.get("structure") if isinstance(checkpoint, dict) else None  # channel-pruned (OCS)
+    model = create(name, kwargs, structure)
+    load_plain_weights(model, model_state_from_checkpoint(checkpoint))
+    return model
+
+
+def unpruned_architecture(checkpoint: dict, model_name: str | None, model_kwargs: dict | None):
+    """For a channel-pruned checkpoint (one with a "structure"), the registry model it was pruned from."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("structure") is None:
+        return None
+    kwargs = model_kwargs if model_kwargs is not None else (checkpoint.get("model_kwargs") or {})
+    return create(model_name or checkpoint["model_name"], kwargs)
+
+
+def run(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace, desc: str,
+        reference: torch.nn.Module | None = None) -> MetricsReport:
+    batches = loader
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:  # a progress bar only
+            pass
+        else:
+            batches = tqdm(loader, desc=desc, total=min(len(loader), args.max_batches or len(loader)))
+    return measure(model, batches, e_ac_pj=args.e_ac, e_mac_pj=args.e_mac, per_channel=args.per_channel,
+                   max_batches=args.max_batches, reference=reference)
+
+
+def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[Path]:
+    """The three PNGs (weight density, operations, firing rate per layer); none, said on stderr, without
+    matplotlib."""
+    try:
+        matplotlib = require("matplotlib", "matplotlib", "plotting")
+    except MissingExtraError as exc:
+        print(f"plots skipped: {exc}", file=sys.stderr)
+        return []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    syn = {n: r for n, r in report.layers.items() if r["type"] != "neuron"}
+    neurons = {n: r for n, r in report.layers.items() if r["type"] == "neuron"}
+    written = []
+
+    def bars(ax, names, pruned, reference, labels, ylabel, log=False):
+        idx = range(len(names))
+        ax.bar([i - 0.2 for i in idx], reference, width=0.4, label=labels[0], color="#bbbbbb")
+        ax.bar([i + 0.2 for i in idx], pruned, width=0.4, label=labels[1], color="#1f77b4")
+        ax.set_xticks(list(idx), names, rotation=90, fontsize=7)
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.legend()
+
+    weighted = {n: r for n, r in syn.items() if r["type"] != "matmul"}  # spike matmuls hold no weight
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(weighted)), 4))
+    bars(ax, list(weighted), [1 - r["weight_sparsity"] for r in weighted.values()], [1.0] * len(weighted),
+         ("dense", "pruned"), "weight density")
+    ax.set_title("weight density per layer")
+    fig.tight_layout()
+    written.append(out / "weight_density.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(syn)), 4))
+    ref = ([dense.layers[n]["sops"] + dense.layers[n]["macs"] for n in syn] if dense
+           else [r["dense_macs"] for r in syn.values()])
+    bars(ax, list(syn), [max(r["sops"] + r["macs"], 1) for r in syn.values()], [max(v, 1) for v in ref],
+         ("dense model SOPs+MACs" if dense else "dense ANN MACs", "pruned SOPs+MACs"), "operations", log=True)
+    ax.set_title("synaptic operations per layer")
+    fig.tight_layout()
+    written.append(out / "operations.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    if neurons:
+        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(neurons)), 4))
+        if dense:
+            bars(ax, list(neurons), [r["firing_rate"] for r in neurons.values()],
+                 [dense.layers[n]["firing_rate"] for n in neurons], ("dense model", "pruned"), "firing rate")
+        else:
+            ax.bar(range(len(neurons)), [r["firing_rate"] for r in neurons.values()], color="#1f77b4")
+            ax.set_xticks(range(len(neurons)), list(neurons), rotation=90, fontsize=7)
+            ax.set_ylabel("firing rate")
+        ax.set_title("firing rate per spiking layer")
+        fig.tight_layout()
+        written.append(out / "firing_rate.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
+
+
+def get_args_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    models = registry()
+    names = f"one of {models.list_models()} (the repository's registry), or " if models is not None else ""
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--model", default=None,
+                        help=f"{names}PACKAGE.MODULE:FACTORY for any model")
+    parser.add_argument("--model-kwargs", type=json_object, default=None,
+                        help="JSON object of the model's kwargs")
+    parser.add_argument("--dense-checkpoint", type=Path, default=None,
+                        help="a dense model to compare against")
+    parser.add_argument("--data", default="digits",
+                        help=f"one of {', '.join(DATASETS)}, as experiments.train takes it ({EXTRA})")
+    parser.add_argument("--data-path", default=None,
+                        help="the data set's root, as experiments.train takes it (imagenet: the folder "
+                             "that holds val/)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--max-batches", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--per-channel", action="store_true", help="also record per-channel firing rates")
+    parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per accumulate (default 45 nm)")
+    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ,
+                        help="pJ per multiply-accumulate (default 45 nm)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=Path("runs/sparsity"))
+    return parser
+
+
+def measure_command(argv: list[str] | None = None, prog: str = PROG) -> MetricsReport:
+    """The whole command: parse ``argv``, measure, print the table, write the files; returns the report.
+    The user's errors exit with code 2 and one line on stderr (``SystemExit``)."""
+    parser = get_args_parser(prog)
+    args = parser.parse_args(argv)
+    if args.batch_size <= 0:
+        parser.error(f"--batch-size must be > 0, got {args.batch_size}")
+    if args.max_batches is not None and args.max_batches <= 0:
+        parser.error(f"--max-batches must be > 0, got {args.max_batches}")
+
+    try:  # the user's errors as one line, exit code 2 (what argparse does for its own)
+        loader = DataLoader(eval_split(args.data, args.data_path), batch_size=args.batch_size,
+                            num_workers=args.workers)
+        checkpoint = load_checkpoint(args.checkpoint)
+        model = build_model(checkpoint, args.model, args.model_kwargs).to(args.device)
+        reference = unpruned_architecture(checkpoint, args.model, args.model_kwargs)
+        dense_model = None
+        if args.dense_checkpoint is not None:
+            dense_model = build_model(load_checkpoint(args.dense_checkpoint), args.model, args.model_kwargs)
+    except (ValueError, OSError, MissingExtraError) as exc:  # UsageError, bad checkpoint, missing file/extra
+        what = f"{type(exc).__name__}: " if isinstance(exc, OSError) else ""
+        parser.exit(2, f"{parser.prog}: error: {what}{' '.join(str(exc).split())}\n")
+    report = run(model, loader, args, "pruned", None if reference is None else reference.to(args.device))
+    dense = None
+    if dense_model is not None:
+        dense = run(dense_model.to(args.device), loader, args, "dense")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(report)
+    report.to_json(args.out / "sparsity.json")
+    report.to_csv(args.out / "sparsity.csv")
+    written = [args.out / "sparsity.json", args.out / "sparsity.csv"]
+    if dense is not None:
+        dense.to_json(args.out / "sparsity_dense.json")
+        written.append(args.out / "sparsity_dense.json")
+    for path in [*written, *plot(report, dense, args.out)]:
+        print(f"wrote {path}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script ``snn-lats-measure``: 0 on success; the user's errors exit with code 2."""
+    measure_command(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
