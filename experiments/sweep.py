@@ -26,16 +26,22 @@ Every run trains in its own process (``python -m experiments.train``) into OUTPU
 (written last, atomically: a run is finished exactly when that file exists). OUTPUT_DIR/results.csv is
 rewritten from all result.json files after every run. Run the same command again after a crash or a kill:
 finished runs are skipped, an interrupted run continues from its checkpoint_last.pth (``--resume auto``) and
-ends exactly as it would have. ``--jobs N`` runs N at a time with cores/N threads each (single-threaded small
-models scale better than threaded ones on few cores). To stop a sweep, stop its process group (Ctrl-C does).
+ends exactly as it would have; a truncated result.json or summary.json is a run to finish again, said in one
+line. ``--jobs N`` runs N at a time with cores/N threads each (single-threaded small models scale better than
+threaded ones on few cores). To stop a sweep, stop its process group (Ctrl-C does); its runs also die with the
+sweep's process alone, even by SIGKILL (Linux). A run whose folder another trainer holds (train.py locks
+OUTPUT_DIR/.lock) is skipped, said so.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
+import functools
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -46,8 +52,10 @@ from pathlib import Path
 
 import yaml
 
+from experiments.args import get_args_parser
 from experiments.data import check_name, data_flags
 from experiments.methods import METHODS
+from experiments.utils import remove_stale_temp_files
 from snn_lats.io import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +64,7 @@ COLUMNS = ["model", "method", "strength_key", "strength", "seed", "acc1", "best_
            "prune_epoch", "lambda_ratio", "train_seconds", "wall_seconds", "run"]
 SPEC_KEYS = {"output_dir", "base", "seeds", "measure", "methods"}
 MEASURE_KEYS = {"data", "data_path", "batch_size", "max_batches"}  # benchmark_sparsity options
+IN_USE = "is in use by another training process"  # train.py's words when OUTPUT_DIR/.lock is held
 
 
 @dataclass
@@ -69,7 +78,13 @@ class Run:
 
 
 def option_flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
+    return "--" + str(key).replace("_", "-")
+
+
+@functools.cache
+def train_actions() -> dict[str, argparse.Action]:
+    """experiments.train's options by their ``dest``: the keys a sweep's base and methods may set."""
+    return {a.dest: a for a in get_args_parser()._actions if a.dest != "help"}
 
 
 def load_spec(path: str | os.PathLike) -> dict:
@@ -137,10 +152,16 @@ def train_command(run: Run, base_config: Path, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", "experiments.train", "-c", str(base_config), "--method", run.method,
            "--seed", str(run.seed), "--output-dir", str(out)]
     for key, value in run.options.items():
+        action = train_actions().get(str(key).replace("-", "_"))
         if isinstance(value, bool):
-            cmd.append(option_flag(key) if value else "--no-" + key.replace("_", "-"))
+            if isinstance(action, argparse.BooleanOptionalAction) or action is None:
+                cmd.append(option_flag(key) if value else "--no-" + key.replace("_", "-"))
+            elif value:  # a store_true flag: false is its default (load_spec refuses undoing base's true)
+                cmd.append(option_flag(key))
         elif isinstance(value, list):
             cmd += [option_flag(key), *map(str, value)]
+        elif isinstance(value, dict) and key == "layer_scale":  # {NAME: SCALE} -> NAME=SCALE ...
+            cmd += [option_flag(key), *(f"{name}={scale}" for name, scale in value.items())]
         elif isinstance(value, dict):  # e.g. model_kwargs: train.py takes a JSON object
             cmd += [option_flag(key), json.dumps(value)]
         elif value is not None:
@@ -204,20 +225,133 @@ def write_json_atomic(path: Path, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=2))
 
 
+def read_json(path: Path) -> tuple[dict | None, str | None]:
+    """(the mapping a run's JSON file holds, None) or (None, what is wrong with it); (None, None) when it does
+    not exist. A file cut short (an old non-atomic write, a full disk) is wrong, never an exception."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror})"
+    if not data.strip():
+        return None, "is empty"
+    try:
+        value = json.loads(data)
+    except ValueError as exc:  # also a UnicodeDecodeError
+        return None, f"is not valid JSON ({getattr(exc, 'msg', exc)}; truncated?)"
+    if not isinstance(value, dict):
+        return None, f"holds a {type(value).__name__}, not a mapping"
+    return value, None
+
+
+def run_state(run_dir: Path) -> tuple[str, str | None]:
+    """done, partial (a checkpoint to resume) or todo, and a one-line note when a run file is unreadable
+    (the run is then not finished: it is measured, or trained from its checkpoint, again)."""
+    result, problem = read_json(run_dir / "result.json")
+    if result is not None:
+        return "done", None
+    resumable = (run_dir / "checkpoint_last.pth").exists()
+    note = None
+    if problem:
+        note = f"{run_dir / 'result.json'} {problem}: the run is not finished; it is measured again"
+    _, bad_summary = read_json(run_dir / "summary.json")
+    if bad_summary:
+        again = "from its checkpoint_last.pth" if resumable else "from the start"
+        note = f"{run_dir / 'summary.json'} {bad_summary}: the run is not finished; it trains again {again}"
+    return ("partial" if resumable else "todo"), note
+
+
+def run_model(spec: dict, run: Run) -> str:
+    """The model a run trains: its method's option, else base's, else train.py's default."""
+    return str(run.options.get("model", spec["base"].get("model", train_actions()["model"].default)))
+
+
 def write_results(out: Path, runs: list[Run]) -> Path:
-    """results.csv from every finished run's result.json (atomic; runs in sweep order)."""
+    """results.csv from every finished run's result.json (atomic; runs in sweep order; an unreadable one is a
+    run not finished)."""
     rows = []
     for run in runs:
-        path = out / "runs" / run.name / "result.json"
-        if path.is_file():
-            rows.append(json.loads(path.read_text()))
+        result, _ = read_json(out / "runs" / run.name / "result.json")
+        if result is not None:
+            rows.append(result)
     target = out / "results.csv"
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, COLUMNS)
+    writer = csv.DictWriter(text, COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(target, text.getvalue())
     return target
+
+
+# --- running the runs ---------------------------------------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _libc_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # looked up here, not in the forked child
+
+
+def _die_with(parent: int):
+    """The child's preexec_fn: SIGKILL once its parent thread ends, which no handler of the sweep has to do
+    (it also comes after the sweep's SIGKILL); a sweep already gone by then is checked for after the call."""
+    sigkill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        _PRCTL(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sigkill)
+    return preexec
+
+
+def run_child(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, **kwargs)`` in a child that dies with the sweep (Linux: PR_SET_PDEATHSIG to
+    SIGKILL), in the sweep's process group (Ctrl-C and a signal to the group reach it).
+
+    Linux sends that signal when the *thread* that forked the child ends, not the process: the child is forked
+    from the calling thread, which then waits for it (subprocess.run), so the thread lives as long as the
+    child; a child must never be started here and waited for in another thread."""
+    preexec = _die_with(os.getpid()) if _PRCTL is not None else None
+    return subprocess.run(cmd, preexec_fn=preexec, **kwargs)
+
+
+class RunFailed(Exception):
+    """A run that did not finish, with the reason (one line); ``busy``: another trainer holds its folder."""
+
+    def __init__(self, reason: str, busy: bool = False):
+        super().__init__(reason)
+        self.busy = busy
+
+
+def new_output(log: Path, offset: int) -> list[str]:
+    """The non-empty lines ``log`` got after ``offset``."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+
+
+def run_step(what: str, cmd: list[str], log: Path, run_dir: Path, env: dict) -> None:
+    """One step of a run (training, measuring), its output appended to ``log``; a failure is a RunFailed."""
+    with open(log, "a") as f:
+        offset = os.fstat(f.fileno()).st_size
+        code = run_child(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    if code == 0:
+        return
+    lines = new_output(log, offset)
+    if what == "training" and code == 2 and any(IN_USE in line for line in lines):
+        raise RunFailed(f"{run_dir} {IN_USE} (it holds {run_dir / '.lock'}): another sweep or train.py is "
+                        "training it; run the sweep again once that one has ended", busy=True)
+    last = lines[-1] if lines else "no output"
+    raise RunFailed(f"{what} exited with {code}: {last[:300]}")
 
 
 def execute(run: Run, spec: dict, out: Path, base_config: Path, threads: int) -> dict:
@@ -226,19 +360,29 @@ def execute(run: Run, spec: dict, out: Path, base_config: Path, threads: int) ->
            "MKL_NUM_THREADS": str(threads)}
     start = time.time()
     log = run_dir.parent / f"{run.name}.log"
-    with open(log, "a") as f:
-        if not (run_dir / "summary.json").exists():
-            subprocess.run(train_command(run, base_config, run_dir), cwd=ROOT, env=env, stdout=f,
-                           stderr=subprocess.STDOUT, check=True)
-        subprocess.run(measure_command(run_dir, spec), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                       check=True)
-    result = collect(run, run_dir, spec["base"]["model"], time.time() - start)
+    summary, _ = read_json(run_dir / "summary.json")
+    if summary is None:  # not trained, or its summary unreadable: train (from the last checkpoint if any)
+        run_step("training", train_command(run, base_config, run_dir), log, run_dir, env)
+    run_step("measuring", measure_command(run_dir, spec), log, run_dir, env)
+    try:
+        result = collect(run, run_dir, run_model(spec, run), time.time() - start)
+    except Exception as exc:  # noqa: BLE001 (a run's files: any failure is that run's)
+        raise RunFailed(f"cannot collect its figures: {type(exc).__name__}: {exc}") from None
     write_json_atomic(run_dir / "result.json", result)
     return result
 
 
+def clean_temp_files(out: Path, runs: list[Run]) -> None:
+    """The NAME.tmp.PID files a killed sweep (or its killed runs) left, those whose process is gone."""
+    folders = [out, *(d for r in runs for d in (out / "runs" / r.name, out / "runs" / r.name / "sparsity"))]
+    for folder in folders:
+        if folder.is_dir():
+            remove_stale_temp_files(folder)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="the sweep file (YAML)")
     p.add_argument("--output-dir", default=None, help="default: the sweep file's output_dir")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
@@ -251,11 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     try:
         spec = load_spec(args.config)
     except (FileNotFoundError, ValueError) as exc:
         p.error(str(exc))
-    out = Path(args.output_dir or spec["output_dir"])
+    out = Path(args.output_dir or spec["output_dir"]).absolute()  # the runs work in ROOT
     runs = expand(spec)
     if args.only:
         unknown = sorted(set(args.only) - set(spec["methods"]))
@@ -263,46 +409,55 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--only {unknown}: not in the sweep; its methods are {list(spec['methods'])}")
         runs = [r for r in runs if r.method in args.only]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    states = {r.name: run_state(out / "runs" / r.name) for r in runs}
 
-    def state(run: Run) -> str:
-        d = out / "runs" / run.name
-        if (d / "result.json").exists():
-            return "done"
-        return "partial" if (d / "checkpoint_last.pth").exists() else "todo"
-
-    todo = [r for r in runs if state(r) != "done"]
+    todo = [r for r in runs if states[r.name][0] != "done"]
     print(f"sweep {args.config}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run "
           f"({args.jobs} at a time, {threads} thread(s) each) -> {out}", flush=True)
+    for _, note in states.values():
+        if note:
+            print(f"note: {note}", flush=True)
     if args.dry_run:
         for run in runs:
-            print(f"  {state(run):<8} {run.name}")
+            print(f"  {states[run.name][0]:<8} {run.name}")
         return 0
+    clean_temp_files(out, runs)
     if args.recollect:
+        failed = 0
         for run in runs:
-            if state(run) == "done":
+            if states[run.name][0] == "done":
                 d = out / "runs" / run.name
-                wall = json.loads((d / "result.json").read_text()).get("wall_seconds")
-                write_json_atomic(d / "result.json", collect(run, d, spec["base"]["model"], wall))
+                wall = read_json(d / "result.json")[0].get("wall_seconds")
+                try:
+                    result = collect(run, d, run_model(spec, run), wall)
+                except Exception as exc:  # noqa: BLE001 (that run's files)
+                    failed += 1
+                    print(f"FAILED {run.name}: cannot collect its figures: {type(exc).__name__}: {exc}")
+                    continue
+                write_json_atomic(d / "result.json", result)
         print(f"recollected: {write_results(out, runs)}")
-        return 0
+        return 1 if failed else 0
     (out / "runs").mkdir(parents=True, exist_ok=True)
     base_config = out / "base.yaml"
-    base_config.write_text(yaml.safe_dump(spec["base"], sort_keys=False))
+    atomic_write(base_config, yaml.safe_dump(spec["base"], sort_keys=False))
     lock, failed = threading.Lock(), []
 
     def work(run: Run) -> None:
-        resumed = " (resuming)" if state(run) == "partial" else ""
+        resumed = " (resuming)" if states[run.name][0] == "partial" else ""
         print(f"start {run.name}{resumed}", flush=True)
         try:
             r = execute(run, spec, out, base_config, threads)
-        except subprocess.CalledProcessError as exc:
+            with lock:
+                write_results(out, runs)
+        except Exception as exc:  # noqa: BLE001 (one run's failure is not the sweep's)
             with lock:
                 failed.append(run.name)
-            print(f"FAILED {run.name} (exit {exc.returncode}); see {out / 'runs' / (run.name + '.log')}",
-                  flush=True)
+            if isinstance(exc, RunFailed) and exc.busy:
+                print(f"SKIPPED {run.name}: {exc}", flush=True)
+            else:
+                reason = exc if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
+                print(f"FAILED {run.name}: {reason}; see {out / 'runs' / (run.name + '.log')}", flush=True)
             return
-        with lock:
-            write_results(out, runs)
         print(f"done  {run.name}: Acc@1 {r['acc1']:.2f}  sparsity {r['sparsity']:.4f}  SOPs {r['sops']:.3g}  "
               f"{r['train_seconds']:.0f} s", flush=True)
 
