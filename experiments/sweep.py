@@ -30,13 +30,15 @@ ends exactly as it would have; a truncated result.json or summary.json is a run 
 line. ``--jobs N`` runs N at a time with cores/N threads each (single-threaded small models scale better than
 threaded ones on few cores). To stop a sweep, stop its process group (Ctrl-C does); its runs also die with the
 sweep's process alone, even by SIGKILL (Linux). A run whose folder another trainer holds (train.py locks
-OUTPUT_DIR/.lock) is skipped, said so.
+OUTPUT_DIR/.lock) is skipped, said so. The sweep file is checked whole before anything runs: every key of
+``base`` and of the methods is an experiments.train option, of its type; each problem is a one-line error.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import ctypes
+import difflib
 import functools
 import io
 import json
@@ -52,7 +54,8 @@ from pathlib import Path
 
 import yaml
 
-from experiments.args import get_args_parser
+import models
+from experiments.args import config_type_problem, get_args_parser
 from experiments.data import check_name, data_flags
 from experiments.methods import METHODS
 from experiments.utils import remove_stale_temp_files
@@ -64,6 +67,8 @@ COLUMNS = ["model", "method", "strength_key", "strength", "seed", "acc1", "best_
            "prune_epoch", "lambda_ratio", "train_seconds", "wall_seconds", "run"]
 SPEC_KEYS = {"output_dir", "base", "seeds", "measure", "methods"}
 MEASURE_KEYS = {"data", "data_path", "batch_size", "max_batches"}  # benchmark_sparsity options
+# train.py options the sweep sets itself: the config is its base.yaml, the rest are per run
+RESERVED = ("method", "seed", "output_dir", "resume", "config")
 IN_USE = "is in use by another training process"  # train.py's words when OUTPUT_DIR/.lock is held
 
 
@@ -87,32 +92,119 @@ def train_actions() -> dict[str, argparse.Action]:
     return {a.dest: a for a in get_args_parser()._actions if a.dest != "help"}
 
 
+def show(value, limit: int = 60) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def unknown_keys(keys: list) -> str:
+    """'unknown key 'x' (did you mean 'y'?)', each with train.py's options closest to it."""
+    shown = []
+    for key in keys:
+        close = difflib.get_close_matches(str(key).replace("-", "_"), list(train_actions()), n=3)
+        shown.append(show(key) + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    return (f"unknown key{'s' if len(keys) > 1 else ''} {', '.join(shown)}: not an option of "
+            "experiments.train (python -m experiments.train --help)")
+
+
+def value_problem(action: argparse.Action, value, strength: bool) -> str | None:
+    """What a base value (as train.py's config takes it) or a method's value (on train.py's command line: one
+    value, or a list of them for a list option) of ``action`` must be; None when ``value`` is that."""
+    if strength and action.nargs == "*" and action.dest not in ("layer_scale", "model_kwargs"):
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        return None if ok else "a name or a list of names"
+    return config_type_problem(action, value)
+
+
+def check_options(path, where: str, options: dict, strength: bool) -> None:
+    """Every key of ``options`` (a sweep's base, or a method's) is a train.py option, of its type."""
+    unknown = []
+    for key in options:
+        dest = str(key).replace("-", "_")
+        if dest in RESERVED:
+            what = "it is the base.yaml the sweep writes" if dest == "config" else "the sweep sets it per run"
+            shown = repr(where) if where == "base" else where
+            raise ValueError(f"{path}: {shown} must not set {dest!r}: {what}")
+        if dest not in train_actions():
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{path}: {where}: {unknown_keys(unknown)}")
+    for key, value in options.items():
+        action = train_actions()[str(key).replace("-", "_")]
+        if strength and isinstance(value, list):
+            if not value:
+                raise ValueError(f"{path}: {where}.{key} is an empty list (a strength of no values: no runs)")
+            for i, element in enumerate(value):
+                if (problem := value_problem(action, element, strength)) is not None:
+                    raise ValueError(f"{path}: {where}.{key}[{i}] must be {problem}, got {show(element)}")
+                name = str(element)
+                if "/" in name or "\\" in name or not name.isprintable():
+                    raise ValueError(f"{path}: {where}.{key}[{i}] = {show(element)} cannot be part of a "
+                                     "run's folder name (no '/', '\\' or control characters)")
+        elif (problem := value_problem(action, value, strength)) is not None:
+            raise ValueError(f"{path}: {where}.{key} must be {problem}, got {show(value)}")
+
+
+def read_yaml(path) -> object:
+    try:
+        return yaml.safe_load(Path(path).read_bytes())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ValueError(f"{path}: not valid YAML{line}: {problem}") from None
+    except (OSError, RecursionError) as exc:
+        raise ValueError(f"{path}: cannot read it: {exc}") from None
+
+
 def load_spec(path: str | os.PathLike) -> dict:
-    """Read and check a sweep file; errors name the key and what is allowed."""
+    """Read and check a sweep file; errors are one line that names the file, the key and what is allowed.
+    Every key of base and of the methods is a train.py option, its value of that option's type (as train.py
+    checks a config), so that no run fails for what the file says."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"sweep file {os.fspath(path)!r} not found")
-    spec = yaml.safe_load(Path(path).read_text()) or {}
-    unknown = sorted(set(spec) - SPEC_KEYS)
+    spec = read_yaml(path)
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: must be a mapping of sweep keys {sorted(SPEC_KEYS)}, "
+                         f"got a {type(spec).__name__}")
+    unknown = sorted(set(spec) - SPEC_KEYS, key=str)
     if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(SPEC_KEYS)}")
+        raise ValueError(f"{path}: unknown keys {show(unknown)}; allowed: {sorted(SPEC_KEYS)}")
     for key in ("base", "methods"):
         if not isinstance(spec.get(key), dict) or not spec[key]:
-            raise ValueError(f"{path}: '{key}' must be a non-empty mapping")
+            raise ValueError(f"{path}: '{key}' must be a non-empty mapping, got {show(spec.get(key))}")
     seeds = spec.setdefault("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"{path}: 'seeds' must be a non-empty list of ints, got {seeds!r}")
-    for reserved in ("method", "seed", "output_dir", "resume"):
-        if reserved in spec["base"]:
-            raise ValueError(f"{path}: 'base' must not set {reserved!r}: the sweep sets it per run")
-    if "data" not in spec["base"]:
+    if not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) < len(seeds) \
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"{path}: 'seeds' must be a non-empty list of distinct integers >= 0, "
+                         f"got {show(seeds)}")
+    if spec.get("output_dir") is None:
+        spec["output_dir"] = f"runs/{Path(path).stem}"
+    output_dir = spec["output_dir"]
+    if not isinstance(output_dir, str) or not output_dir or "\0" in output_dir:
+        raise ValueError(f"{path}: 'output_dir' must be a path (a string), got {show(output_dir)}")
+    base = spec["base"]
+    check_options(path, "base", base, strength=False)
+    if "data" not in base:
         raise ValueError(f"{path}: 'base' must set 'data' (one of the data set names of experiments.train), "
                          "which the runs train and are measured on")
     measure = spec.setdefault("measure", {})
     if not isinstance(measure, dict):
-        raise ValueError(f"{path}: 'measure' must be a mapping, got {measure!r}")
-    unknown = sorted(set(measure) - MEASURE_KEYS)
+        raise ValueError(f"{path}: 'measure' must be a mapping, got {show(measure)}")
+    unknown = sorted(set(measure) - MEASURE_KEYS, key=str)
     if unknown:
-        raise ValueError(f"{path}: measure: unknown keys {unknown}; allowed: {sorted(MEASURE_KEYS)}")
+        raise ValueError(f"{path}: measure: unknown keys {show(unknown)}; allowed: {sorted(MEASURE_KEYS)}")
+    for key, value in measure.items():
+        if key in ("batch_size", "max_batches"):
+            ok = (value is None and key == "max_batches") or \
+                (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+            problem = "an integer > 0" + (" or null" if key == "max_batches" else "")
+        else:
+            ok, problem = isinstance(value, str) or (value is None and key == "data_path"), "a string"
+        if not ok:
+            raise ValueError(f"{path}: measure.{key} must be {problem}, got {show(value)}")
     for section in ("base", "measure"):
         if "data" in spec[section]:
             try:
@@ -120,17 +212,56 @@ def load_spec(path: str | os.PathLike) -> dict:
             except ValueError as exc:
                 raise ValueError(f"{path}: {section}.data: {exc} "
                                  "(in a sweep file: data: NAME, data_path: DIR)") from None
-    for method, options in spec["methods"].items():
+    for method in list(spec["methods"]):
+        options = spec["methods"][method]
         if method not in METHODS:
-            raise ValueError(f"{path}: unknown method {method!r}; methods are {list(METHODS)}")
+            raise ValueError(f"{path}: unknown method {show(method)}; methods are {list(METHODS)}")
+        if options is None:  # "dense:" with nothing after it: no options
+            options = spec["methods"][method] = {}
         if not isinstance(options, dict):
-            raise ValueError(f"{path}: methods.{method} must be a mapping of options, got {options!r}")
+            raise ValueError(f"{path}: methods.{method} must be a mapping of options, got {show(options)}")
         lists = [k for k, v in options.items() if isinstance(v, list)]
         if len(lists) > 1:
             raise ValueError(f"{path}: methods.{method} has several list-valued keys {lists}; "
                              "one is the strength")
-    spec.setdefault("output_dir", f"runs/{Path(path).stem}")
+        check_options(path, f"methods.{method}", options, strength=True)
+    check_runs(path, spec)
     return spec
+
+
+def check_runs(path, spec: dict) -> None:
+    """What train.py would refuse of every run of the sweep, whatever its data: a method's required option,
+    --layer-scale of a method without soft thresholds, an unknown model, a flag a method cannot undo; and two
+    runs in one folder."""
+    base = {str(k).replace("-", "_"): v for k, v in spec["base"].items()}
+    actions, names = train_actions(), set()
+    soft = tuple(name for name, m in METHODS.items() if m.soft_threshold)
+    for run in expand(spec):
+        options = {str(k).replace("-", "_"): v for k, v in run.options.items()}
+        where = f"methods.{run.method}"
+        for key, value in options.items():  # a store_true flag has no --no-FLAG
+            if value is False and base.get(key) is True and type(actions[key]) is argparse._StoreTrueAction:
+                raise ValueError(f"{path}: {where}.{key}: false cannot undo base's true "
+                                 f"(experiments.train has no --no-{key.replace('_', '-')})")
+        merged = {**base, **{k: v for k, v in options.items() if v is not None}}  # None: not passed
+        for needed in METHODS[run.method].needs:
+            if merged.get(needed) is None:
+                raise ValueError(f"{path}: {where} needs {needed} (in the method or in base): "
+                                 f"experiments.train refuses --method {run.method} without "
+                                 f"--{needed.replace('_', '-')}")
+        if merged.get("layer_scale") is not None and run.method not in soft:
+            raise ValueError(f"{path}: {where}: layer_scale applies to the soft-threshold methods {soft}, "
+                             f"not {run.method!r}")
+        model = merged.get("model", actions["model"].default)
+        if model not in models.list_models():
+            key = f"{where}.model" if "model" in options else "base.model"
+            raise ValueError(f"{path}: {key} must be one of {models.list_models()}, got {show(model)}")
+        if run.name in names:
+            raise ValueError(f"{path}: run {run.name!r} twice ({where} repeats a strength, "
+                             "or two values have the same name): both would train in one folder")
+        if len(run.name.encode()) > 200:
+            raise ValueError(f"{path}: run name {show(run.name)} is too long for a folder")
+        names.add(run.name)
 
 
 def expand(spec: dict) -> list[Run]:
@@ -381,7 +512,7 @@ def clean_temp_files(out: Path, runs: list[Run]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="the sweep file (YAML)")
     p.add_argument("--output-dir", default=None, help="default: the sweep file's output_dir")
@@ -399,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--threads must be >= 1, got {args.threads}")
     try:
         spec = load_spec(args.config)
-    except (FileNotFoundError, ValueError) as exc:
-        p.error(str(exc))
+    except (FileNotFoundError, ValueError) as exc:  # one line, no usage: the file is wrong, not the command
+        p.exit(2, f"{p.prog}: error: {' '.join(str(exc).split())}\n")
     out = Path(args.output_dir or spec["output_dir"]).absolute()  # the runs work in ROOT
     runs = expand(spec)
     if args.only:
