@@ -21,11 +21,19 @@ MODEL_OPTIONS = {"T": "T", "neuron": "neuron_type", "cnf": "cnf", "stem": "stem"
                  "width_multiplier": "width_multiplier", "image_size": "img_size"}
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose error is always one line: a newline or control character in what was typed
+    (argparse's own "unrecognized arguments: ..." repeats the tokens) is shown escaped."""
+
+    def error(self, message: str):
+        super().error("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     import experiments.train
 
-    p = argparse.ArgumentParser(prog="python -m experiments.train", description=experiments.train.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m experiments.train", description=experiments.train.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default=None,
                    help="YAML file of defaults (keys are the long option names)")
     g = p.add_argument_group("data")
@@ -182,23 +190,28 @@ def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
     if not os.path.isfile(path):
         parser.error(f"--config {path}: file not found")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             config = yaml.safe_load(f)
+    except UnicodeDecodeError as exc:
+        parser.error(f"--config {path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except OSError as exc:
+        parser.error(f"--config {path}: cannot be read: {exc.strerror or exc}")
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
-        parser.error(f"--config {path}: not valid YAML{line}: {getattr(exc, 'problem', None) or exc}")
+        reason = getattr(exc, "problem", None) or " ".join(str(exc).split())  # one line (a ReaderError has 2)
+        parser.error(f"--config {path}: not valid YAML{line}: {reason}")
     if config is None:
         return {}
     if not isinstance(config, dict):
         parser.error(f"--config {path}: must be a mapping of option: value, got a {type(config).__name__}")
     actions = {a.dest: a for a in parser._actions}
-    unknown = sorted(k for k in config if str(k).replace("-", "_") not in actions)
+    unknown = sorted((k for k in config if str(k).replace("-", "_") not in actions), key=str)
     if unknown:
         parser.error(f"--config {path}: unknown keys {unknown}")
     values = {}
     for key, value in config.items():
-        dest = key.replace("-", "_")
+        dest = str(key).replace("-", "_")
         if (problem := config_type_problem(actions[dest], value)) is not None:
             parser.error(f"--config {path}: {key} must be {problem}, got {value!r}")
         values[dest] = value

@@ -9,6 +9,7 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from snn_lats._checks import check_int
@@ -97,6 +98,8 @@ def create_model(name: str, structure: dict | None = None, **kwargs) -> nn.Modul
     for key in ("num_classes", "in_channels"):  # every builder takes them; a 0 would build empty layers
         if key in kwargs:
             kwargs[key] = check_int(key, kwargs[key], minimum=1)
+            if kwargs[key] > torch.iinfo(torch.int64).max:  # torch sizes are int64 (else a raw TypeError)
+                raise ValueError(f"{key} must be an int >= 1 that fits in int64, got {kwargs[key]!r}")
     model = _REGISTRY[name](**kwargs)
     if structure is not None:
         from snn_lats.structured.spec import apply_structure

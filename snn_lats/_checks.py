@@ -72,16 +72,22 @@ def check_number(name: str, value: Any, *, minimum: float | None = None, above: 
     return number
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None, optional: bool = False) -> int | None:
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
+              optional: bool = False) -> int | None:
     """An integer (``int``, numpy integers, anything with ``__index__``; not bool), returned as an ``int``;
-    with ``optional``, None is allowed (and returned)."""
-    allowed = _or_none("an int" if minimum is None else f"an int >= {minimum}", optional)
+    ``minimum``/``maximum`` are inclusive bounds; with ``optional``, None is allowed (and returned)."""
+    if minimum is not None and maximum is not None:
+        allowed = f"an int in [{minimum}, {maximum}]"
+    else:
+        allowed = " ".join(["an int", *([f">= {minimum}"] if minimum is not None else []),
+                            *([f"<= {maximum}"] if maximum is not None else [])])
+    allowed = _or_none(allowed, optional)
     if value is None and optional:
         return None
     if not _is_int(value):
         raise _error(TypeError, name, allowed, value)
     number = operator.index(value)
-    if minimum is not None and number < minimum:
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise _error(ValueError, name, allowed, value)
     return number
 
@@ -133,9 +139,12 @@ def check_names(name: str, value: Any, *, modules: bool = False) -> tuple[Any, .
     if isinstance(value, items):
         bare, what = (repr(value), "string") if isinstance(value, str) else ("module", "module")
         raise TypeError(f"{name} must be {allowed}, got {shown(value)} (a bare {what}): pass [{bare}]")
-    if not isinstance(value, Iterable):
+    try:
+        entries = tuple(value) if isinstance(value, Iterable) else None
+    except TypeError:  # iterable by type only (a 0-d tensor)
+        entries = None
+    if entries is None:
         raise _error(TypeError, name, allowed, value)
-    entries = tuple(value)
     for i, entry in enumerate(entries):
         if not isinstance(entry, items):
             raise _error(TypeError, f"{name}[{i}]", "a str or nn.Module" if modules else "a str", entry)
@@ -158,3 +167,12 @@ def check_classes(name: str, value: Any, base: type, what: str) -> tuple[type, .
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise _error(TypeError, f"{name}[{i}]", f"a subclass of {what}", cls)
     return classes
+
+
+def differs(saved: Any, mine: Any) -> bool:
+    """Whether a value loaded from a state differs from this object's own; anything that does not compare to
+    a plain bool (a tensor, a numpy array) differs."""
+    try:
+        return bool(saved != mine)
+    except Exception:
+        return True

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._checks import check_type
+from ._checks import check_bool, check_int, check_names, check_type, differs, shown
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
 from .parametrizations import pruning_parametrization
 from .pruner import Pruner
@@ -58,8 +58,9 @@ class BasePruner(Pruner):
         self.model = model
         self.layers = find_prunable_layers(model, layer_types, ignored_layers)
         if not self.layers:
-            names = ", ".join(t.__name__ for t in layer_types)
-            raise ValueError(f"model has no prunable layer: no {names} left after ignored_layers")
+            names = ", ".join(getattr(t, "__name__", repr(t)) for t in layer_types)
+            raise ValueError(f"model has no prunable layer: no layer of layer_types ({names}) is left after "
+                             "ignored_layers")
         for name, module in self.layers.items():
             if pruning_parametrization(module) is not None:
                 raise ValueError(f"layer {name!r} is already prepared by an snn_lats pruner; squash it first")
@@ -206,24 +207,29 @@ class BasePruner(Pruner):
         self._check_base_state(state)
         self.step_count = int(state["step"])
 
-    def _check_base_state(self, state: dict[str, Any]) -> None:
-        """Raise, changing nothing, unless ``state`` fits this pruner: its layers and its settings (a state
-        saved without settings, by an older version, is checked for its layers only)."""
+    def _check_base_state(self, state: dict[str, Any], keys: Sequence[str] = ()) -> None:
+        """Raise, changing nothing, unless ``state`` fits this pruner: the types of the shared entries, its
+        layers and its settings (a state saved without settings, by an older version, is checked for its
+        layers only); ``keys`` are the subclass's entries, which must be present too."""
         check_type("state_dict", state, dict, "a dict")
-        missing = {"step", "squashed", "layers"} - state.keys()
+        missing = {"step", "squashed", "layers", *keys} - state.keys()
         if missing:
             raise ValueError(f"state_dict is missing keys {sorted(missing)}")
-        if list(state["layers"]) != list(self.layers):
-            saved, now = set(state["layers"]), set(self.layers)
+        check_int("state_dict['step']", state["step"], minimum=0)
+        squashed = check_bool("state_dict['squashed']", state["squashed"])
+        layers = list(check_names("state_dict['layers']", state["layers"]))
+        if layers != list(self.layers):
+            saved, now = set(layers), set(self.layers)
             raise ValueError(
                 "state_dict was saved for different layers: "
                 f"only in the checkpoint {sorted(saved - now)}, only in this pruner {sorted(now - saved)}"
             )
-        if state["squashed"] and not self.squashed:
+        if squashed and not self.squashed:
             raise ValueError("state_dict comes from a squashed pruner; load the squashed model instead")
-        saved, mine = state.get("settings") or {}, self._settings()
-        differ = sorted(k for k in saved.keys() & mine.keys() if saved[k] != mine[k])
+        saved = check_type("state_dict['settings']", state.get("settings"), dict, "a dict", optional=True)
+        saved, mine = saved or {}, self._settings()
+        differ = sorted(k for k in saved.keys() & mine.keys() if differs(saved[k], mine[k]))
         if differ:
             raise ValueError("state_dict was saved by a pruner built with "
-                             + ", ".join(f"{k}={saved[k]!r}" for k in differ) + "; this one has "
+                             + ", ".join(f"{k}={shown(saved[k])}" for k in differ) + "; this one has "
                              + ", ".join(f"{k}={mine[k]!r}" for k in differ))

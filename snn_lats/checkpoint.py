@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._checks import check_bool, check_type
+from ._checks import check_bool, check_type, shown
 from .io import atomic_save
 from .parametrizations import parametrization_for_state, pruning_parametrization
 
@@ -59,6 +60,11 @@ def model_state_from_checkpoint(checkpoint: Any) -> dict[str, torch.Tensor]:
                 return dict(checkpoint[key])
         if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
             return dict(checkpoint)
+        if any(isinstance(v, torch.Tensor) for v in checkpoint.values()):  # a state_dict with a bad entry
+            key, value = next((k, v) for k, v in checkpoint.items() if not isinstance(v, torch.Tensor))
+            raise ValueError("checkpoint holds no model state_dict (looked for keys 'model', 'state_dict', "
+                             f"'model_state'; as a state_dict, its entry {key!r} is {shown(value)}, not a "
+                             "tensor)")
     raise ValueError("checkpoint holds no model state_dict "
                      "(looked for keys 'model', 'state_dict', 'model_state')")
 
@@ -97,10 +103,17 @@ def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
     model.load_state_dict(state, strict=True)
 
 
+def _key(key: Any) -> str:
+    """A state_dict key as a message shows it: a plain dotted name as it is, anything else (an empty name, a
+    non-string) as its repr."""
+    return key if isinstance(key, str) and re.fullmatch(r"[\w.]+", key) else repr(key)
+
+
 def _mismatch(missing: list[str], unexpected: list[str], shapes: list[str] = ()) -> str:
     """'missing keys (2): a, b; unexpected keys (1): c; ...', each list cut after 8 entries."""
     parts = []
-    labelled = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+    labelled = (("missing keys", [_key(k) for k in missing]),
+                ("unexpected keys", [_key(k) for k in unexpected]), ("shape mismatches", shapes))
     for label, items in labelled:
         if items:
             shown = ", ".join(items[:8]) + (f", ... and {len(items) - 8} more" if len(items) > 8 else "")
@@ -127,11 +140,15 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
         raise ValueError("load_dense: the model is not prepared by an snn_lats pruner; "
                          "use model.load_state_dict for a plain model")
     state = model_state_from_checkpoint(state_dict)  # a plain state_dict comes back as a copy
-    if any(_PARAM in key for key in state):
+    for key, value in state.items():  # a nested state_dict ({"model": {...}}) comes back unchecked
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"load_dense: state_dict[{key!r}] must be a torch.Tensor, got {shown(value)}")
+    prepared_key = next((k for k in state if isinstance(k, str) and _PARAM in k), None)
+    if prepared_key is not None:
         raise ValueError("load_dense expects a dense state_dict with plain keys; this one is from a prepared "
-                         "model (load it with model.load_state_dict)")
+                         f"model (key {prepared_key!r}; load it with model.load_state_dict)")
     expected = set(export_dense(model, clone=False))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    missing, unexpected = sorted(expected - set(state), key=str), sorted(set(state) - expected, key=str)
     if missing or unexpected:
         raise ValueError("load_dense: state_dict does not match the model: " + _mismatch(missing, unexpected))
     own = export_dense(model, clone=False)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_number, check_type
+from ._checks import check_choice, check_int, check_number, check_type, differs, shown
 from .base import BasePruner
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
 from .parametrizations import LearnedThreshold
@@ -115,14 +115,15 @@ class LearnedThresholdPruner(BasePruner):
             raise ValueError(f"layer_weights names layers that are not pruned: {unknown}")
         self.layer_weights = {name: layer_weights.get(name, 1.0) for name in self.layers}
 
-        def make(name: str, module: nn.Module) -> LearnedThreshold:
-            unit = float(module.weight.detach().abs().float().var(correction=0))
-            if unit <= 0:
-                raise ValueError(f"layer {name!r} has weights of constant magnitude; cannot set its "
-                                 "threshold unit")
-            return LearnedThreshold(self.temperature, unit, initial_threshold).to(module.weight.device)
-
-        self._register(make)
+        units = {}  # every layer's unit before the first parametrization: a refused layer changes nothing
+        for name, module in self.layers.items():
+            units[name] = float(module.weight.detach().abs().float().var(correction=0))
+            if not units[name] > 0:
+                raise ValueError(f"layer {name!r} ({type(module).__name__}) has weights of constant "
+                                 "magnitude; cannot set its threshold unit (add it to ignored_layers, or "
+                                 "leave its type out of layer_types)")
+        self._register(lambda name, module: LearnedThreshold(self.temperature, units[name],
+                                                             initial_threshold).to(module.weight.device))
         self._macs_per_weight: dict[str, int] = {}
         self._hooks = []
         if self.normalize == "macs":
@@ -261,14 +262,35 @@ class LearnedThresholdPruner(BasePruner):
         return {"l0_weight": self.l0_weight, "temperature": self.temperature, "normalize": self.normalize}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._check_base_state(state)
-        missing = sorted(set(self.layers) - set(state.get("layer_weights", {})))
+        """Restore :meth:`state_dict`; a state saved with other settings is refused, and every entry is
+        checked before the first assignment, so a refused state changes nothing."""
+        self._check_base_state(state, ("l0_weight", "temperature", "normalize", "layer_weights",
+                                       "macs_per_weight"))
+        values = {"l0_weight": check_number("state_dict['l0_weight']", state["l0_weight"], minimum=0),
+                  "temperature": check_number("state_dict['temperature']", state["temperature"], above=0),
+                  "normalize": check_choice("state_dict['normalize']", state["normalize"], NORMALIZATIONS)}
+        settings = state.get("settings") or {}
+        for key, value in values.items():  # a state with settings: its own entries must agree with them
+            if key in settings and differs(settings[key], value):
+                raise ValueError(f"state_dict[{key!r}] is {value!r} but its settings say {key}="
+                                 f"{shown(settings[key])}")
+        weights = check_type("state_dict['layer_weights']", state["layer_weights"], Mapping,
+                             "a dict {layer: weight}")
+        missing = sorted(set(self.layers) - set(weights))
         if missing:
-            raise ValueError(f"state_dict has no layer weight for {missing[:5]}")
+            raise ValueError(f"state_dict['layer_weights'] has no weight for layers {missing[:5]}")
+        weights = {name: check_number(f"state_dict['layer_weights'][{name!r}]", weights[name], minimum=0)
+                   for name in self.layers}
+        macs = check_type("state_dict['macs_per_weight']", state["macs_per_weight"], Mapping,
+                          "a dict {layer: MACs per weight}")
+        unknown = sorted(map(repr, set(macs) - set(self.layers)))
+        if unknown:
+            raise ValueError(f"state_dict['macs_per_weight'] names layers that are not pruned: {unknown}")
+        macs = {name: check_int(f"state_dict['macs_per_weight'][{name!r}]", value, minimum=1)
+                for name, value in macs.items()}
         self._load_base_state(state)
-        self.l0_weight = float(state["l0_weight"])
-        self.temperature = float(state["temperature"])
-        self.normalize = state["normalize"]
-        self.layer_weights = {name: float(state["layer_weights"][name]) for name in self.layers}
-        self._macs_per_weight.update({k: int(v) for k, v in state["macs_per_weight"].items()})
+        self.l0_weight, self.temperature = values["l0_weight"], values["temperature"]
+        self.normalize = values["normalize"]
+        self.layer_weights = weights
+        self._macs_per_weight.update(macs)
         self._hooks_done()

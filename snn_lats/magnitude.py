@@ -3,16 +3,24 @@ needs."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from ._checks import check_bool, check_int, check_number
+from ._checks import check_bool, check_int, check_number, check_type
 from .base import BasePruner
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
 from .parametrizations import BinaryMask
+
+
+def _weights(module: nn.Module) -> int:
+    """How many weights the layer has (its latent θ while prepared)."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original.numel()
+    return module.weight.numel()
 
 
 class MagnitudePruner(BasePruner):
@@ -143,10 +151,17 @@ class MagnitudePruner(BasePruner):
                 "global_pruning": self.global_pruning}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a state saved with other settings is refused, and every entry is
+        checked before the first assignment, so a refused state changes nothing."""
         self._check_base_state(state)
-        zeros = state.get("mask_zeros")
+        zeros = check_type("state_dict['mask_zeros']", state.get("mask_zeros"), Mapping,
+                           "a dict {layer: pruned weights}", optional=True)
         if zeros is not None and set(self.layers) - set(zeros):
-            raise ValueError(f"state_dict has no mask count for {sorted(set(self.layers) - set(zeros))[:5]}")
+            raise ValueError(f"state_dict['mask_zeros'] has no count for layers "
+                             f"{sorted(set(self.layers) - set(zeros))[:5]}")
+        if zeros is not None:
+            zeros = {name: check_int(f"state_dict['mask_zeros'][{name!r}]", zeros[name], minimum=0,
+                                     maximum=_weights(module)) for name, module in self.layers.items()}
         self._load_base_state(state)
         if zeros is None:
             warnings.warn("MagnitudePruner.load_state_dict: this state has no mask counts (saved before they "
@@ -154,4 +169,4 @@ class MagnitudePruner(BasePruner):
                           stacklevel=2)
             self._mask_zeros = None
         else:
-            self._mask_zeros = {name: int(zeros[name]) for name in self.layers}
+            self._mask_zeros = zeros

@@ -187,7 +187,12 @@ class CallableSchedule(ThresholdSchedule):
         self.fn = fn
 
     def threshold_at(self, step: int) -> float:
-        return check_number(f"schedule({step})", float(self.fn(step)), minimum=0)
+        value = self.fn(step)
+        try:
+            value = float(value)  # a number, or a one-element tensor
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"schedule({step}) must be a finite number >= 0, got {shown(value)}") from None
+        return check_number(f"schedule({step})", value, minimum=0)
 
 
 class LRProportionalSchedule(ThresholdSchedule):

@@ -2,18 +2,23 @@
 model."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._checks import check_bool, check_int, check_type
+from ._checks import check_bool, check_int, check_number, check_type, differs, shown
 from .base import BasePruner
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
 from .parametrizations import SoftThreshold
 from .schedules import ThresholdSchedule, build_schedule, simulate_learning_rates
 from .thresholds import LayerScale, resolve_layer_scale
+
+
+def _overflows(value: float, dtype: torch.dtype) -> bool:
+    """Whether ``value`` is too large for a buffer of ``dtype`` (filling it would raise, or give inf)."""
+    return abs(value) > torch.finfo(dtype).max
 
 
 class SoftThresholdPruner(BasePruner):
@@ -73,6 +78,8 @@ class SoftThresholdPruner(BasePruner):
         freeze_at = check_int("freeze_at", freeze_at, minimum=0, optional=True)
         compensate = check_bool("compensate", compensate)
         check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer", optional=True)
+        check_type("lr_scheduler", lr_scheduler, torch.optim.lr_scheduler.LRScheduler,
+                   "a torch.optim.lr_scheduler.LRScheduler", optional=True)
 
         learning_rates = None
         if lr_scheduler is not None:
@@ -101,6 +108,13 @@ class SoftThresholdPruner(BasePruner):
         self._lr_group: tuple[int, int] | None = None  # (id(optimizer), group index) cache
         self._written: dict[str, tuple[float, float]] = {}  # (threshold, scale) as last written to each layer
 
+        # checked before the first parametrization, so that a refusal changes nothing
+        for name, module in self.layers.items():
+            dtype = module.weight.dtype if module.weight.is_floating_point() else torch.float32
+            for value in (self.scales[name], self.threshold * self.scales[name]):
+                if _overflows(value, dtype):
+                    raise ValueError(f"layer_scale[{name!r}] = {self.scales[name]!r} (times the threshold "
+                                     f"{self.threshold!r}) overflows the layer's {dtype} weights")
         initial = self.threshold if self.compensate else 0.0
         self._register(
             lambda name, module: SoftThreshold(self.scales[name], initial).to(module.weight.device,
@@ -223,21 +237,40 @@ class SoftThresholdPruner(BasePruner):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by :meth:`state_dict`; the schedule then continues exactly. A state saved
         with another schedule, D, N, β, λ or start is refused, and nothing changes."""
-        self._check_base_state(state)
-        if state.get("schedule_type") != type(self.schedule).__name__:
+        self._check_base_state(state, ("schedule_type", "schedule", "scales", "threshold", "last_lr",
+                                       "last_increment"))
+        if differs(state["schedule_type"], type(self.schedule).__name__):
             raise ValueError(
-                f"state_dict was saved with schedule {state.get('schedule_type')}, "
+                f"state_dict was saved with schedule_type {shown(state['schedule_type'])}, "
                 f"this pruner uses {type(self.schedule).__name__}"
             )
-        missing = sorted(set(self.layers) - set(state.get("scales", {})))
+        saved_scales = check_type("state_dict['scales']", state["scales"], Mapping, "a dict {layer: scale}")
+        missing = sorted(set(self.layers) - set(saved_scales))
         if missing:
-            raise ValueError(f"state_dict has no layer scale for {missing[:5]}")
+            raise ValueError(f"state_dict['scales'] has no scale for layers {missing[:5]}")
+        # every entry is checked before the first assignment: a refused state leaves the pruner as it was
+        scales = {name: check_number(f"state_dict['scales'][{name!r}]", saved_scales[name], minimum=0)
+                  for name in self.layers}
+        threshold = check_number("state_dict['threshold']", state["threshold"], minimum=0)
+        last_lr = check_number("state_dict['last_lr']", state["last_lr"], minimum=0, optional=True)
+        last_increment = check_number("state_dict['last_increment']", state["last_increment"])
+        if not self.squashed:
+            for name, _, p in self.parametrizations():
+                if _overflows(scales[name], p.scale.dtype) or _overflows(threshold * scales[name],
+                                                                         p.threshold.dtype):
+                    raise ValueError(f"state_dict['scales'][{name!r}] = {scales[name]!r} (times "
+                                     f"state_dict['threshold'] = {threshold!r}) overflows the layer's "
+                                     f"{p.threshold.dtype} threshold")
+        schedule = check_type("state_dict['schedule']", state["schedule"], Mapping, "a dict")
+        try:  # checks it (the schedules here keep no other state)
+            self.schedule.load_state_dict(schedule)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"state_dict['schedule']: {exc}") from None
         self._load_base_state(state)
-        self.schedule.load_state_dict(state["schedule"])
-        self.scales = {name: float(state["scales"][name]) for name in self.layers}
-        self.threshold = float(state["threshold"])
-        self.last_lr = state["last_lr"]
-        self.last_increment = float(state["last_increment"])
+        self.scales = scales
+        self.threshold = threshold
+        self.last_lr = last_lr
+        self.last_increment = last_increment
         if not self.squashed:
             for name, _, p in self.parametrizations():
                 p.set_scale(self.scales[name])

@@ -155,6 +155,7 @@ def measure(
     number of batches. SpikingJelly networks are reset with ``functional.reset_net`` after every batch.
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
+    check_type("batches", batches, Iterable, "an iterable of inputs or (input, target) pairs")
     e_ac_pj = check_number("e_ac_pj", e_ac_pj, minimum=0)
     e_mac_pj = check_number("e_mac_pj", e_mac_pj, minimum=0)
     per_channel = check_bool("per_channel", per_channel)
@@ -167,6 +168,11 @@ def measure(
                 if isinstance(m, LAYER_TYPES)}
     if not synapses and not products:
         raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer to measure")
+    both = [n for n in synapses if isinstance(synapses[n].module, neuron_types)]
+    if both:  # its neuron row would replace its synapse row, and the totals lose its weights
+        raise ValueError(f"neuron_types {tuple(t.__name__ for t in neuron_types)} match layers that are "
+                         f"counted as synapses ({both[:3]}): a layer is a neuron or a conv/linear layer, "
+                         "not both")
 
     hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(i[0], o))
              for c in synapses.values()]

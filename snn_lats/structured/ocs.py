@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_choice, check_int, check_number, check_type
+from .._checks import check_bool, check_choice, check_int, check_number, check_type, differs, shown
 from ..pruner import Pruner
 from .atomic import StructureSnapshot
 from .flops import ChannelMacModel, ForwardFn, layer_geometry, reset_spiking_state
@@ -28,6 +28,10 @@ from .spec import structure_spec
 from .stability import StabilityTracker, regularization_should_start
 
 _STATE_VERSION = 1
+_STATE_KEYS = frozenset({"version", "groups", "target_flops_reduction", "epoch", "selection",
+                         "candidate_flops", "dense_flops", "stability", "reg_lambda", "reg_started_at",
+                         "regularizing", "should_prune", "pruned", "prune_epoch", "pruned_flops", "spec",
+                         "history"})
 
 
 def _to_device(obj: object, device: torch.device) -> object:
@@ -600,6 +604,74 @@ class OCSPruner(Pruner):
         return masks
 
     # ---------------------------------------------------------------------------------------------- state
+    def _check_state(self, state: Mapping) -> None:
+        """Raise, naming the entry, unless ``state`` is an OCSPruner state this pruner can take."""
+        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
+            raise ValueError("OCSPruner.load_state_dict: state_dict must be an OCSPruner state (a dict with "
+                             f"version {_STATE_VERSION}), got {shown(state)}")
+        missing = sorted(_STATE_KEYS - set(state))
+        if missing:
+            raise ValueError(f"OCSPruner.load_state_dict: state_dict is missing keys {missing}")
+
+        def item(key: str) -> str:
+            return f"state_dict[{key!r}]"
+
+        pruned = check_bool(item("pruned"), state["pruned"])
+        for key in ("regularizing", "should_prune"):
+            check_bool(item(key), state[key])
+        check_number(item("target_flops_reduction"), state["target_flops_reduction"], above=0, below=1)
+        check_number(item("reg_lambda"), state["reg_lambda"], minimum=0)
+        for key, minimum, optional in (("epoch", 0, True), ("reg_started_at", 0, True),
+                                       ("prune_epoch", 0, True), ("pruned_flops", 0, True),
+                                       ("dense_flops", 1, False)):
+            check_int(item(key), state[key], minimum=minimum, optional=optional)
+        check_type(item("spec"), state["spec"], Mapping, "a structure spec (a dict)", optional=True)
+        history = check_type(item("history"), state["history"], (list, tuple), "a list")
+        for i, entry in enumerate(history):
+            check_type(f"state_dict['history'][{i}]", entry, Mapping, "a dict")
+        if pruned:
+            if structure_spec(self.model) != state["spec"]:
+                raise ValueError("OCSPruner.load_state_dict: the state is from a pruned run but the model "
+                                 "does not have its structure; call "
+                                 "snn_lats.structured.apply_structure(model, state['spec']) first")
+            sizes = None  # the removed channels are indices into the dense model's groups
+        else:
+            mine = [[g.key, g.size] for g in self.groups]
+            groups = check_type(item("groups"), state["groups"], (list, tuple), "a list of [layer, channels]")
+            theirs = [list(g) if isinstance(g, (list, tuple)) else g for g in groups]
+            if differs(theirs, mine):
+                diff = next(((a, b) for a, b in zip(mine, theirs, strict=False) if differs(b, a)),
+                            (len(mine), len(theirs)))
+                raise ValueError(f"OCSPruner.load_state_dict: channel groups differ from the saved run "
+                                 f"(first difference: this model {diff[0]}, saved {shown(diff[1])})")
+            sizes = [g.size for g in self.groups]
+        if not pruned and state["dense_flops"] != self.dense_flops:  # the same groups: the same dense model
+            raise ValueError(f"OCSPruner.load_state_dict: state_dict['dense_flops'] is "
+                             f"{state['dense_flops']}, this model's dense MACs on example_inputs are "
+                             f"{self.dense_flops} (build the pruner with the saved run's example_inputs)")
+        check_int(item("candidate_flops"), state["candidate_flops"], minimum=0, maximum=state["dense_flops"])
+        # the tracker compares the structures of this model's groups (after pruning: of the thin model's)
+        StabilityTracker(self.tracker.lag, self.tracker.window).load_state_dict(
+            state["stability"], item("stability"), None if pruned else sizes)
+        selection = state["selection"]
+        if selection is None:
+            if pruned:
+                raise ValueError("OCSPruner.load_state_dict: state_dict['selection'] is None in a pruned "
+                                 "state; it must list the removed channels of every group")
+            return
+        selection = check_type(item("selection"), selection, (list, tuple), "a list of channel lists")
+        if sizes is not None and len(selection) != len(sizes):
+            raise ValueError(f"OCSPruner.load_state_dict: state_dict['selection'] has {len(selection)} "
+                             f"groups, this model {len(sizes)}")
+        for i, idxs in enumerate(selection):
+            name = f"state_dict['selection'][{i}]"
+            idxs = check_type(name, idxs, (list, tuple), "a list of channel indices")
+            for j, c in enumerate(idxs):
+                check_int(f"{name}[{j}]", c, minimum=0, maximum=None if sizes is None else sizes[i] - 1)
+            if sizes is not None and len(set(map(int, idxs))) >= sizes[i]:
+                raise ValueError(f"OCSPruner.load_state_dict: {name} selects all {sizes[i]} channels of "
+                                 f"group {self.groups[i].key!r}")
+
     def state_dict(self) -> dict:
         """Plain containers (survive ``torch.load(weights_only=True)``): enough to resume exactly."""
         return {
@@ -625,34 +697,22 @@ class OCSPruner(Pruner):
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore ``state_dict()``. After pruning, the model must already have the pruned structure
-        (``apply_structure(model, state["spec"])`` before building this pruner or loading weights)."""
-        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
-            raise ValueError(f"OCSPruner.load_state_dict: not an OCSPruner state (version {_STATE_VERSION})")
-        if state["pruned"]:
-            if structure_spec(self.model) != state["spec"]:
-                raise ValueError("OCSPruner.load_state_dict: the state is from a pruned run but the model "
-                                 "does not have its structure; call "
-                                 "snn_lats.structured.apply_structure(model, state['spec']) first")
-        else:
-            mine = [[g.key, g.size] for g in self.groups]
-            theirs = [list(g) for g in state["groups"]]
-            if mine != theirs:
-                diff = next(((a, b) for a, b in zip(mine, theirs, strict=False) if a != b),
-                            (len(mine), len(theirs)))
-                raise ValueError(f"OCSPruner.load_state_dict: channel groups differ from the saved run "
-                                 f"(first difference: this model {diff[0]}, saved {diff[1]})")
+        (``apply_structure(model, state["spec"])`` before building this pruner or loading weights). Every
+        entry is checked before the first assignment: a refused state changes nothing."""
+        self._check_state(state)
+        self.tracker.load_state_dict(state["stability"], "state_dict['stability']",
+                                     None if state["pruned"] else [g.size for g in self.groups])
         self.target_flops_reduction = float(state["target_flops_reduction"])
-        self._epoch = state["epoch"]
+        self._epoch = None if state["epoch"] is None else int(state["epoch"])
         self.dense_flops = int(state["dense_flops"])
         self._candidate_flops = int(state["candidate_flops"])
-        self.tracker.load_state_dict(state["stability"])
         self._reg_lambda = float(state["reg_lambda"])
-        self._reg_started_at = state["reg_started_at"]
+        self._reg_started_at = None if state["reg_started_at"] is None else int(state["reg_started_at"])
         self._regularizing = bool(state["regularizing"])
         self._should_prune = bool(state["should_prune"])
         self.pruned = bool(state["pruned"])
-        self.prune_epoch = state["prune_epoch"]
-        self.pruned_flops = state["pruned_flops"]
+        self.prune_epoch = None if state["prune_epoch"] is None else int(state["prune_epoch"])
+        self.pruned_flops = None if state["pruned_flops"] is None else int(state["pruned_flops"])
         self.spec = state["spec"]
         self.history = [dict(h) for h in state["history"]]
         self._masks = None

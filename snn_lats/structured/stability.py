@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from .._checks import check_int
+from .._checks import check_int, check_number, check_type
 
 Structure = Sequence[Sequence[int]]  # retained root-channel indices, one list per group
 
@@ -65,13 +65,40 @@ class StabilityTracker:
                 "structures": [list(map(list, s)) for s in self.structures],
                 "jaccard": list(self.jaccard), "psi": list(self.psi)}
 
-    def load_state_dict(self, state: Mapping) -> None:
-        if (state["lag"], state["window"]) != (self.lag, self.window):
-            raise ValueError(f"stability state has lag/window {state['lag']}/{state['window']}, "
-                             f"this tracker {self.lag}/{self.window}")
-        self.structures = [[list(map(int, g)) for g in s] for s in state["structures"]]
-        self.jaccard = [float(v) for v in state["jaccard"]]
-        self.psi = [float(v) for v in state["psi"]]
+    def load_state_dict(self, state: Mapping, name: str = "state",
+                        sizes: Sequence[int] | None = None) -> None:
+        """Restore :meth:`state_dict`; every entry is checked first (``name`` is the state's name in
+        messages), so a refused state changes nothing. ``sizes``: the channels of each group, which every
+        saved structure must fit."""
+        check_type(name, state, Mapping, "a dict from StabilityTracker.state_dict()")
+        missing = sorted({"lag", "window", "structures", "jaccard", "psi"} - set(state))
+        if missing:
+            raise ValueError(f"{name} is missing keys {missing}")
+        lag = check_int(f"{name}['lag']", state["lag"], minimum=1)
+        window = check_int(f"{name}['window']", state["window"], minimum=1)
+        if (lag, window) != (self.lag, self.window):
+            raise ValueError(f"{name} has lag/window {lag}/{window}, this tracker {self.lag}/{self.window}")
+        structures = [[[check_int(f"{name}['structures'][{i}][{j}][{k}]", c, minimum=0)
+                        for k, c in enumerate(_items(f"{name}['structures'][{i}][{j}]", g))]
+                       for j, g in enumerate(_items(f"{name}['structures'][{i}]", s))]
+                      for i, s in enumerate(_items(f"{name}['structures']", state["structures"]))]
+        for i, structure in enumerate(structures if sizes is not None else ()):
+            if len(structure) != len(sizes):
+                raise ValueError(f"{name}['structures'][{i}] has {len(structure)} groups, the model "
+                                 f"{len(sizes)}")
+            for j, (group, size) in enumerate(zip(structure, sizes, strict=True)):
+                if any(c >= size for c in group):
+                    raise ValueError(f"{name}['structures'][{i}][{j}] lists channels beyond the group's "
+                                     f"{size}: {sorted(c for c in group if c >= size)[:5]}")
+        series = {key: [check_number(f"{name}[{key!r}][{i}]", v, minimum=0, maximum=1)
+                        for i, v in enumerate(_items(f"{name}[{key!r}]", state[key]))]
+                  for key in ("jaccard", "psi")}
+        self.structures, self.jaccard, self.psi = structures, series["jaccard"], series["psi"]
+
+
+def _items(name: str, value: object) -> list:
+    """A saved list (or tuple) entry of a state, checked."""
+    return list(check_type(name, value, (list, tuple), "a list"))
 
 
 def regularization_should_start(psi: Sequence[float], epoch: int, monitor_start_epoch: int,
