@@ -76,11 +76,15 @@ class RunPruners(Pruner):
     def state_dict(self) -> dict[str, Any]:
         return {key: p.state_dict() for key, p in self.members.items()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = [key for key in self.members if not state.get(key)]
+    def check_states(self, state: dict[str, Any]) -> None:
+        """Raise unless ``state`` (a checkpoint) holds a state for every member, under its key."""
+        missing = [type(p).__name__ for key, p in self.members.items() if not state.get(key)]
         if missing:
-            raise ValueError(f"the checkpoint holds no state for the run's {missing} pruner(s): "
-                             "it is from another --method")
+            raise ValueError(f"the checkpoint holds no {' or '.join(missing)} state, so it is from another "
+                             "--method")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.check_states(state)
         for key, p in self.members.items():
             p.load_state_dict(state[key])
 
@@ -156,6 +160,13 @@ def get_method(name: str) -> Method:
 
 # --- builders -----------------------------------------------------------------------------------------------
 
+def thin_model_lats(ctx: RunContext, **schedule) -> snn_lats.SoftThresholdPruner:
+    """ocs-lats's soft-threshold pruner of the thin model: schedule "lr" (any LR schedule, and it starts
+    mid-run), no start step or freeze of its own."""
+    return snn_lats.SoftThresholdPruner(ctx.model, schedule="lr", ignored_layers=ctx.ignored_layers,
+                                        optimizer=ctx.optimizer, layer_scale=ctx.args.layer_scale, **schedule)
+
+
 def soft_threshold_pruner(ctx: RunContext, schedule: str, **kwargs) -> snn_lats.SoftThresholdPruner:
     args = ctx.args
     common = dict(ignored_layers=ctx.ignored_layers, optimizer=ctx.optimizer, layer_scale=args.layer_scale,
@@ -177,15 +188,16 @@ def one(key: str, make: Callable[[RunContext], Pruner]) -> Callable[[RunContext]
     return lambda ctx: RunPruners(ctx.model, {key: make(ctx)})
 
 
-def build_closed_form(ctx: RunContext) -> RunPruners:
-    """s-lats, lats, pgh and early: d follows the schedule's closed form to --final-threshold."""
-    args = ctx.args
-    schedule = "pgh" if args.method == "early" else args.method
-    extra = {"steps_per_epoch": ctx.steps_per_epoch} if schedule == "lats" else {}
-    if schedule == "pgh":
-        extra["beta"] = args.beta
-    return RunPruners(ctx.model, {"pruner": soft_threshold_pruner(
-        ctx, schedule, final_threshold=args.final_threshold, total_steps=ctx.total_steps, **extra)})
+def closed_form(schedule: str) -> Callable[[RunContext], RunPruners]:
+    """The builder of s-lats, lats, pgh and early: d follows ``schedule``'s closed form to --final-threshold
+    (lats spreads it per epoch, pgh weighs it by --beta)."""
+    def build(ctx: RunContext) -> RunPruners:
+        extra = {"lats": {"steps_per_epoch": ctx.steps_per_epoch}, "pgh": {"beta": ctx.args.beta}}
+        return RunPruners(ctx.model, {"pruner": soft_threshold_pruner(
+            ctx, schedule, final_threshold=ctx.args.final_threshold, total_steps=ctx.total_steps,
+            **extra.get(schedule, {}))})
+
+    return build
 
 
 def build_lr(ctx: RunContext) -> RunPruners:
@@ -233,9 +245,7 @@ def build_ocs_then_lats(ctx: RunContext) -> RunPruners:
     if resume is not None and resume.get("ocs") and resume["ocs"]["pruned"] and resume.get("pruner"):
         pruners.get("ocs").load_state_dict(resume["ocs"])
         lam = resume["pruner"]["schedule"]["l1_coefficient"]  # the saved state then restores d
-        pruners.add("pruner", snn_lats.SoftThresholdPruner(
-            ctx.model, schedule="lr", l1_coefficient=lam, ignored_layers=ctx.ignored_layers,
-            optimizer=ctx.optimizer, layer_scale=ctx.args.layer_scale))
+        pruners.add("pruner", thin_model_lats(ctx, l1_coefficient=lam))
     return pruners
 
 
@@ -243,10 +253,7 @@ def lats_after_removal(ctx: RunContext, pruners: RunPruners, remaining_steps: in
     """ocs-lats: soft-threshold pruning of the thin model's weights with constant λ (the ``lr`` schedule: any
     LR schedule, and it starts mid-run), d reaching --final-threshold at the run's last step."""
     if remaining_steps > 0:
-        pruner = snn_lats.SoftThresholdPruner(ctx.model, schedule="lr", ignored_layers=ctx.ignored_layers,
-                                              optimizer=ctx.optimizer, layer_scale=ctx.args.layer_scale,
-                                              **lr_schedule_kwargs(ctx, remaining_steps))
-        pruners.add("pruner", pruner)
+        pruners.add("pruner", thin_model_lats(ctx, **lr_schedule_kwargs(ctx, remaining_steps)))
 
 
 def closed_form_lr_note(args) -> str | None:
@@ -267,13 +274,13 @@ OCS_FIGURES = ("stability", "reg_strength", "candidate_macs")
 D = ("final_threshold",)
 
 register(Method("dense", build=lambda ctx: RunPruners(ctx.model)))
-register(Method("s-lats", build=build_closed_form, needs=D, soft_threshold=True, logs=SOFT,
+register(Method("s-lats", build=closed_form("s-lats"), needs=D, soft_threshold=True, logs=SOFT,
                 lr_note=closed_form_lr_note))
-register(Method("lats", build=build_closed_form, needs=D, soft_threshold=True, logs=SOFT,
+register(Method("lats", build=closed_form("lats"), needs=D, soft_threshold=True, logs=SOFT,
                 lr_note=closed_form_lr_note))
-register(Method("pgh", build=build_closed_form, needs=D, soft_threshold=True, logs=SOFT))
+register(Method("pgh", build=closed_form("pgh"), needs=D, soft_threshold=True, logs=SOFT))
 register(Method("lr", build=build_lr, soft_threshold=True, logs=SOFT))
-register(Method("early", build=build_closed_form, needs=D, soft_threshold=True, logs=SOFT))
+register(Method("early", build=closed_form("pgh"), needs=D, soft_threshold=True, logs=SOFT))
 register(Method("pai", needs=D, soft_threshold=True, logs=SOFT,
                 build=one("pruner", lambda ctx: soft_threshold_pruner(
                     ctx, "constant", final_threshold=ctx.args.final_threshold, compensate=False))))

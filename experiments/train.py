@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         model.to(memory_format=torch.channels_last)
     run.train_model = wrap_for_training(args, model, world, device)
     if resume is not None:
-        run.state = restore(args, resume, model, optimizer, ctx.lr_scheduler, run.scaler, run.pruners)
+        run.state = restore(resume, model, optimizer, ctx.lr_scheduler, run.scaler, run.pruners)
         say(f"resumed from {resume['path']} at epoch {run.state['epoch']}")
     run.macs = count_macs(model, example)
     run.log = utils.RunLog(out, args, run.state["epoch"], main_process,
@@ -459,12 +459,12 @@ def check_same_run(args, resume: dict) -> None:
                          f"settings (OUTPUT_DIR/config.yaml), or start a new run in another --output-dir")
 
 
-def restore(args, resume: dict, model, optimizer, lr_scheduler, scaler, pruners: RunPruners) -> dict:
+def restore(resume: dict, model, optimizer, lr_scheduler, scaler, pruners: RunPruners) -> dict:
     """Load a checkpoint's states; the run's epoch, step and best Acc@1 to continue from."""
-    missing = [type(p).__name__ for key, p in pruners.members.items() if not resume.get(key)]
-    if missing:
-        raise ValueError(f"--resume {resume['path']}: the checkpoint holds no {' or '.join(missing)} "
-                         f"state, so it is not from a --method {args.method} run")
+    try:  # before anything is loaded
+        pruners.check_states(resume)
+    except ValueError as exc:
+        raise ValueError(f"--resume {resume['path']}: {exc}") from None
     model.load_state_dict(resume["model"])
     optimizer.load_state_dict(resume["optimizer"])
     lr_scheduler.load_state_dict(resume["lr_scheduler"])

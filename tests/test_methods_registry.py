@@ -42,3 +42,14 @@ def test_every_method_is_registered_once_with_a_builder():
         methods.register(methods.Method("gmp", build=lambda ctx: None))
     with pytest.raises(ValueError, match="--method must be one of"):
         methods.get_method("stds")
+
+
+def test_run_pruners_name_a_state_the_checkpoint_lacks_before_loading_any():
+    from tests.conftest import TinyCNN
+
+    model = TinyCNN()
+    pruner = snn_lats.SoftThresholdPruner(model, 0.1, "s-lats", 10)
+    pruners = methods.RunPruners(model, {"pruner": pruner})
+    with pytest.raises(ValueError, match="holds no SoftThresholdPruner state, so it is from another"):
+        pruners.load_state_dict({"pruner": None, "ocs": {"version": 1}})
+    assert pruner.step_count == 0
