@@ -148,29 +148,8 @@ def test_the_readmes_training_loop_runs_from_the_installed_wheel(installed):
     assert 0 < float(values["SPARSITY"]) < 1
 
 
-USER_MODULE = '''
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
-from torch import nn
-
-
-class RepeatT(nn.Module):
-    def __init__(self, net, T):
-        super().__init__()
-        self.net, self.T = net, T
-
-    def forward(self, x):
-        return self.net(x.unsqueeze(0).repeat(self.T, *[1] * x.dim())).mean(0)
-
-
-def build(channels=4, T=2):
-    net = nn.Sequential(
-        layer.Conv2d(1, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels),
-        neuron.LIFNode(surrogate_function=surrogate.ATan()), layer.MaxPool2d(2),
-        layer.Flatten(), layer.Linear(channels * 4 * 4, 10, bias=False),
-    )
-    functional.set_step_mode(net, "m")
-    return RepeatT(net, T)
-'''
+# the CLI tests' own user model (a SpikingJelly CSNN), copied out of the repository as the user's package
+USER_MODULE = ROOT / "tests" / "user_models.py"
 
 
 def test_the_console_script_measures_a_users_spikingjelly_model_on_digits(installed):
@@ -178,11 +157,11 @@ def test_the_console_script_measures_a_users_spikingjelly_model_on_digits(instal
     modules = work / "user_code"
     (modules / "my_nets").mkdir(parents=True)
     (modules / "my_nets" / "__init__.py").write_text("")
-    (modules / "my_nets" / "csnn.py").write_text(USER_MODULE)
+    shutil.copyfile(USER_MODULE, modules / "my_nets" / "csnn.py")
     env = {**env, "PYTHONPATH": str(modules)}
     save = textwrap.dedent("""
         import torch, snn_lats
-        from my_nets.csnn import build
+        from my_nets.csnn import build_csnn as build
         torch.manual_seed(0)
         model = build(channels=6)
         pruner = snn_lats.SoftThresholdPruner(model, 0.1, "constant", compensate=False,
@@ -192,7 +171,7 @@ def test_the_console_script_measures_a_users_spikingjelly_model_on_digits(instal
     """)
     _check(_run([python, "-c", save], cwd=work, env=env))
     tool = bin_dir / "snn-lats-measure"
-    result = _check(_run([tool, "--model", "my_nets.csnn:build", "--model-kwargs", '{"channels": 6}',
+    result = _check(_run([tool, "--model", "my_nets.csnn:build_csnn", "--model-kwargs", '{"channels": 6}',
                           "--checkpoint", "pruned.pth", "--data", "digits", "--batch-size", "50",
                           "--max-batches", "2", "--device", "cpu", "--out", "sparsity"], cwd=work, env=env))
     assert "net.0" in result.stdout and "wrote sparsity/sparsity.json" in result.stdout
