@@ -25,6 +25,9 @@ class NeuronConfig:
     detach_reset: bool
     surrogate: str
     alpha: float
+    # ParametricLIF: the leak is a learnable k = sigmoid(w) (SpikingJelly's ParametricLIFNode), a runtime
+    # tensor multiplied in (H = V + (X - (V - V_reset)) * k), not ``tau``; ``tau`` is None then.
+    parametric: bool = False
 
 
 def surrogate_grad(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tensor:
