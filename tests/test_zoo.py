@@ -130,7 +130,10 @@ def test_fused_neurons_leave_outputs_and_gradients_unchanged(case):
         x.grad = None
         functional.reset_net(net)
     assert torch.equal(outs[0], outs[1])
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+    # The surrogate is computed in another float32 order than SpikingJelly's, and conv backward sums those
+    # terms: errors scale with the gradient's largest entry (seen: 1.8e-6 at max |g| 2.4, about 6 ulp of it).
+    scale = grads[0].abs().max().item()
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=4e-6 * max(scale, 1.0))
 
 
 OCS_TARGET = 0.4
