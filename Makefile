@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 LEGACY_SJ := $(VENV)/sj-legacy
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench gpu-check clean
 
 # The tested environment: pyproject.toml's ranges, pinned by constraints.txt. Re-installs when either changes.
 $(STAMP): pyproject.toml constraints.txt
@@ -31,6 +31,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench_overhead
+
+# On a CUDA machine (<= 8 minutes): GPU tests, benchmarks, AMP training and DDP smoke -> docs/gpu_report.md.
+# Without CUDA it exits 2 before doing anything. See docs/gpu_check.md.
+gpu-check:
+	$(PY) -m experiments.gpu_check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -38,6 +38,33 @@ def spikingjelly_fastest() -> tuple[str, neuron.LIFNode]:
     return "spikingjelly 2.x (auto: native/Triton on GPU)", neuron.LIFNode(**kwargs)
 
 
+# Nominal HBM bandwidth by GPU name (substring, lower case); an unknown GPU gets no fraction of peak.
+PEAK_BANDWIDTH = {"h200": 4.8e12, "h100 sxm": 3.35e12, "h100 80gb hbm3": 3.35e12}
+
+
+def peak_bandwidth(gpu_name: str) -> float | None:
+    name = gpu_name.lower()
+    return next((bw for key, bw in PEAK_BANDWIDTH.items() if key in name), None)
+
+
+def bytes_moved(shape: tuple[int, ...], element_size: int) -> int:
+    """Bytes one forward+backward moves: forward reads x, writes spikes and h (fp32); backward reads
+    grad_spikes and h, writes grad_x; plus v and its gradient (fp32) once: T*N*(4*b + 8) + 16*N."""
+    t_steps, n = shape[0], 1
+    for d in shape[1:]:
+        n *= d
+    return t_steps * n * (4 * element_size + 8) + 16 * n
+
+
+def cupy_variant_kwargs() -> dict | None:
+    """Hook for a future 'recompute' cupy variant: its kwargs if MultiStepLIFNode takes a parameter for it."""
+    params = inspect.signature(MultiStepLIFNode.__init__).parameters
+    for key in ("variant", "kernel_variant", "recompute"):
+        if key in params:
+            return {key: True} if key == "recompute" else {key: "recompute"}
+    return None
+
+
 def fwd_bwd(node, x, grad):
     x = x.detach().requires_grad_()
     out = node(x)
@@ -51,16 +78,16 @@ def copy_bandwidth(device, n_bytes=1 << 30) -> float:
     return 2 * n_bytes / statistics.median(times)  # read + write
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="T,B,C,H,W")
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16"],
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"],
                         choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = device_from_args(parser, args.device)
     if args.repeats <= 0:
         parser.error("--repeats must be > 0")
@@ -70,7 +97,16 @@ def main() -> None:
     if device.type == "cuda" and cupy_available():
         variants = {"ours cupy": MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True,
                                                   backend="cupy"), **variants}
+        recompute = cupy_variant_kwargs()
+        if recompute is None:
+            print("ours cupy recompute: not available (MultiStepLIFNode takes no parameter for it)")
+        else:
+            variants["ours cupy recompute"] = MultiStepLIFNode(surrogate_function=surrogate.ATan(),
+                                                               detach_reset=True, backend="cupy", **recompute)
     bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
+    peak = peak_bandwidth(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    if device.type == "cuda" and peak is None:
+        print("unknown GPU: no nominal peak bandwidth, fraction of peak omitted")
     print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"
           + (f", measured copy bandwidth {bandwidth / 1e9:.0f} GB/s" if bandwidth else ""))
     rows = []
@@ -88,24 +124,27 @@ def main() -> None:
             for r in range(args.repeats):
                 for name in names[r % len(names):] + names[: r % len(names)]:
                     times[name].append(timed(functools.partial(fwd_bwd, variants[name], x, grad), device))
-            t_steps, n = shape[0], x[0].numel()
-            moved = t_steps * n * (4 * x.element_size() + 8) + 16 * n
+            moved = bytes_moved(shape, x.element_size())
             for name in names:
                 ms = statistics.median(times[name]) * 1e3
                 row = {"shape": shape_text, "dtype": dtype_name, "variant": name, "ms": ms,
                        "speedup_vs_ours_torch": statistics.median(times["ours torch"]) * 1e3 / ms,
                        "speedup_vs_spikingjelly": statistics.median(times[sj_name]) * 1e3 / ms}
-                if name == "ours cupy" and bandwidth:
-                    row["gb_per_s"] = moved / (ms / 1e3) / 1e9
+                row["bytes_moved"] = moved
+                row["gb_per_s"] = moved / (ms / 1e3) / 1e9
+                if bandwidth:
                     row["fraction_of_copy_bandwidth"] = moved / (ms / 1e3) / bandwidth
+                if peak:
+                    row["fraction_of_peak"] = moved / (ms / 1e3) / peak
                 rows.append(row)
-                extra = (f"  {row['gb_per_s']:.0f} GB/s ({row['fraction_of_copy_bandwidth']:.0%})"
-                         if "gb_per_s" in row else "")
+                extra = f"  {row['gb_per_s']:.1f} GB/s" + (
+                    f" ({row['fraction_of_peak']:.0%} of peak)" if "fraction_of_peak" in row else "")
                 print(f"{shape_text:>16} {dtype_name:>8} {name:<44} {ms:9.3f} ms  "
                       f"x{row['speedup_vs_ours_torch']:.2f} vs ours-torch  "
                       f"x{row['speedup_vs_spikingjelly']:.2f} vs SJ{extra}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 if __name__ == "__main__":
