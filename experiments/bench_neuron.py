@@ -5,11 +5,15 @@ fastest.
     python -m experiments.bench_neuron --device cpu --shapes 4,8,64,56,56
 
 SpikingJelly's fastest path is its LIFNode as installed: Triton or native CUDA in 2.x (chosen by the device),
-backend='cupy' in 0.0.0.0.14. All variants run interleaved in one process, per dtype (fp32, fp16) and shape.
+backend='cupy' in 0.0.0.0.14 (a LIFNode taking backend= gets triton, else cupy, else torch, detected by
+feature). All variants run interleaved in one process, per dtype (fp32, fp16, bf16) and shape.
 Bandwidth: the fused kernels move T·N·(4·b + 8) + 16·N bytes per forward+backward (b = bytes per input
 element: x, spikes, grad_spikes and grad_x in the input dtype; the charged potentials h written and read in
-fp32; v and its gradient in fp32); the table divides that by the time and by the bandwidth of a
-device-to-device copy measured in the same run.
+fp32; v and its gradient in fp32): forward reads x, writes spikes and h; backward reads grad_spikes and h,
+writes grad_x. GB/s is that over the time, for every variant; on CUDA also as a fraction of a device-to-device
+copy measured in the same run and of the GPU's nominal peak (H200 4.8 TB/s, H100 SXM 3.35 TB/s; another GPU
+gets no fraction of peak, and says so). A future 'recompute' cupy variant is included when MultiStepLIFNode
+takes a parameter for it, else reported as not available.
 """
 from __future__ import annotations
 
@@ -32,9 +36,11 @@ DEFAULT_SHAPES = ["4,32,64,56,56", "4,32,128,28,28", "8,16,256,14,14"]
 
 def spikingjelly_fastest() -> tuple[str, neuron.LIFNode]:
     kwargs = dict(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m")
-    if "backend" in inspect.signature(neuron.LIFNode.__init__).parameters:  # 0.0.0.0.14
-        backend = "cupy" if cupy_available() else "torch"
-        return f"spikingjelly 0.0.0.0.14 ({backend})", neuron.LIFNode(backend=backend, **kwargs)
+    if "backend" in inspect.signature(neuron.LIFNode.__init__).parameters:  # 0.0.0.0.14 (or a later backend=)
+        supported = getattr(neuron.LIFNode(step_mode="m"), "supported_backends", ("torch", "cupy"))
+        backend = next(b for b in ("triton", "cupy", "torch")
+                       if b in supported and (b != "cupy" or cupy_available()) or b == "torch")
+        return f"spikingjelly backend={backend}", neuron.LIFNode(backend=backend, **kwargs)
     return "spikingjelly 2.x (auto: native/Triton on GPU)", neuron.LIFNode(**kwargs)
 
 

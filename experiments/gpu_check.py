@@ -85,9 +85,10 @@ def run_step(step: Step, cwd: Path = ROOT) -> StepResult:
     try:
         proc = subprocess.run(step.argv, cwd=cwd, capture_output=True, text=True, timeout=step.timeout_s)
     except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"") if isinstance(e.stdout, bytes) else (e.stdout or "").encode()
+        out = "".join(v.decode(errors="replace") if isinstance(v, bytes) else (v or "")
+                      for v in (e.stdout, e.stderr))
         return StepResult(step.name, command, "timeout", time.perf_counter() - start,
-                          output_tail=out.decode(errors="replace")[-3000:])
+                          output_tail=f"timed out after {step.timeout_s} s\n{out[-3000:]}")
     result = StepResult(step.name, command, "ok" if proc.returncode == 0 else "failed",
                         time.perf_counter() - start, proc.returncode, (proc.stdout + proc.stderr)[-3000:])
     if step.json_out and proc.returncode == 0:
