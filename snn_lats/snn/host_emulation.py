@@ -1,0 +1,347 @@
+"""Run CUDA kernel sources on the CPU: the exact source strings, compiled unmodified with the system C++
+compiler.
+
+A shim header supplies what a CUDA translation unit takes from the toolkit: ``__global__`` (empty),
+``blockIdx``/``blockDim``/``threadIdx``/``gridDim`` (thread-local structs with ``.x``), ``__half`` (g++'s
+``_Float16``), ``__nv_bfloat16`` (a 16-bit struct, converted with round-to-nearest-even bit manipulation,
+since g++ 12 has no arithmetic ``__bf16`` on x86) and the conversion intrinsics. The source's ``#include
+<cuda_fp16.h>`` / ``<cuda_bf16.h>`` resolve to guarded headers in a temporary include directory that pull in
+the shim, so the kernel text itself is compiled as-is. For each ``extern "C" __global__ void NAME(...)`` a
+launcher ``launch_NAME(grid, block, ...)`` is appended after the source; it loops over every block and thread.
+
+Compiled with ``-ffp-contract=off`` (the host mirror of NVRTC's ``--fmad=false``), ``-fno-fast-math`` and, on
+x86, ``-mfpmath=sse``, so float32 operations round as written. ``expf`` is the C library's, not CUDA's: the
+sigmoid surrogate can differ from the GPU by an ulp or two; everything else is IEEE float32 arithmetic in the
+order the source gives.
+
+``compile_on_host(source, name)`` returns a :class:`HostKernel`; ``compile_many(sources)`` compiles several
+sources into one shared object (each kernel name must be distinct). ``HostMultiStep`` runs the fused neuron
+forward/backward kernels of ``cuda_kernels.py`` with exactly the arguments ``CupyMultiStep`` passes.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+
+import torch
+
+from . import cuda_kernels
+from .reference import NeuronConfig
+
+SHIM = r"""
+#ifndef SNN_LATS_HOST_SHIM_H
+#define SNN_LATS_HOST_SHIM_H
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <math.h>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+struct snn_lats_dim3 { unsigned int x, y, z; };
+extern thread_local snn_lats_dim3 blockIdx, blockDim, threadIdx, gridDim;
+
+typedef _Float16 __half;
+static inline float __half2float(__half h) { return (float)h; }
+static inline __half __float2half_rn(float f) { return (__half)f; }  /* nearest even */
+
+struct __nv_bfloat16 { uint16_t bits; };
+static inline float __bfloat162float(__nv_bfloat16 b) {
+    uint32_t u = (uint32_t)b.bits << 16; float f; std::memcpy(&f, &u, 4); return f;
+}
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    uint32_t u; std::memcpy(&u, &f, 4);
+    __nv_bfloat16 b;
+    if ((u & 0x7fffffffu) > 0x7f800000u) { b.bits = (uint16_t)((u >> 16) | 0x40u); return b; }  /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);  /* round to nearest, ties to even */
+    b.bits = (uint16_t)(u >> 16);
+    return b;
+}
+#endif
+"""
+
+FP_FLAGS = ("-ffp-contract=off", "-fno-fast-math")
+X86_FLAGS = ("-msse2", "-mfpmath=sse")
+SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
+CTYPES = {"float": ctypes.c_float, "double": ctypes.c_double, "long long": ctypes.c_longlong,
+          "int": ctypes.c_int, "unsigned int": ctypes.c_uint}
+TORCH_DTYPES = {"float": torch.float32, "double": torch.float64, "__half": torch.float16,
+                "__nv_bfloat16": torch.bfloat16, "long long": torch.int64, "int": torch.int32}
+
+
+def compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+def compile_flags() -> list[str]:
+    flags = ["-O2", "-shared", "-fPIC", "-std=c++17", *FP_FLAGS]
+    if platform.machine() in ("x86_64", "AMD64", "i686", "i386"):
+        flags += list(X86_FLAGS)
+    return flags
+
+
+@functools.cache
+def host_compiler_available() -> tuple[bool, str]:
+    """(True, compiler) when a C++ compiler builds a probe using the shim (``_Float16``, the bf16 struct)."""
+    cxx = compiler()
+    if cxx is None:
+        return False, "no C++ compiler (g++ or c++) on PATH"
+    probe = ('#include <cuda_fp16.h>\n#include <cuda_bf16.h>\n'
+             'extern "C" __global__ void probe(const __half* a, __nv_bfloat16* b, const long long n) {\n'
+             '    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n'
+             '    if (i < n) b[i] = __float2bfloat16_rn(expf(__half2float(a[i])));\n}\n')
+    try:
+        _build((probe,))
+    except (RuntimeError, OSError) as error:
+        return False, f"{cxx} cannot build the CUDA host shim: {str(error)[-400:]}"
+    return True, cxx
+
+
+class Param:
+    def __init__(self, text: str):
+        self.text = " ".join(text.split())
+        words = self.text.replace("*", " * ").split()
+        if len(words) < 2:
+            raise ValueError(f"cannot parse kernel parameter {text!r}")
+        self.name = words[-1]
+        self.pointer = "*" in words
+        self.type = " ".join(w for w in words[:-1] if w not in ("const", "__restrict__", "*", "volatile"))
+        if self.pointer and self.type not in TORCH_DTYPES:
+            raise ValueError(f"parameter {self.name}: unsupported pointer type {self.type}")
+        if not self.pointer and self.type not in CTYPES:
+            raise ValueError(f"parameter {self.name}: unsupported scalar type {self.type}")
+
+    def ctype(self):
+        return ctypes.c_void_p if self.pointer else CTYPES[self.type]
+
+    def convert(self, value, kernel: str):
+        where = f"{kernel}: argument {self.name} ({self.text})"
+        if self.pointer:
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{where} needs a torch.Tensor, got {type(value).__name__}")
+            if value.device.type != "cpu":
+                raise ValueError(f"{where} needs a CPU tensor, got device {value.device}")
+            if not value.is_contiguous():
+                raise ValueError(f"{where} needs a contiguous tensor")
+            if value.dtype != TORCH_DTYPES[self.type]:
+                raise TypeError(f"{where} needs dtype {TORCH_DTYPES[self.type]}, got {value.dtype}")
+            return ctypes.c_void_p(value.data_ptr())
+        if isinstance(value, torch.Tensor):
+            raise TypeError(f"{where} is a scalar, got a tensor")
+        if self.type in ("float", "double"):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"{where} needs a Python float, got {type(value).__name__}")
+            return CTYPES[self.type](float(value))
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{where} needs a Python int, got {type(value).__name__}")
+        return CTYPES[self.type](value)
+
+
+def parse_kernels(source: str) -> dict[str, list[Param]]:
+    """Every ``extern "C" __global__ void NAME(params)`` in ``source``: name -> parameters."""
+    kernels = {m.group(1): [Param(p) for p in m.group(2).split(",") if p.strip()]
+               for m in SIGNATURE.finditer(source)}
+    if not kernels:
+        raise ValueError('no extern "C" __global__ void kernel found in the source')
+    return kernels
+
+
+def launcher(name: str, params: list[Param]) -> str:
+    args = ", ".join(p.name for p in params)
+    decl = "".join(f", {p.text}" for p in params)
+    return f"""
+extern "C" void launch_{name}(long long snn_lats_grid, long long snn_lats_block{decl}) {{
+    gridDim.x = (unsigned int)snn_lats_grid; gridDim.y = gridDim.z = 1;
+    blockDim.x = (unsigned int)snn_lats_block; blockDim.y = blockDim.z = 1;
+    blockIdx.y = blockIdx.z = threadIdx.y = threadIdx.z = 0;
+    for (long long snn_lats_b = 0; snn_lats_b < snn_lats_grid; ++snn_lats_b) {{
+        blockIdx.x = (unsigned int)snn_lats_b;
+        for (long long snn_lats_t = 0; snn_lats_t < snn_lats_block; ++snn_lats_t) {{
+            threadIdx.x = (unsigned int)snn_lats_t;
+            {name}({args});
+        }}
+    }}
+}}
+"""
+
+
+def _translation_unit(sources: tuple[str, ...]) -> tuple[str, dict[str, list[Param]]]:
+    kernels: dict[str, list[Param]] = {}
+    for source in sources:
+        for name, params in parse_kernels(source).items():
+            if name in kernels:
+                raise ValueError(f"kernel {name} appears in more than one source")
+            kernels[name] = params
+    text = "thread_local snn_lats_dim3 blockIdx, blockDim, threadIdx, gridDim;\n"
+    text += "\n".join(f"// ---- source {i} (unmodified)\n{s}" for i, s in enumerate(sources))
+    text += "\n// ---- host launchers\n" + "".join(launcher(n, p) for n, p in kernels.items())
+    return text, kernels
+
+
+def _cache_dir() -> str:
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    path = os.path.join(tempfile.gettempdir(), f"snn_lats_host_kernels_{user}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@functools.cache
+def _build(sources: tuple[str, ...]) -> tuple[ctypes.CDLL, dict[str, list[Param]]]:
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler (g++ or c++) on PATH")
+    text, kernels = _translation_unit(sources)
+    flags = compile_flags()
+    digest = hashlib.sha256("\0".join([cxx, *flags, SHIM, text]).encode()).hexdigest()[:24]
+    root = _cache_dir()
+    library = os.path.join(root, f"{digest}.so")
+    if not os.path.exists(library):
+        with tempfile.TemporaryDirectory(dir=root) as work:
+            with open(os.path.join(work, "snn_lats_host_shim.h"), "w") as f:
+                f.write(SHIM)
+            for header in ("cuda_fp16.h", "cuda_bf16.h", "cuda_runtime.h"):
+                with open(os.path.join(work, header), "w") as f:
+                    f.write('#include "snn_lats_host_shim.h"\n')
+            unit = os.path.join(work, "kernels.cpp")
+            with open(unit, "w") as f:
+                f.write(text)
+            out = os.path.join(work, "kernels.so")
+            command = [cxx, *flags, "-I", work, "-include", os.path.join(work, "snn_lats_host_shim.h"),
+                       unit, "-o", out]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
+            os.replace(out, library)  # atomic: concurrent builders of the same digest agree
+    lib = ctypes.CDLL(library)
+    for name, params in kernels.items():
+        fn = getattr(lib, f"launch_{name}")
+        fn.argtypes = [ctypes.c_longlong, ctypes.c_longlong, *[p.ctype() for p in params]]
+        fn.restype = None
+    return lib, kernels
+
+
+class HostKernel:
+    """One compiled kernel: ``kernel(grid, block, *args)`` runs every (block, thread) of a 1-D launch."""
+
+    def __init__(self, lib: ctypes.CDLL, name: str, params: list[Param]):
+        self.name, self.params, self._fn = name, params, getattr(lib, f"launch_{name}")
+
+    def __call__(self, grid, block, *args) -> None:
+        grid, block = _extent(grid, "grid", self.name), _extent(block, "block", self.name)
+        if len(args) != len(self.params):
+            raise TypeError(f"{self.name} takes {len(self.params)} arguments "
+                            f"({', '.join(p.name for p in self.params)}), got {len(args)}")
+        converted = [p.convert(a, self.name) for p, a in zip(self.params, args, strict=True)]
+        self._fn(grid, block, *converted)
+
+    def __repr__(self) -> str:
+        return f"HostKernel({self.name}({', '.join(p.text for p in self.params)}))"
+
+
+def _extent(value, what: str, name: str) -> int:
+    if isinstance(value, tuple):
+        if len(value) != 1 and any(v != 1 for v in value[1:]):
+            raise ValueError(f"{name}: only 1-D launches are emulated, got {what} {value}")
+        value = value[0]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name}: {what} must be a non-negative int, got {value!r}")
+    return value
+
+
+def compile_many(sources) -> dict[str, HostKernel]:
+    """Compile all ``sources`` into one shared object; return every kernel in them by name."""
+    lib, kernels = _build(tuple(sources))
+    return {name: HostKernel(lib, name, params) for name, params in kernels.items()}
+
+
+def compile_on_host(source: str, name: str | None = None) -> HostKernel:
+    kernels = compile_many((source,))
+    if name is None:
+        if len(kernels) != 1:
+            raise ValueError(f"the source has kernels {sorted(kernels)}; name one")
+        (name,) = kernels
+    if name not in kernels:
+        raise KeyError(f"kernel {name} not in the source (found {sorted(kernels)})")
+    return kernels[name]
+
+
+# --- the fused neuron kernels of cuda_kernels.py, with CupyMultiStep's arguments ----------------------------
+
+_NEURON_KERNELS: dict[tuple[str, NeuronConfig, str], HostKernel] = {}
+
+
+def precompile_neuron_kernels(configs, dtypes=None, sources=None) -> None:
+    """Compile the forward and backward kernels of every config for each dtype, one shared object per dtype.
+
+    ``sources(kind, config, dtype) -> str`` replaces the source generator (tests use it to plant a bug)."""
+    sources = sources or _source
+    dtypes = tuple(cuda_kernels.DTYPES.values()) if dtypes is None else dtypes
+    for dtype in dtypes:
+        keys = [(kind, c, dtype) for c in configs for kind in ("forward", "backward")]
+        kernels = compile_many([sources(*key) for key in keys])
+        for key in keys:
+            _NEURON_KERNELS[key] = kernels[cuda_kernels.kernel_name(*key)]
+
+
+def clear_neuron_kernels() -> None:
+    _NEURON_KERNELS.clear()
+
+
+def _source(kind: str, c: NeuronConfig, dtype: str) -> str:
+    generate = cuda_kernels.forward_source if kind == "forward" else cuda_kernels.backward_source
+    return generate(c, dtype)
+
+
+def _kernel(kind: str, c: NeuronConfig, dtype: str) -> HostKernel:
+    key = (kind, c, dtype)
+    if key not in _NEURON_KERNELS:
+        _NEURON_KERNELS[key] = compile_on_host(_source(*key), cuda_kernels.kernel_name(*key))
+    return _NEURON_KERNELS[key]
+
+
+def _launch(kind: str, c: NeuronConfig, tensor: torch.Tensor, n: int, args: tuple) -> None:
+    block = cuda_kernels.BLOCK
+    _kernel(kind, c, cuda_kernels.DTYPES[tensor.dtype])(((n + block - 1) // block,), (block,), *args)
+
+
+class HostMultiStep(torch.autograd.Function):
+    """``CupyMultiStep`` on the CPU: the same tensors, the same scalar arguments in the same order."""
+
+    @staticmethod
+    def forward(ctx, x_seq: torch.Tensor, v: torch.Tensor, c: NeuronConfig):
+        x_seq = x_seq.contiguous()
+        v = v.float().contiguous()
+        T, n = x_seq.shape[0], x_seq[0].numel()
+        spikes = torch.empty_like(x_seq)
+        charged = torch.empty(x_seq.shape, dtype=torch.float32, device=x_seq.device)
+        v_last = torch.empty_like(v)
+        reset_value = 0.0 if c.v_reset is None else c.v_reset
+        _launch("forward", c, x_seq, n, (x_seq, v, spikes, charged, v_last, T, n, float(c.tau or 1.0),
+                                         float(c.v_threshold), float(0.0 if c.v_reset is None else c.v_reset),
+                                         float(reset_value)))
+        ctx.save_for_backward(charged)
+        ctx.config = c
+        return spikes, v_last
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v):
+        (charged,) = ctx.saved_tensors
+        c = ctx.config
+        grad_spikes = grad_spikes.contiguous()
+        grad_v = torch.zeros_like(charged[0]) if grad_v is None else grad_v.float().contiguous()
+        T, n = charged.shape[0], charged[0].numel()
+        grad_x = torch.empty_like(grad_spikes)
+        grad_v0 = torch.empty_like(grad_v)
+        _launch("backward", c, grad_spikes, n,
+                (grad_spikes, grad_v, charged, grad_x, grad_v0, T, n, float(c.tau or 1.0),
+                 float(c.v_threshold), float(0.0 if c.v_reset is None else c.v_reset), float(c.alpha),
+                 float(math.pi / 2 * c.alpha)))
+        return grad_x, grad_v0, None
