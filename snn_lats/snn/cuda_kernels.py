@@ -217,40 +217,58 @@ def _ptr(t: torch.Tensor):
     return cupy.uint64(t.data_ptr())
 
 
+def cupy_forward(x_seq: torch.Tensor, v0: torch.Tensor, c: NeuronConfig):
+    """The forward kernel: (spikes in x's dtype, v_last float32, charged h float32) for CUDA tensors."""
+    import cupy
+
+    if x_seq.dtype not in DTYPES:
+        raise TypeError(f"the cupy kernels take {', '.join(map(str, DTYPES))} inputs, got {x_seq.dtype}")
+    x_seq = x_seq.contiguous()
+    v = v0.float().contiguous()
+    T, n = x_seq.shape[0], x_seq[0].numel()
+    spikes = torch.empty_like(x_seq)
+    charged = torch.empty(x_seq.shape, dtype=torch.float32, device=x_seq.device)
+    v_last = torch.empty_like(v)
+    reset_value = 0.0 if c.v_reset is None else c.v_reset
+    f32 = cupy.float32
+    _launch("forward", c, x_seq, n, (_ptr(x_seq), _ptr(v), _ptr(spikes), _ptr(charged), _ptr(v_last),
+                                     cupy.int64(T), cupy.int64(n), f32(c.tau or 1.0), f32(c.v_threshold),
+                                     f32(0.0 if c.v_reset is None else c.v_reset), f32(reset_value)))
+    return spikes, v_last, charged
+
+
+def cupy_backward(grad_spikes: torch.Tensor, grad_v_last: torch.Tensor | None, charged: torch.Tensor,
+                  c: NeuronConfig):
+    """The backward kernel: (grad wrt x in grad_spikes' dtype, grad wrt v0 float32) for CUDA tensors."""
+    import cupy
+
+    grad_spikes = grad_spikes.contiguous()
+    charged = charged.contiguous()
+    grad_v = (torch.zeros_like(charged[0]) if grad_v_last is None
+              else grad_v_last.float().contiguous())
+    T, n = charged.shape[0], charged[0].numel()
+    grad_x = torch.empty_like(grad_spikes)
+    grad_v0 = torch.empty_like(grad_v)
+    f32 = cupy.float32
+    _launch("backward", c, grad_spikes, n,
+            (_ptr(grad_spikes), _ptr(grad_v), _ptr(charged), _ptr(grad_x), _ptr(grad_v0), cupy.int64(T),
+             cupy.int64(n), f32(c.tau or 1.0), f32(c.v_threshold),
+             f32(0.0 if c.v_reset is None else c.v_reset), f32(c.alpha), f32(math.pi / 2 * c.alpha)))
+    return grad_x, grad_v0
+
+
 class CupyMultiStep(torch.autograd.Function):
+    """The cupy kernels as an autograd function (kept for callers; the nodes go through ``ops.py``)."""
+
     @staticmethod
     def forward(ctx, x_seq: torch.Tensor, v: torch.Tensor, c: NeuronConfig):
-        import cupy
-
-        x_seq = x_seq.contiguous()
-        v = v.float().contiguous()
-        T, n = x_seq.shape[0], x_seq[0].numel()
-        spikes = torch.empty_like(x_seq)
-        charged = torch.empty(x_seq.shape, dtype=torch.float32, device=x_seq.device)
-        v_last = torch.empty_like(v)
-        reset_value = 0.0 if c.v_reset is None else c.v_reset
-        f32 = cupy.float32
-        _launch("forward", c, x_seq, n, (_ptr(x_seq), _ptr(v), _ptr(spikes), _ptr(charged), _ptr(v_last),
-                                         cupy.int64(T), cupy.int64(n), f32(c.tau or 1.0), f32(c.v_threshold),
-                                         f32(0.0 if c.v_reset is None else c.v_reset), f32(reset_value)))
+        spikes, v_last, charged = cupy_forward(x_seq, v, c)
         ctx.save_for_backward(charged)
         ctx.config = c
         return spikes, v_last
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v):
-        import cupy
-
         (charged,) = ctx.saved_tensors
-        c = ctx.config
-        grad_spikes = grad_spikes.contiguous()
-        grad_v = torch.zeros_like(charged[0]) if grad_v is None else grad_v.float().contiguous()
-        T, n = charged.shape[0], charged[0].numel()
-        grad_x = torch.empty_like(grad_spikes)
-        grad_v0 = torch.empty_like(grad_v)
-        f32 = cupy.float32
-        _launch("backward", c, grad_spikes, n,
-                (_ptr(grad_spikes), _ptr(grad_v), _ptr(charged), _ptr(grad_x), _ptr(grad_v0), cupy.int64(T),
-                 cupy.int64(n), f32(c.tau or 1.0), f32(c.v_threshold),
-                 f32(0.0 if c.v_reset is None else c.v_reset), f32(c.alpha), f32(math.pi / 2 * c.alpha)))
+        grad_x, grad_v0 = cupy_backward(grad_spikes, grad_v, charged, ctx.config)
         return grad_x, grad_v0, None

@@ -6,6 +6,10 @@ They subclass SpikingJelly's ``neuron.BaseNode`` (so ``functional.reset_net``, m
 - ``backend="cupy"``: one fused CUDA kernel forward, one backward (CUDA tensors, CuPy installed);
 - ``backend="torch"``: the reference, on any device;
 - ``backend=None`` (default): ``cupy`` for CUDA tensors when CuPy works, ``torch`` otherwise.
+
+Both run through the ``torch.library`` custom op ``snn_lats::multistep_forward`` (``ops.py``), whose autograd
+formula is the ``snn_lats::multistep_backward`` op, so ``torch.compile(fullgraph=True)`` traces a node as one
+opaque op with no graph break and eager and compiled runs execute the same kernels.
 """
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 
 from .._checks import check_bool, check_choice, check_number, shown
-from . import cuda_kernels
-from .reference import SURROGATES, NeuronConfig, TorchMultiStep
+from . import cuda_kernels, ops
+from .reference import SURROGATES, NeuronConfig
 
 BACKENDS = ("cupy", "torch")
 _SURROGATE_BASE = getattr(surrogate, "SurrogateFunctionBase", torch.nn.Module)
@@ -77,8 +81,8 @@ class _FusedNode(neuron.BaseNode):
         if x_seq.dim() < 2:
             raise ValueError(f"multi-step input must be [T, ...], got shape {tuple(x_seq.shape)}")
         v = self._initial_v(x_seq[0])
-        fn = cuda_kernels.CupyMultiStep if self.resolve_backend(x_seq) == "cupy" else TorchMultiStep
-        spikes, self.v = fn.apply(x_seq, v, self.config)
+        # one code path for eager and torch.compile: the snn_lats::multistep_forward custom op (ops.py)
+        spikes, self.v = ops.multistep(x_seq, v, self.config, self.resolve_backend(x_seq))
         return spikes
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
