@@ -43,6 +43,7 @@ import functools
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,6 +70,7 @@ SPEC_KEYS = {"output_dir", "base", "seeds", "measure", "methods"}
 MEASURE_KEYS = {"data", "data_path", "batch_size", "max_batches"}  # benchmark_sparsity options
 # train.py options the sweep sets itself: the config is its base.yaml, the rest are per run
 RESERVED = ("method", "seed", "output_dir", "resume", "config")
+SLURM_THREADS = 4  # --threads of a SLURM run (its --cpus-per-task) unless given
 IN_USE = "is in use by another training process"  # train.py's words when OUTPUT_DIR/.lock is held
 
 
@@ -444,15 +446,23 @@ def _die_with(parent: int):
     return preexec
 
 
-def run_child(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+def run_child(cmd: list[str], ignore: tuple = (), **kwargs) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, **kwargs)`` in a child that dies with the sweep (Linux: PR_SET_PDEATHSIG to
     SIGKILL), in the sweep's process group (Ctrl-C and a signal to the group reach it).
 
     Linux sends that signal when the *thread* that forked the child ends, not the process: the child is forked
     from the calling thread, which then waits for it (subprocess.run), so the thread lives as long as the
-    child; a child must never be started here and waited for in another thread."""
-    preexec = _die_with(os.getpid()) if _PRCTL is not None else None
-    return subprocess.run(cmd, preexec_fn=preexec, **kwargs)
+    child; a child must never be started here and waited for in another thread. ``ignore``: signals the child
+    starts ignoring (a submitit job's SIGUSR2, which SLURM also sends the job's children before a timeout or a
+    preemption, is its own to handle: it requeues the job, whose end then takes the child with it)."""
+    die = _die_with(os.getpid()) if _PRCTL is not None else None
+
+    def preexec() -> None:
+        for signum in ignore:
+            signal.signal(signum, signal.SIG_IGN)
+        if die is not None:
+            die()
+    return subprocess.run(cmd, preexec_fn=preexec if (die or ignore) else None, **kwargs)
 
 
 class RunFailed(Exception):
@@ -470,11 +480,11 @@ def new_output(log: Path, offset: int) -> list[str]:
         return [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
 
 
-def run_step(what: str, cmd: list[str], log: Path, run_dir: Path, env: dict) -> None:
+def run_step(what: str, cmd: list[str], log: Path, run_dir: Path, env: dict, ignore: tuple = ()) -> None:
     """One step of a run (training, measuring), its output appended to ``log``; a failure is a RunFailed."""
     with open(log, "a") as f:
         offset = os.fstat(f.fileno()).st_size
-        code = run_child(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        code = run_child(cmd, ignore=ignore, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
     if code == 0:
         return
     lines = new_output(log, offset)
@@ -485,22 +495,144 @@ def run_step(what: str, cmd: list[str], log: Path, run_dir: Path, env: dict) -> 
     raise RunFailed(f"{what} exited with {code}: {last[:300]}")
 
 
-def execute(run: Run, spec: dict, out: Path, base_config: Path, threads: int) -> dict:
+@dataclass
+class RunJob:
+    """One run as an executor runs it: its command lines, built by the sweep (the same for every executor)."""
+    run: Run
+    run_dir: Path
+    model: str
+    train: list[str]
+    measure: list[str]
+    threads: int
+
+
+def run_job(run: Run, spec: dict, out: Path, base_config: Path, threads: int) -> RunJob:
     run_dir = out / "runs" / run.name
+    return RunJob(run, run_dir, run_model(spec, run), train_command(run, base_config, run_dir),
+                  measure_command(run_dir, spec), threads)
+
+
+def execute_job(job: RunJob, ignore: tuple = ()) -> dict:
+    """Train (unless its summary.json is there; from checkpoint_last.pth when there is one now), measure and
+    collect one run; its result.json is written last. A failure is a RunFailed."""
+    run, run_dir, threads = job.run, job.run_dir, job.threads
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
     start = time.time()
     log = run_dir.parent / f"{run.name}.log"
     summary, _ = read_json(run_dir / "summary.json")
     if summary is None:  # not trained, or its summary unreadable: train (from the last checkpoint if any)
-        run_step("training", train_command(run, base_config, run_dir), log, run_dir, env)
-    run_step("measuring", measure_command(run_dir, spec), log, run_dir, env)
+        cmd = job.train
+        if "--resume" not in cmd and (run_dir / "checkpoint_last.pth").exists():  # written since it was built
+            cmd = [*cmd, "--resume", "auto"]
+        run_step("training", cmd, log, run_dir, env, ignore)
+    run_step("measuring", job.measure, log, run_dir, env, ignore)
     try:
-        result = collect(run, run_dir, run_model(spec, run), time.time() - start)
+        result = collect(run, run_dir, job.model, time.time() - start)
     except Exception as exc:  # noqa: BLE001 (a run's files: any failure is that run's)
         raise RunFailed(f"cannot collect its figures: {type(exc).__name__}: {exc}") from None
     write_json_atomic(run_dir / "result.json", result)
     return result
+
+
+def execute(run: Run, spec: dict, out: Path, base_config: Path, threads: int) -> dict:
+    return execute_job(run_job(run, spec, out, base_config, threads))
+
+
+# --- submitit executors (SLURM, or submitit's LocalExecutor) ------------------------------------------------
+
+EXECUTORS = ("local", "submitit-local", "slurm")
+NO_SUBMITIT = ("needs submitit (FAIR's SLURM toolbox): pip install submitit, or pip install -e '.[cluster]' "
+               "in a checkout of snn_lats")
+
+
+class SubmittedRun:
+    """What a submitit job calls: the run's commands, run as the local executor runs them (execute_job).
+
+    submitit's checkpointing (submitit.helpers.Checkpointable's protocol, duck-typed so that the module
+    imports without submitit): on SLURM's timeout or preemption signal (SIGUSR2) submitit calls
+    ``checkpoint`` and requeues the job with what it returns, this same callable; the requeued job's training
+    continues from the run's own checkpoint_last.pth (``--resume auto`` is added when that file exists then),
+    as a rerun of a killed local sweep does. Training's checkpoint is train.py's: the job saves nothing."""
+
+    def __init__(self, job: RunJob):
+        self.job = job
+
+    def __call__(self) -> tuple[str, object]:
+        """("done", the run's result), ("busy", why) (another trainer holds its folder) or ("failed", why)."""
+        try:
+            return "done", execute_job(self.job, ignore=(signal.SIGUSR2,))
+        except RunFailed as exc:
+            return ("busy" if exc.busy else "failed"), str(exc)
+        except Exception as exc:  # noqa: BLE001 (that run's failure, reported by the sweep)
+            return "failed", f"{type(exc).__name__}: {exc}"
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def slurm_problem(args) -> str | None:
+    """The one-line error of the executor's flags, None when they are fine."""
+    submitit_flags = {"--partition": args.partition, "--gpus-per-run": args.gpus_per_run,
+                      "--time-limit": args.time_limit, "--slurm-log-dir": args.slurm_log_dir}
+    if args.executor == "local":
+        given = [flag for flag, value in submitit_flags.items() if value is not None]
+        if given:
+            return f"{', '.join(given)}: only with --executor slurm or submitit-local (got --executor local)"
+        return None
+    if args.executor == "slurm" and (args.partition is None or not args.partition.strip()):
+        return "--executor slurm needs --partition NAME (the SLURM partition every run is submitted to)"
+    if args.executor != "slurm" and args.partition is not None:
+        return f"--partition: only with --executor slurm (got --executor {args.executor})"
+    if args.partition is not None and (any(c.isspace() for c in args.partition) or "," in args.partition
+                                       and not all(args.partition.split(","))):
+        return f"--partition must be a SLURM partition name (no spaces), got {args.partition!r}"
+    if args.gpus_per_run is not None and args.gpus_per_run < 0:
+        return f"--gpus-per-run must be an integer >= 0 (GPUs per run), got {args.gpus_per_run}"
+    if args.time_limit is not None and args.time_limit < 1:
+        return f"--time-limit must be an integer >= 1 (minutes per run), got {args.time_limit}"
+    return None
+
+
+def submitit_settings(args, out: Path, threads: int) -> dict:
+    """What every job asks for: partition (SLURM), GPUs, minutes, CPUs, and the folder of submitit's logs."""
+    return {"partition": args.partition,
+            "gpus": args.gpus_per_run if args.gpus_per_run is not None else int(args.executor == "slurm"),
+            "time": args.time_limit or DEFAULT_TIME_LIMIT, "cpus": threads,
+            "logs": Path(args.slurm_log_dir or out / "submitit").absolute()}
+
+
+DEFAULT_TIME_LIMIT = 24 * 60  # minutes
+
+
+def describe(executor: str, s: dict) -> str:
+    where = f"partition={s['partition']} " if executor == "slurm" else ""
+    return f"{executor}: {where}gpus={s['gpus']} time={s['time']} min cpus={s['cpus']}"
+
+
+def make_executor(executor: str, s: dict):
+    import submitit
+    folder = s["logs"] / "%j"
+    if executor == "slurm":
+        ex = submitit.SlurmExecutor(folder=folder)
+        ex.update_parameters(partition=s["partition"], time=s["time"], cpus_per_task=s["cpus"], nodes=1,
+                             ntasks_per_node=1, **({"gpus_per_node": s["gpus"]} if s["gpus"] else {}))
+    else:
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=s["time"], gpus_per_node=s["gpus"])
+    return ex
+
+
+def job_outcome(job) -> tuple[str, object]:
+    """A finished job's (status, value) as SubmittedRun returns it; a job that died is a one-line failure."""
+    try:
+        return job.result()
+    except Exception as exc:  # noqa: BLE001 (a job killed, cancelled, timed out for good: that run's)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = lines[-1] if lines else type(exc).__name__
+        return "failed", (f"job {job.job_id}: {type(exc).__name__}: {why[:300]} "
+                          f"(submitit logs: {job.paths.folder})")
 
 
 def clean_temp_files(out: Path, runs: list[Run]) -> None:
@@ -516,14 +648,39 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="the sweep file (YAML)")
     p.add_argument("--output-dir", default=None, help="default: the sweep file's output_dir")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs at a time (default: 1; with --executor slurm: every run submitted at once)")
     p.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
     p.add_argument("--only", nargs="*", default=None, help="run only these methods")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--recollect", action="store_true",
                    help="rebuild every finished run's result.json and results.csv from its files, "
                         "training nothing")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: runs in subprocesses here (default); slurm: each run a SLURM job (submitit); "
+                        "submitit-local: each run a submitit job on this machine")
+    p.add_argument("--partition", default=None, help="--executor slurm: the SLURM partition (required)")
+    p.add_argument("--gpus-per-run", type=int, default=None,
+                   help="submitit executors: GPUs per run (default: 1 on slurm, 0 with submitit-local)")
+    p.add_argument("--time-limit", type=int, default=None,
+                   help=f"submitit executors: minutes per job (default: {DEFAULT_TIME_LIMIT}); a job that "
+                        "reaches it is requeued and continues from its checkpoint (up to 3 times)")
+    p.add_argument("--slurm-log-dir", default=None,
+                   help="submitit executors: folder of submitit's job files and logs "
+                        "(default: OUTPUT_DIR/submitit)")
     args = p.parse_args(argv)
+    if (problem := slurm_problem(args)) is not None:  # before anything is read or submitted
+        p.exit(2, f"{p.prog}: error: {problem}\n")
+    if args.executor != "local" and not args.dry_run and not args.recollect:
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            p.exit(2, f"{p.prog}: error: --executor {args.executor} {NO_SUBMITIT}\n")
+        if args.executor == "slurm" and shutil.which("sbatch") is None:
+            p.exit(2, f"{p.prog}: error: --executor slurm: sbatch not found on PATH (run the sweep where "
+                      "SLURM's commands are, e.g. a login node)\n")
+    slurm_all = args.jobs is None and args.executor == "slurm"
+    args.jobs = 1 if args.jobs is None else args.jobs
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.threads is not None and args.threads < 1:
@@ -539,18 +696,29 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"--only {unknown}: not in the sweep; its methods are {list(spec['methods'])}")
         runs = [r for r in runs if r.method in args.only]
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.executor == "slurm":
+        threads = args.threads or SLURM_THREADS
+    else:
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    settings = submitit_settings(args, out, threads) if args.executor != "local" else None
     states = {r.name: run_state(out / "runs" / r.name) for r in runs}
 
     todo = [r for r in runs if states[r.name][0] != "done"]
+    at_a_time = "all at once" if slurm_all else f"{args.jobs} at a time"
     print(f"sweep {args.config}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run "
-          f"({args.jobs} at a time, {threads} thread(s) each) -> {out}", flush=True)
+          f"({at_a_time}, {threads} thread(s) each) -> {out}", flush=True)
+    if settings is not None:
+        print(f"executor {describe(args.executor, settings)} per run; submitit logs in {settings['logs']}",
+              flush=True)
     for _, note in states.values():
         if note:
             print(f"note: {note}", flush=True)
     if args.dry_run:
         for run in runs:
-            print(f"  {states[run.name][0]:<8} {run.name}")
+            state = states[run.name][0]
+            job = "" if settings is None else "  (finished: not submitted)" if state == "done" else \
+                f"  -> {describe(args.executor, settings)}"
+            print(f"  {state:<8} {run.name}{job}")
         return 0
     clean_temp_files(out, runs)
     if args.recollect:
@@ -573,27 +741,64 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write(base_config, yaml.safe_dump(spec["base"], sort_keys=False))
     lock, failed = threading.Lock(), []
 
-    def work(run: Run) -> None:
-        resumed = " (resuming)" if states[run.name][0] == "partial" else ""
-        print(f"start {run.name}{resumed}", flush=True)
-        try:
-            r = execute(run, spec, out, base_config, threads)
+    def report(run: Run, status: str, value) -> None:
+        """A run's end: ``done`` (value: its result), ``busy`` or ``failed`` (value: why, one line)."""
+        if status == "done":
             with lock:
                 write_results(out, runs)
-        except Exception as exc:  # noqa: BLE001 (one run's failure is not the sweep's)
-            with lock:
-                failed.append(run.name)
-            if isinstance(exc, RunFailed) and exc.busy:
-                print(f"SKIPPED {run.name}: {exc}", flush=True)
-            else:
-                reason = exc if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
-                print(f"FAILED {run.name}: {reason}; see {out / 'runs' / (run.name + '.log')}", flush=True)
+            r = value
+            print(f"done  {run.name}: Acc@1 {r['acc1']:.2f}  sparsity {r['sparsity']:.4f}  "
+                  f"SOPs {r['sops']:.3g}  {r['train_seconds']:.0f} s", flush=True)
             return
-        print(f"done  {run.name}: Acc@1 {r['acc1']:.2f}  sparsity {r['sparsity']:.4f}  SOPs {r['sops']:.3g}  "
-              f"{r['train_seconds']:.0f} s", flush=True)
+        with lock:
+            failed.append(run.name)
+        if status == "busy":
+            print(f"SKIPPED {run.name}: {value}", flush=True)
+        else:
+            print(f"FAILED {run.name}: {value}; see {out / 'runs' / (run.name + '.log')}", flush=True)
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(work, todo))
+    def start(run: Run) -> None:
+        resumed = " (resuming)" if states[run.name][0] == "partial" else ""
+        print(f"start {run.name}{resumed}", flush=True)
+
+    def work(run: Run) -> None:
+        start(run)
+        try:
+            report(run, "done", execute(run, spec, out, base_config, threads))
+        except RunFailed as exc:
+            report(run, "busy" if exc.busy else "failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 (one run's failure is not the sweep's)
+            report(run, "failed", f"{type(exc).__name__}: {exc}")
+
+    if settings is None:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(work, todo))
+    else:
+        # the jobs import experiments.sweep (SubmittedRun) from this checkout
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        executor = make_executor(args.executor, settings)
+        limit = len(todo) if slurm_all else args.jobs
+        pending, running = list(todo), []
+        poll = 10.0 if args.executor == "slurm" else 0.2
+        while pending or running:
+            while pending and len(running) < limit:
+                run = pending.pop(0)
+                start(run)
+                try:
+                    job = executor.submit(SubmittedRun(run_job(run, spec, out, base_config, threads)))
+                except Exception as exc:  # noqa: BLE001 (sbatch refused it: that run's)
+                    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                    report(run, "failed", f"cannot submit it: {lines[-1][:300]}")
+                    continue
+                print(f"submitted {run.name}: job {job.job_id}", flush=True)
+                running.append((run, job))
+            ended = [(run, job) for run, job in running if job.done()]
+            if not ended:
+                time.sleep(poll)
+                continue
+            for run, job in ended:
+                running.remove((run, job))
+                report(run, *job_outcome(job))
     path = write_results(out, runs)
     print(f"{len(runs) - len(failed)} of {len(runs)} runs finished; results: {path}", flush=True)
     return 1 if failed else 0
