@@ -805,4 +805,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as experiments.sweep, not __main__: what a submitit job unpickles (SubmittedRun) is then importable
+    from experiments.sweep import main as sweep_main
+    sys.exit(sweep_main())
