@@ -32,6 +32,11 @@ threaded ones on few cores). To stop a sweep, stop its process group (Ctrl-C doe
 sweep's process alone, even by SIGKILL (Linux). A run whose folder another trainer holds (train.py locks
 OUTPUT_DIR/.lock) is skipped, said so. The sweep file is checked whole before anything runs: every key of
 ``base`` and of the methods is an experiments.train option, of its type; each problem is a one-line error.
+
+``--executor slurm --partition P [--gpus-per-run N] [--time-limit MIN]`` submits each run as a SLURM job
+through submitit (``pip install submitit``), ``--executor submitit-local`` as a submitit job here; jobs run
+the same command lines, so skipping and resuming are the same; a job's timeout or preemption requeues it (its
+``checkpoint()``) and its training continues from checkpoint_last.pth. docs/training.md has the details.
 """
 from __future__ import annotations
 
