@@ -681,9 +681,10 @@ def main(argv: list[str] | None = None) -> int:
             import submitit  # noqa: F401
         except ImportError:
             p.exit(2, f"{p.prog}: error: --executor {args.executor} {NO_SUBMITIT}\n")
-        if args.executor == "slurm" and shutil.which("sbatch") is None:
-            p.exit(2, f"{p.prog}: error: --executor slurm: sbatch not found on PATH (run the sweep where "
-                      "SLURM's commands are, e.g. a login node)\n")
+        missing = [c for c in ("sbatch", "srun") if args.executor == "slurm" and shutil.which(c) is None]
+        if missing:
+            p.exit(2, f"{p.prog}: error: --executor slurm: {' and '.join(missing)} not found on PATH (run "
+                      "the sweep where SLURM's commands are, e.g. a login node)\n")
     slurm_all = args.jobs is None and args.executor == "slurm"
     args.jobs = 1 if args.jobs is None else args.jobs
     if args.jobs < 1:

@@ -213,13 +213,27 @@ def test_slurm_without_sbatch_or_submitit_is_a_one_line_error(tmp_path, capsys, 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     with pytest.raises(SystemExit) as exit_:
         sweep.main(["-c", str(config), "--executor", "slurm", "--partition", "gpu"])
-    assert exit_.value.code == 2 and "sbatch not found" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "sbatch and srun not found" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit fails
     with pytest.raises(SystemExit) as exit_:
         sweep.main(["-c", str(config), "--executor", "submitit-local"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "pip install submitit" in err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_slurm_job_asks_for_the_partition_gpus_time_and_cpus_and_the_requeue_signal(tmp_path, monkeypatch):
+    srun = tmp_path / "srun"  # submitit's SlurmExecutor looks for it
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    settings = {"partition": "gpu", "gpus": 2, "time": 90, "cpus": 8, "logs": tmp_path / "logs"}
+    text = sweep.make_executor("slurm", settings)._make_submission_file_text("CMD", "uid")
+    for line in ("--partition=gpu", "--time=90", "--gpus-per-node=2", "--cpus-per-task=8", "--signal=USR2@90",
+                 "--nodes=1", "--ntasks-per-node=1"):
+        assert f"#SBATCH {line}\n" in text, text
+    settings["gpus"] = 0
+    assert "gpus" not in sweep.make_executor("slurm", settings)._make_submission_file_text("CMD", "uid")
 
 
 def test_dry_run_with_slurm_prints_what_each_run_would_be_submitted_with(tmp_path, capsys):
