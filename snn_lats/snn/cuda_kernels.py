@@ -202,25 +202,30 @@ def _kernel(kind: str, config: NeuronConfig, dtype: str, device: int):
         return module.get_function(kernel_name(kind, config, dtype))
 
 
+def _cupy_argument(value):
+    """A kernel argument as CuPy passes it: tensors as device pointers, ints as ``long long``, floats as
+    ``float`` (the only scalar types the kernels take)."""
+    import cupy
+
+    if isinstance(value, torch.Tensor):
+        return cupy.uint64(value.data_ptr())
+    return cupy.int64(value) if isinstance(value, int) else cupy.float32(value)
+
+
 def _launch(kind: str, config: NeuronConfig, tensor: torch.Tensor, n: int, args: tuple) -> None:
+    """Run kernel ``kind`` over ``n`` neurons; ``args`` are tensors, Python ints and floats in the kernel's
+    parameter order (``host_emulation`` launches the same argument tuples on the CPU)."""
     import cupy
 
     kernel = _kernel(kind, config, DTYPES[tensor.dtype], tensor.device.index or 0)
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(tensor.device).cuda_stream)
     with cupy.cuda.Device(tensor.device.index or 0), stream:
-        kernel(((n + BLOCK - 1) // BLOCK,), (BLOCK,), args)
+        kernel(((n + BLOCK - 1) // BLOCK,), (BLOCK,), tuple(map(_cupy_argument, args)))
 
 
-def _ptr(t: torch.Tensor):
-    import cupy
-
-    return cupy.uint64(t.data_ptr())
-
-
-def cupy_forward(x_seq: torch.Tensor, v0: torch.Tensor, c: NeuronConfig):
-    """The forward kernel: (spikes in x's dtype, v_last float32, charged h float32) for CUDA tensors."""
-    import cupy
-
+def cupy_forward(x_seq: torch.Tensor, v0: torch.Tensor, c: NeuronConfig, launch=_launch):
+    """The forward kernel: (spikes in x's dtype, v_last float32, charged h float32) for CUDA tensors.
+    ``launch`` runs the kernel (``host_emulation`` passes its CPU launcher)."""
     if x_seq.dtype not in DTYPES:
         raise TypeError(f"the cupy kernels take {', '.join(map(str, DTYPES))} inputs, got {x_seq.dtype}")
     x_seq = x_seq.contiguous()
@@ -229,19 +234,15 @@ def cupy_forward(x_seq: torch.Tensor, v0: torch.Tensor, c: NeuronConfig):
     spikes = torch.empty_like(x_seq)
     charged = torch.empty(x_seq.shape, dtype=torch.float32, device=x_seq.device)
     v_last = torch.empty_like(v)
-    reset_value = 0.0 if c.v_reset is None else c.v_reset
-    f32 = cupy.float32
-    _launch("forward", c, x_seq, n, (_ptr(x_seq), _ptr(v), _ptr(spikes), _ptr(charged), _ptr(v_last),
-                                     cupy.int64(T), cupy.int64(n), f32(c.tau or 1.0), f32(c.v_threshold),
-                                     f32(0.0 if c.v_reset is None else c.v_reset), f32(reset_value)))
+    reset_value = 0.0 if c.v_reset is None else float(c.v_reset)
+    launch("forward", c, x_seq, n, (x_seq, v, spikes, charged, v_last, T, n, float(c.tau or 1.0),
+                                    float(c.v_threshold), reset_value, reset_value))
     return spikes, v_last, charged
 
 
 def cupy_backward(grad_spikes: torch.Tensor, grad_v_last: torch.Tensor | None, charged: torch.Tensor,
-                  c: NeuronConfig):
+                  c: NeuronConfig, launch=_launch):
     """The backward kernel: (grad wrt x in grad_spikes' dtype, grad wrt v0 float32) for CUDA tensors."""
-    import cupy
-
     grad_spikes = grad_spikes.contiguous()
     charged = charged.contiguous()
     grad_v = (torch.zeros_like(charged[0]) if grad_v_last is None
@@ -249,11 +250,9 @@ def cupy_backward(grad_spikes: torch.Tensor, grad_v_last: torch.Tensor | None, c
     T, n = charged.shape[0], charged[0].numel()
     grad_x = torch.empty_like(grad_spikes)
     grad_v0 = torch.empty_like(grad_v)
-    f32 = cupy.float32
-    _launch("backward", c, grad_spikes, n,
-            (_ptr(grad_spikes), _ptr(grad_v), _ptr(charged), _ptr(grad_x), _ptr(grad_v0), cupy.int64(T),
-             cupy.int64(n), f32(c.tau or 1.0), f32(c.v_threshold),
-             f32(0.0 if c.v_reset is None else c.v_reset), f32(c.alpha), f32(math.pi / 2 * c.alpha)))
+    launch("backward", c, grad_spikes, n,
+           (grad_spikes, grad_v, charged, grad_x, grad_v0, T, n, float(c.tau or 1.0), float(c.v_threshold),
+            0.0 if c.v_reset is None else float(c.v_reset), float(c.alpha), float(math.pi / 2 * c.alpha)))
     return grad_x, grad_v0
 
 

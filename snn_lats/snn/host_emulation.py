@@ -23,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import math
 import os
 import platform
 import re
@@ -313,20 +312,12 @@ def _launch(kind: str, c: NeuronConfig, tensor: torch.Tensor, n: int, args: tupl
 
 
 class HostMultiStep(torch.autograd.Function):
-    """``CupyMultiStep`` on the CPU: the same tensors, the same scalar arguments in the same order."""
+    """``CupyMultiStep`` on the CPU: ``cuda_kernels.cupy_forward``/``cupy_backward`` themselves (the same
+    tensors, the same scalar arguments in the same order), with the host launcher in place of CuPy's."""
 
     @staticmethod
     def forward(ctx, x_seq: torch.Tensor, v: torch.Tensor, c: NeuronConfig):
-        x_seq = x_seq.contiguous()
-        v = v.float().contiguous()
-        T, n = x_seq.shape[0], x_seq[0].numel()
-        spikes = torch.empty_like(x_seq)
-        charged = torch.empty(x_seq.shape, dtype=torch.float32, device=x_seq.device)
-        v_last = torch.empty_like(v)
-        reset_value = 0.0 if c.v_reset is None else c.v_reset
-        _launch("forward", c, x_seq, n, (x_seq, v, spikes, charged, v_last, T, n, float(c.tau or 1.0),
-                                         float(c.v_threshold), float(0.0 if c.v_reset is None else c.v_reset),
-                                         float(reset_value)))
+        spikes, v_last, charged = cuda_kernels.cupy_forward(x_seq, v, c, launch=_launch)
         ctx.save_for_backward(charged)
         ctx.config = c
         return spikes, v_last
@@ -334,14 +325,5 @@ class HostMultiStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes, grad_v):
         (charged,) = ctx.saved_tensors
-        c = ctx.config
-        grad_spikes = grad_spikes.contiguous()
-        grad_v = torch.zeros_like(charged[0]) if grad_v is None else grad_v.float().contiguous()
-        T, n = charged.shape[0], charged[0].numel()
-        grad_x = torch.empty_like(grad_spikes)
-        grad_v0 = torch.empty_like(grad_v)
-        _launch("backward", c, grad_spikes, n,
-                (grad_spikes, grad_v, charged, grad_x, grad_v0, T, n, float(c.tau or 1.0),
-                 float(c.v_threshold), float(0.0 if c.v_reset is None else c.v_reset), float(c.alpha),
-                 float(math.pi / 2 * c.alpha)))
+        grad_x, grad_v0 = cuda_kernels.cupy_backward(grad_spikes, grad_v, charged, ctx.config, launch=_launch)
         return grad_x, grad_v0, None
