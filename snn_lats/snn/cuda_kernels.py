@@ -182,6 +182,7 @@ def _nvrtc_ok(lib, status: int, prog) -> None:
 
 # --- running on a GPU through CuPy --------------------------------------------------------------------------
 
+@functools.cache  # asked on every forward of a CUDA tensor; a failed import is not cached by Python
 def cupy_available() -> bool:
     try:
         import cupy
