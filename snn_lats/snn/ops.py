@@ -62,15 +62,24 @@ def _check_shapes(x_seq: torch.Tensor, v0: torch.Tensor) -> None:
                          f"got {tuple(v0.shape)}")
 
 
+def _forward_config(x_seq, v0, backend, *scalars) -> NeuronConfig:
+    _check_backend(backend, x_seq.device)
+    _check_shapes(x_seq, v0)
+    return config_from_args(*scalars)
+
+
+def _reference_backward(grad_spikes, grad_v_last, h, c: NeuronConfig):
+    grad_x, grad_v0 = reference.backward_loop(grad_spikes, grad_v_last, h, c)
+    return grad_x.to(grad_spikes.dtype), grad_v0.float()
+
+
 @torch.library.custom_op("snn_lats::multistep_forward", mutates_args=())
 def multistep_forward(x_seq: torch.Tensor, v0: torch.Tensor, tau: float, decay_input: bool,
                       v_threshold: float, v_reset: float | None, detach_reset: bool, surrogate: str,
                       alpha: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _check_backend(backend, x_seq.device)
-    _check_shapes(x_seq, v0)
-    c = config_from_args(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
-    spikes, v_last, h = reference.forward_loop(x_seq, v0.float(), c)
-    return spikes, v_last, h
+    c = _forward_config(x_seq, v0, backend, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate,
+                        alpha)
+    return reference.forward_loop(x_seq, v0.float(), c)
 
 
 @torch.library.custom_op("snn_lats::multistep_backward", mutates_args=())
@@ -79,16 +88,14 @@ def multistep_backward(grad_spikes: torch.Tensor, grad_v_last: torch.Tensor, h: 
                        surrogate: str, alpha: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     _check_backend(backend, h.device)
     c = config_from_args(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
-    grad_x, grad_v0 = reference.backward_loop(grad_spikes, grad_v_last, h, c)
-    return grad_x.to(grad_spikes.dtype), grad_v0.float()
+    return _reference_backward(grad_spikes, grad_v_last, h, c)
 
 
 @multistep_forward.register_kernel("cuda")
 def _multistep_forward_cuda(x_seq, v0, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
                             backend):
-    _check_backend(backend, x_seq.device)
-    _check_shapes(x_seq, v0)
-    c = config_from_args(tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
+    c = _forward_config(x_seq, v0, backend, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate,
+                        alpha)
     if backend == "cupy":
         from . import cuda_kernels
 
@@ -105,8 +112,7 @@ def _multistep_backward_cuda(grad_spikes, grad_v_last, h, tau, decay_input, v_th
         from . import cuda_kernels
 
         return cuda_kernels.cupy_backward(grad_spikes, grad_v_last, h, c)
-    grad_x, grad_v0 = reference.backward_loop(grad_spikes, grad_v_last, h, c)
-    return grad_x.to(grad_spikes.dtype), grad_v0.float()
+    return _reference_backward(grad_spikes, grad_v_last, h, c)
 
 
 @multistep_forward.register_fake
