@@ -540,13 +540,21 @@ def execute_job(job: RunJob, ignore: tuple = ()) -> dict:
     return result
 
 
-def execute(run: Run, spec: dict, out: Path, base_config: Path, threads: int) -> dict:
-    return execute_job(run_job(run, spec, out, base_config, threads))
+def job_result(job: RunJob, ignore: tuple = ()) -> tuple[str, object]:
+    """execute_job's end as every executor reports it: ("done", the run's result), ("busy", why) (another
+    trainer holds its folder) or ("failed", why)."""
+    try:
+        return "done", execute_job(job, ignore)
+    except RunFailed as exc:
+        return ("busy" if exc.busy else "failed"), str(exc)
+    except Exception as exc:  # noqa: BLE001 (one run's failure is not the sweep's)
+        return "failed", f"{type(exc).__name__}: {exc}"
 
 
 # --- submitit executors (SLURM, or submitit's LocalExecutor) ------------------------------------------------
 
 EXECUTORS = ("local", "submitit-local", "slurm")
+DEFAULT_TIME_LIMIT = 24 * 60  # minutes
 NO_SUBMITIT = ("needs submitit (FAIR's SLURM toolbox): pip install submitit, or pip install -e '.[cluster]' "
                "in a checkout of snn_lats")
 
@@ -564,13 +572,7 @@ class SubmittedRun:
         self.job = job
 
     def __call__(self) -> tuple[str, object]:
-        """("done", the run's result), ("busy", why) (another trainer holds its folder) or ("failed", why)."""
-        try:
-            return "done", execute_job(self.job, ignore=(signal.SIGUSR2,))
-        except RunFailed as exc:
-            return ("busy" if exc.busy else "failed"), str(exc)
-        except Exception as exc:  # noqa: BLE001 (that run's failure, reported by the sweep)
-            return "failed", f"{type(exc).__name__}: {exc}"
+        return job_result(self.job, ignore=(signal.SIGUSR2,))
 
     def checkpoint(self, *args, **kwargs):
         from submitit.helpers import DelayedSubmission
@@ -607,8 +609,6 @@ def submitit_settings(args, out: Path, threads: int) -> dict:
             "time": args.time_limit or DEFAULT_TIME_LIMIT, "cpus": threads,
             "logs": Path(args.slurm_log_dir or out / "submitit").absolute()}
 
-
-DEFAULT_TIME_LIMIT = 24 * 60  # minutes
 
 
 def describe(executor: str, s: dict) -> str:
@@ -769,12 +769,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work(run: Run) -> None:
         start(run)
-        try:
-            report(run, "done", execute(run, spec, out, base_config, threads))
-        except RunFailed as exc:
-            report(run, "busy" if exc.busy else "failed", str(exc))
-        except Exception as exc:  # noqa: BLE001 (one run's failure is not the sweep's)
-            report(run, "failed", f"{type(exc).__name__}: {exc}")
+        report(run, *job_result(run_job(run, spec, out, base_config, threads)))
 
     if settings is None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
