@@ -12,8 +12,8 @@ element: x, spikes, grad_spikes and grad_x in the input dtype; the charged poten
 fp32; v and its gradient in fp32): forward reads x, writes spikes and h; backward reads grad_spikes and h,
 writes grad_x. GB/s is that over the time, for every variant; on CUDA also as a fraction of a device-to-device
 copy measured in the same run and of the GPU's nominal peak (H200 4.8 TB/s, H100 SXM 3.35 TB/s; another GPU
-gets no fraction of peak, and says so). A future 'recompute' cupy variant is included when MultiStepLIFNode
-takes a parameter for it, else reported as not available.
+gets no fraction of peak, and says so). The lean 'recompute' cupy variant (save x, recompute h) is not built
+yet, and the run says so.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import argparse
 import functools
 import inspect
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 
 from experiments.timing import device_from_args, timed
+from snn_lats.io import atomic_write
 from snn_lats.snn import MultiStepLIFNode
 from snn_lats.snn.cuda_kernels import cupy_available
 
@@ -56,19 +58,8 @@ def peak_bandwidth(gpu_name: str) -> float | None:
 def bytes_moved(shape: tuple[int, ...], element_size: int) -> int:
     """Bytes one forward+backward moves: forward reads x, writes spikes and h (fp32); backward reads
     grad_spikes and h, writes grad_x; plus v and its gradient (fp32) once: T*N*(4*b + 8) + 16*N."""
-    t_steps, n = shape[0], 1
-    for d in shape[1:]:
-        n *= d
+    t_steps, n = shape[0], math.prod(shape[1:])
     return t_steps * n * (4 * element_size + 8) + 16 * n
-
-
-def cupy_variant_kwargs() -> dict | None:
-    """Hook for a future 'recompute' cupy variant: its kwargs if MultiStepLIFNode takes a parameter for it."""
-    params = inspect.signature(MultiStepLIFNode.__init__).parameters
-    for key in ("variant", "kernel_variant", "recompute"):
-        if key in params:
-            return {key: True} if key == "recompute" else {key: "recompute"}
-    return None
 
 
 def fwd_bwd(node, x, grad):
@@ -103,12 +94,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if device.type == "cuda" and cupy_available():
         variants = {"ours cupy": MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True,
                                                   backend="cupy"), **variants}
-        recompute = cupy_variant_kwargs()
-        if recompute is None:
-            print("ours cupy recompute: not available (MultiStepLIFNode takes no parameter for it)")
-        else:
-            variants["ours cupy recompute"] = MultiStepLIFNode(surrogate_function=surrogate.ATan(),
-                                                               detach_reset=True, backend="cupy", **recompute)
+        print("ours cupy recompute (save x, recompute h): not built yet (issue #16 item 4)")
     bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
     peak = peak_bandwidth(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     if device.type == "cuda" and peak is None:
@@ -149,7 +135,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       f"x{row['speedup_vs_ours_torch']:.2f} vs ours-torch  "
                       f"x{row['speedup_vs_spikingjelly']:.2f} vs SJ{extra}", flush=True)
     if args.out:
-        args.out.write_text(json.dumps(rows, indent=2))
+        atomic_write(args.out, json.dumps(rows, indent=2))
     return rows
 
 
