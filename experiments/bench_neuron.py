@@ -7,13 +7,16 @@ fastest.
 SpikingJelly's fastest path is its LIFNode as installed: Triton or native CUDA in 2.x (chosen by the device),
 backend='cupy' in 0.0.0.0.14 (a LIFNode taking backend= gets triton, else cupy, else torch, detected by
 feature). All variants run interleaved in one process, per dtype (fp32, fp16, bf16) and shape.
-Bandwidth: the fused kernels move T·N·(4·b + 8) + 16·N bytes per forward+backward (b = bytes per input
-element: x, spikes, grad_spikes and grad_x in the input dtype; the charged potentials h written and read in
-fp32; v and its gradient in fp32): forward reads x, writes spikes and h; backward reads grad_spikes and h,
-writes grad_x. GB/s is that over the time, for every variant; on CUDA also as a fraction of a device-to-device
-copy measured in the same run and of the GPU's nominal peak (H200 4.8 TB/s, H100 SXM 3.35 TB/s; another GPU
-gets no fraction of peak, and says so). The lean 'recompute' cupy variant (save x, recompute h) is not built
-yet, and the run says so.
+Bandwidth: each variant has its bytes model (b = bytes per input element: x, spikes, grad_spikes and
+grad_x in the input dtype; h and the per-neuron state v, v0 and their gradients in fp32):
+- stored h (``recompute=False``): forward reads x, writes spikes and h; backward reads grad_spikes and h,
+  writes grad_x; v0, v_last, grad_v_last, grad_v0 once: T·N·(4·b + 8) + 16·N bytes per forward+backward;
+- recompute (``recompute=True``): forward reads x, writes spikes; backward reads grad_spikes and x, writes
+  grad_x, and reads v0 again: T·N·5·b + 20·N.
+Ours run both, on the cupy backend (CUDA with CuPy) and on the torch backend; SpikingJelly's row uses the
+stored-h model as its reference amount of data (its own traffic is not modelled). GB/s is that over the
+time; on CUDA also as a fraction of a device-to-device copy measured in the same run and of the GPU's nominal
+peak (H200 4.8 TB/s, H100 SXM 3.35 TB/s; another GPU gets no fraction of peak, and says so).
 """
 from __future__ import annotations
 
@@ -55,10 +58,14 @@ def peak_bandwidth(gpu_name: str) -> float | None:
     return next((bw for key, bw in PEAK_BANDWIDTH.items() if key in name), None)
 
 
-def bytes_moved(shape: tuple[int, ...], element_size: int) -> int:
-    """Bytes one forward+backward moves: forward reads x, writes spikes and h (fp32); backward reads
-    grad_spikes and h, writes grad_x; plus v and its gradient (fp32) once: T*N*(4*b + 8) + 16*N."""
+def bytes_moved(shape: tuple[int, ...], element_size: int, recompute: bool = False) -> int:
+    """Bytes one forward+backward of the fused kernels moves. Stored h: forward reads x, writes spikes and h
+    (fp32); backward reads grad_spikes and h, writes grad_x; plus v0, v_last, grad_v_last, grad_v0 (fp32)
+    once: T*N*(4*b + 8) + 16*N. Recompute: forward reads x, writes spikes; backward reads grad_spikes and x,
+    writes grad_x; per neuron v0 (twice), v_last, grad_v_last, grad_v0: T*N*5*b + 20*N."""
     t_steps, n = shape[0], math.prod(shape[1:])
+    if recompute:
+        return t_steps * n * 5 * element_size + 20 * n
     return t_steps * n * (4 * element_size + 8) + 16 * n
 
 
@@ -89,12 +96,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.repeats <= 0:
         parser.error("--repeats must be > 0")
     sj_name, sj_node = spikingjelly_fastest()
-    variants = {"ours torch": MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True,
-                                               backend="torch"), sj_name: sj_node}
+
+    def ours(backend: str, recompute: bool) -> MultiStepLIFNode:
+        return MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True, backend=backend,
+                                recompute=recompute)
+
+    # name: (node, recompute bytes model?)
+    variants = {"ours torch": (ours("torch", False), False),
+                "ours torch recompute": (ours("torch", True), True), sj_name: (sj_node, False)}
     if device.type == "cuda" and cupy_available():
-        variants = {"ours cupy": MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True,
-                                                  backend="cupy"), **variants}
-        print("ours cupy recompute (save x, recompute h): not built yet (issue #16 item 4)")
+        variants = {"ours cupy stored-h": (ours("cupy", False), False),
+                    "ours cupy recompute": (ours("cupy", True), True), **variants}
     bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
     peak = peak_bandwidth(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     if device.type == "cuda" and peak is None:
@@ -109,19 +121,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
             x = (torch.randn(shape, device=device) * 1.5).to(dtype)
             grad = torch.randn_like(x)
             names = list(variants)
-            for node in variants.values():  # warm-up (compiles kernels)
+            for node, _ in variants.values():  # warm-up (compiles kernels)
                 node.to(device)
                 fwd_bwd(node, x, grad)
             times = {n: [] for n in names}
             for r in range(args.repeats):
                 for name in names[r % len(names):] + names[: r % len(names)]:
-                    times[name].append(timed(functools.partial(fwd_bwd, variants[name], x, grad), device))
-            moved = bytes_moved(shape, x.element_size())
+                    times[name].append(timed(functools.partial(fwd_bwd, variants[name][0], x, grad), device))
             for name in names:
+                moved = bytes_moved(shape, x.element_size(), recompute=variants[name][1])
                 ms = statistics.median(times[name]) * 1e3
                 row = {"shape": shape_text, "dtype": dtype_name, "variant": name, "ms": ms,
                        "speedup_vs_ours_torch": statistics.median(times["ours torch"]) * 1e3 / ms,
                        "speedup_vs_spikingjelly": statistics.median(times[sj_name]) * 1e3 / ms}
+                row["bytes_model"] = "recompute" if variants[name][1] else "stored-h"
                 row["bytes_moved"] = moved
                 row["gb_per_s"] = moved / (ms / 1e3) / 1e9
                 if bandwidth:

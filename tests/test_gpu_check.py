@@ -110,7 +110,13 @@ def test_bytes_model_closed_form():
         # forward: x (elem) + spikes (elem) + h (4); backward: grad_spikes (elem) + h (4) + grad_x (elem);
         # per-neuron state v and its gradient (fp32) read and written once: 16 bytes
         assert bench_neuron.bytes_moved((t, b, c, h, w), elem) == t * n * (4 * elem + 8) + 16 * n
+        # recompute: forward x + spikes (2·elem); backward grad_spikes + x + grad_x (3·elem); per neuron
+        # v0 (read by both kernels), v_last, grad_v_last, grad_v0: 20 bytes
+        assert bench_neuron.bytes_moved((t, b, c, h, w), elem, recompute=True) == t * n * 5 * elem + 20 * n
+        assert bench_neuron.bytes_moved((t, b, c, h, w), elem, recompute=True) < \
+            bench_neuron.bytes_moved((t, b, c, h, w), elem)
     assert bench_neuron.bytes_moved((2, 3), 4) == 2 * 3 * 24 + 48
+    assert bench_neuron.bytes_moved((2, 3), 2, recompute=True) == 2 * 3 * 10 + 60
     assert bench_neuron.peak_bandwidth("NVIDIA H200") == 4.8e12
     assert bench_neuron.peak_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12
     assert bench_neuron.peak_bandwidth("NVIDIA GeForce RTX 4090") is None
@@ -119,7 +125,14 @@ def test_bytes_model_closed_form():
 def test_bench_neuron_runs_on_cpu(tmp_path):
     rows = bench_neuron.main(["--device", "cpu", "--shapes", "2,2,4,8,8", "--repeats", "2",
                               "--dtypes", "float32", "--out", str(tmp_path / "n.json")])
-    assert {r["variant"] for r in rows} >= {"ours torch"} and all(r["ms"] > 0 for r in rows)
+    assert {r["variant"] for r in rows} >= {"ours torch", "ours torch recompute"}
+    assert all(r["ms"] > 0 for r in rows)
+    by_variant = {r["variant"]: r for r in rows}
+    shape = (2, 2, 4, 8, 8)
+    assert by_variant["ours torch"]["bytes_model"] == "stored-h"
+    assert by_variant["ours torch"]["bytes_moved"] == bench_neuron.bytes_moved(shape, 4)
+    assert by_variant["ours torch recompute"]["bytes_model"] == "recompute"
+    assert by_variant["ours torch recompute"]["bytes_moved"] == bench_neuron.bytes_moved(shape, 4, True)
     assert all(r["gb_per_s"] > 0 for r in rows) and (tmp_path / "n.json").exists()
 
 
