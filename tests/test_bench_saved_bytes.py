@@ -60,7 +60,8 @@ def test_fused_lif_saves_the_closed_form(rows, dtype, b):
     r = rows["lif", dtype, "ours recompute"]
     n, t = r["neurons"], ARGS.T
     assert r["neuron_input_element_bytes"] == [b]  # autocast really gave the neurons bf16 inputs
-    assert r["neuron_bytes"] == t * n * b + 4 * n  # x in its own dtype + v0 (fp32, one per neuron)
+    # x in its own dtype; v0 after reset_net is one broadcast float32 per layer
+    assert r["neuron_bytes"] == t * n * b + 4 * r["neuron_layers"]
     assert rows["lif", dtype, "ours stored-h"]["neuron_bytes"] == t * n * 4  # h, fp32, per element
     assert r["shared_bytes"] == 0 and rows["lif", dtype, "ours stored-h"]["shared_bytes"] == 0
 
@@ -69,9 +70,10 @@ def test_fused_plif_saves_the_closed_form(rows):
     n, t = rows["plif", "float32", "ours recompute"]["neurons"], ARGS.T
     _, layers = closed_form_neurons(build("lif", "spikingjelly", ARGS), ARGS.batch_size)
     leak = 4 * layers  # each layer's k = sigmoid(w): a 0-dim fp32 tensor
-    assert rows["plif", "float32", "ours recompute"]["neuron_bytes"] == t * n * 4 + 4 * n + leak
-    assert rows["plif", "bfloat16", "ours recompute"]["neuron_bytes"] == t * n * 2 + 4 * n + leak
-    assert rows["plif", "float32", "ours stored-h"]["neuron_bytes"] == t * n * (4 + 4) + 4 * n + leak
+    v0 = 4 * layers  # after reset_net, v0 is one broadcast float32 per layer
+    assert rows["plif", "float32", "ours recompute"]["neuron_bytes"] == t * n * 4 + v0 + leak
+    assert rows["plif", "bfloat16", "ours recompute"]["neuron_bytes"] == t * n * 2 + v0 + leak
+    assert rows["plif", "float32", "ours stored-h"]["neuron_bytes"] == t * n * (4 + 4) + v0 + leak
 
 
 def test_the_rest_of_the_network_saves_the_same_whatever_the_neurons(rows):
@@ -120,7 +122,8 @@ def test_runs_with_spikingjelly_0_0_0_0_14():
                            "--neurons", "lif", "--variants", "spikingjelly", "ours recompute"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "backend= (0.0.0.0.14-style)" in proc.stdout and "5.000 B/elem" in proc.stdout
+    # ours: x (4 B/element) plus one broadcast float32 v0 per layer (20 layers, 7,296 elements)
+    assert "backend= (0.0.0.0.14-style)" in proc.stdout and "4.011 B/elem of 7,296" in proc.stdout
 
 
 def test_unhooked_bytes_finds_a_tensor_kept_on_ctx():

@@ -10,12 +10,18 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 import models
 import snn_lats
 from snn_lats.metrics import measure
-from snn_lats.snn import MultiStepIFNode, MultiStepLIFNode, cuda_kernels, use_fused_neurons
+from snn_lats.snn import (
+    MultiStepIFNode,
+    MultiStepLIFNode,
+    MultiStepParametricLIFNode,
+    cuda_kernels,
+    use_fused_neurons,
+)
 from snn_lats.snn.reference import NeuronConfig
 
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
-CONFIGS = list(itertools.product(["lif", "if"], [True, False], [0.0, None], [True, False],
-                                 ["atan", "sigmoid"]))
+CONFIGS = [c for c in itertools.product(["lif", "if", "plif"], [True, False], [0.0, None], [True, False],
+                                        ["atan", "sigmoid"]) if c[0] != "if" or c[1]]  # IF has no decay
 
 
 def _pair(kind, decay_input, v_reset, detach_reset, sg, backend="torch"):
@@ -24,6 +30,11 @@ def _pair(kind, decay_input, v_reset, detach_reset, sg, backend="torch"):
         sj = neuron.LIFNode(tau=2.0, decay_input=decay_input, surrogate_function=SURROGATES[sg](), **common)
         ours = MultiStepLIFNode(tau=2.0, decay_input=decay_input, surrogate_function=SURROGATES[sg](),
                                 backend=backend, **common)
+    elif kind == "plif":
+        sj = neuron.ParametricLIFNode(init_tau=2.5, decay_input=decay_input,
+                                      surrogate_function=SURROGATES[sg](), **common)
+        ours = MultiStepParametricLIFNode(init_tau=2.5, decay_input=decay_input,
+                                          surrogate_function=SURROGATES[sg](), backend=backend, **common)
     else:
         sj = neuron.IFNode(surrogate_function=SURROGATES[sg](), **common)
         ours = MultiStepIFNode(surrogate_function=SURROGATES[sg](), backend=backend, **common)
@@ -31,26 +42,29 @@ def _pair(kind, decay_input, v_reset, detach_reset, sg, backend="torch"):
 
 
 def _run(node, x, weights):
+    """(spikes, v_last, grad x[, grad w]) of a weighted loss on spikes and v_last."""
     x = x.clone().requires_grad_()
     spikes = node(x)
     loss = (spikes * weights).sum() + node.v.sum()
-    (grad,) = torch.autograd.grad(loss, x)
-    return spikes.detach(), node.v.detach(), grad
+    grads = torch.autograd.grad(loss, [x] + ([node.w] if hasattr(node, "w") else []))
+    return spikes.detach(), node.v.detach(), *grads
 
 
-@pytest.mark.parametrize("kind, decay_input, v_reset, detach_reset, sg", [c for c in CONFIGS
-                                                                          if c[0] == "lif" or c[1]])
-def test_torch_backend_matches_spikingjelly(kind, decay_input, v_reset, detach_reset, sg):
+@pytest.mark.parametrize("recompute", [False, True], ids=["stored_h", "recompute"])
+@pytest.mark.parametrize("kind, decay_input, v_reset, detach_reset, sg", CONFIGS)
+def test_torch_backend_matches_spikingjelly(kind, decay_input, v_reset, detach_reset, sg, recompute):
     torch.manual_seed(0)
     x = torch.randn(8, 3, 5, 7) * 1.5  # odd sizes
     weights = torch.randn_like(x)
     sj, ours = _pair(kind, decay_input, v_reset, detach_reset, sg)
-    s_ref, v_ref, g_ref = _run(sj, x, weights)
-    s, v, g = _run(ours, x, weights)
+    ours.recompute = recompute
+    s_ref, v_ref, *g_ref = _run(sj, x, weights)
+    s, v, *g = _run(ours, x, weights)
     assert 0.05 < s.mean() < 0.95
     assert torch.equal(s, s_ref)
     torch.testing.assert_close(v, v_ref, atol=1e-6, rtol=0)
-    torch.testing.assert_close(g, g_ref, atol=1e-6, rtol=1e-6)
+    for got, want in zip(g, g_ref, strict=True):  # grad x, and PLIF's grad w (a sum over all neurons)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
 def test_single_step_mode_equals_multi_step_and_state_carries_over():
@@ -94,15 +108,42 @@ def test_swap_keeps_a_sew_resnet_bit_identical_and_counts_as_neurons():
     assert rates["layer2.0.sn1"]["firing_rate"] == rates_ref["layer2.0.sn1"]["firing_rate"]
 
 
+def test_swap_replaces_plif_keeping_its_parameter():
+    """A PLIF SEW ResNet (the SEW papers' neuron): the swap keeps each node's very ``w`` Parameter (so an
+    optimizer built before the swap still updates it), and the model is bit-identical forward, with the
+    same gradients for every parameter, w included."""
+    torch.manual_seed(0)
+    kwargs = dict(T=4, neuron_type="plif", stem="cifar", in_channels=1, num_classes=10, width_multiplier=0.25)
+    reference = models.create_model("sew_resnet18", **kwargs)
+    with torch.no_grad():  # distinct learned leaks per layer
+        for i, m in enumerate(m for m in reference.modules() if isinstance(m, neuron.ParametricLIFNode)):
+            m.w.fill_(-0.5 + 0.05 * i)
+    fused = models.create_model("sew_resnet18", **kwargs)
+    fused.load_state_dict(reference.state_dict())
+    w_before = {n: p for n, p in fused.named_parameters() if n.endswith(".w")}
+    report = use_fused_neurons(fused)
+    assert len(report.replaced) == 20 and not report.unsupported
+    sn = fused.layer1[0].sn1
+    assert isinstance(sn, MultiStepParametricLIFNode) and sn.w is w_before["layer1.0.sn1.w"]
+    assert dict(fused.state_dict()).keys() == dict(reference.state_dict()).keys()
+    x = torch.rand(4, 1, 8, 8) * 3
+    out_ref, out = reference(x), fused(x)
+    assert torch.equal(out, out_ref)
+    out_ref.square().sum().backward()
+    out.square().sum().backward()
+    for (name, p), q in zip(reference.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
+    assert float(sn.w.grad.abs()) > 0
+
+
 def test_swap_reports_what_it_cannot_replace():
-    model = models.create_model("sew_resnet18", neuron_type="plif", width_multiplier=0.25)
-    report = use_fused_neurons(model)
-    assert not report.replaced and len(report.unsupported) == 20
-    assert "ParametricLIFNode" in next(iter(report.unsupported.values()))
     net = torch.nn.Sequential(neuron.LIFNode(surrogate_function=surrogate.PiecewiseQuadratic()),
-                              neuron.IFNode(surrogate_function=surrogate.ATan()))
+                              neuron.IFNode(surrogate_function=surrogate.ATan()),
+                              neuron.QIFNode(), neuron.LIFNode(store_v_seq=True))
     report = use_fused_neurons(net)
     assert report.replaced == ["1"] and "surrogate" in report.unsupported["0"]
+    assert "QIFNode has no fused equivalent" in report.unsupported["2"]
+    assert "store_v_seq" in report.unsupported["3"]
     assert "kept 0" in str(report)
 
 
@@ -126,33 +167,37 @@ def test_fused_sew_resnet_trains_under_the_pruner():
 
 # --- kernel sources: compile on the CPU ---------------------------------------------------------------------
 
+KERNEL_KINDS = [("forward", None), ("forward_recompute", None), ("backward", None), ("backward_recompute", 4),
+                ("backward_recompute", cuda_kernels.RECOMPUTE_MAX_T)]
+
+
 def _all_sources():
     for kind, decay, v_reset, detach, sg in CONFIGS:
-        if kind == "if" and not decay:
-            continue
-        config = NeuronConfig(2.0 if kind == "lif" else None, decay, 1.0, v_reset, detach, sg, 2.0)
+        config = NeuronConfig(2.0 if kind == "lif" else None, decay and kind != "if", 1.0, v_reset, detach,
+                              sg, 2.0, parametric=kind == "plif")
         for dtype in cuda_kernels.DTYPES.values():
-            yield (cuda_kernels.kernel_name("forward", config, dtype),
-                   cuda_kernels.forward_source(config, dtype))
-            yield (cuda_kernels.kernel_name("backward", config, dtype),
-                   cuda_kernels.backward_source(config, dtype))
+            for kernel, steps in KERNEL_KINDS:
+                yield (cuda_kernels.kernel_name(kernel, config, dtype, steps),
+                       cuda_kernels.source(kernel, config, dtype, steps))
 
 
 def test_every_generated_kernel_compiles(tmp_path):
     sources = list(_all_sources())
-    # {LIF decay_input, LIF, IF} x {hard, soft} x detach x {atan, sigmoid} x {fp32, fp16, bf16} x {fwd, bwd}
-    assert len(sources) == len({name for name, _ in sources}) == 3 * 2 * 2 * 2 * 3 * 2
+    # {LIF, PLIF} x decay_input + IF, x {hard, soft} x detach x {atan, sigmoid} x {fp32, fp16, bf16} x 5 kinds
+    assert len(sources) == len({name for name, _ in sources}) == 5 * 2 * 2 * 2 * 3 * len(KERNEL_KINDS)
+    # one translation unit for all of them: the CUDA headers are parsed once, not 600 times
+    unit = "\n".join(source for _, source in sources)
     if cuda_kernels.nvrtc_available():
-        for name, source in sources:
-            ptx = cuda_kernels.compile_check(source, f"{name}.cu")
-            assert f".entry {name}" in ptx, name
+        ptx = cuda_kernels.compile_check(unit, "all_kernels.cu")
     elif shutil.which("nvcc"):
-        for name, source in sources:
-            (tmp_path / f"{name}.cu").write_text(source)
-            subprocess.run(["nvcc", "-ptx", "-arch=sm_80", "--fmad=false", str(tmp_path / f"{name}.cu"), "-o",
-                            str(tmp_path / f"{name}.ptx")], check=True, capture_output=True)
+        (tmp_path / "all_kernels.cu").write_text(unit)
+        subprocess.run(["nvcc", "-ptx", "-arch=sm_80", "--fmad=false", str(tmp_path / "all_kernels.cu"), "-o",
+                        str(tmp_path / "all_kernels.ptx")], check=True, capture_output=True)
+        ptx = (tmp_path / "all_kernels.ptx").read_text()
     else:
         pytest.skip("neither NVRTC (torch's CUDA wheels) nor nvcc is available to compile the kernels")
+    for name, _ in sources:
+        assert f".entry {name}(" in ptx, name
 
 
 def test_a_broken_kernel_reports_the_compiler_log():
@@ -172,24 +217,27 @@ GPU_TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("dtype", list(GPU_TOLERANCE))
-@pytest.mark.parametrize("kind, decay_input, v_reset, detach_reset, sg",
-                         [c for c in CONFIGS if c[0] == "lif" or c[1]])
-@pytest.mark.parametrize("shape", [(4, 2, 64, 56, 56), (5, 3, 7, 13)])  # odd sizes too
-def test_cupy_matches_torch(dtype, kind, decay_input, v_reset, detach_reset, sg, shape):
+@pytest.mark.parametrize("kind, decay_input, v_reset, detach_reset, sg", CONFIGS)
+@pytest.mark.parametrize("shape, recompute", [((4, 2, 64, 56, 56), True), ((5, 3, 7, 13), True),
+                                              ((5, 3, 7, 13), False)])  # odd sizes too
+def test_cupy_matches_torch(dtype, kind, decay_input, v_reset, detach_reset, sg, shape, recompute):
     torch.manual_seed(0)
     x = (torch.randn(shape, device="cuda") * 1.5).to(dtype)
     weights = torch.randn_like(x)
     _, reference = _pair(kind, decay_input, v_reset, detach_reset, sg, backend="torch")
     _, fused = _pair(kind, decay_input, v_reset, detach_reset, sg, backend="cupy")
-    s_ref, v_ref, g_ref = _run(reference, x, weights)
-    s, v, g = _run(fused, x, weights)
+    reference.to("cuda"), fused.to("cuda")
+    fused.recompute = recompute
+    s_ref, v_ref, *g_ref = _run(reference, x, weights)
+    s, v, *g = _run(fused, x, weights)
     if dtype == torch.float32:
         assert torch.equal(s, s_ref)
     else:  # both compute in float32 from the same rounded inputs
         assert (s != s_ref).float().mean() < 1e-4
     tol = GPU_TOLERANCE[dtype]
     torch.testing.assert_close(v, v_ref, atol=tol, rtol=tol)
-    torch.testing.assert_close(g.float(), g_ref.float(), atol=tol, rtol=tol)
+    for got, want in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
 
 
 # --- bad input ----------------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The CUDA kernel source strings of ``cuda_kernels.py``, compiled unmodified with g++ and run on the CPU
 (``snn_lats.snn.host_emulation``), against the torch backend (``reference.TorchMultiStep``).
 
-Every config (IF, LIF, LIF decay_input) x (hard, soft reset) x (detach, attach) x (atan, sigmoid) x
-(fp32, fp16, bf16), N in (1, 257, 1000) (not multiples of BLOCK=256), T in (1, 5), through ``HostMultiStep``
-which passes exactly ``CupyMultiStep``'s arguments. Spikes must match exactly; v_last exactly (the same
-float32 operations in the same order); atan gradients exactly, sigmoid gradients within
-``SIGMOID_SCALE_ULPS`` (see there).
+Every config (IF, LIF, LIF decay_input, PLIF, PLIF decay_input) x (hard, soft reset) x (detach, attach) x
+(atan, sigmoid) x (fp32, fp16, bf16) x (stored-h, recompute backward), N in (1, 257, 1000) (not multiples of
+BLOCK=256), T in (1, 5), through ``HostMultiStep``, which passes exactly the CUDA op's arguments. Spikes must
+match exactly; v_last exactly (the same float32 operations in the same order); atan gradients exactly (the
+PLIF leak gradient included), sigmoid gradients within ``SIGMOID_SCALE_ULPS`` (see there); and the two
+backward variants must agree with each other bit for bit (the recompute kernel rebuilds h exactly).
 """
 import itertools
 import math
@@ -13,20 +14,23 @@ import math
 import pytest
 import torch
 
-from snn_lats.snn import cuda_kernels
+from snn_lats.snn import cuda_kernels, reference
 from snn_lats.snn import host_emulation as he
 from snn_lats.snn.reference import NeuronConfig, TorchMultiStep
 
 AVAILABLE, REASON = he.host_compiler_available()
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"no host C++ compiler for the CUDA shim: {REASON}")
 
-NEURONS = {"if": (None, False), "lif": (2.0, False), "lif_decay_input": (2.0, True)}
+NEURONS = {"if": (None, False, False), "lif": (2.0, False, False), "lif_decay_input": (2.0, True, False),
+           "plif": (None, False, True), "plif_decay_input": (None, True, True)}
 CONFIGS = [NeuronConfig(tau=tau, decay_input=decay, v_threshold=1.0, v_reset=v_reset, detach_reset=detach,
-                        surrogate=sg, alpha=4.0 if sg == "sigmoid" else 2.0)
-           for (tau, decay), v_reset, detach, sg in itertools.product(NEURONS.values(), [0.0, None],
-                                                                      [True, False], ["atan", "sigmoid"])]
+                        surrogate=sg, alpha=4.0 if sg == "sigmoid" else 2.0, parametric=parametric)
+           for (tau, decay, parametric), v_reset, detach, sg in itertools.product(
+               NEURONS.values(), [0.0, None], [True, False], ["atan", "sigmoid"])]
+LEAK = 0.4  # PLIF's k = sigmoid(w), i.e. tau = 2.5
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-SHAPES = [(T, N) for T in (1, 5) for N in (1, 257, 1000)]
+STEPS = (1, 5)
+SHAPES = [(T, N) for T in STEPS for N in (1, 257, 1000)]
 # Gradient tolerance. The kernel and the torch backend do the same float32 operations in the same order,
 # except the sigmoid surrogate: ``torch.sigmoid`` (SLEEF, vectorised) is not ``1 / (1 + expf(-x))`` with
 # glibc's expf, so sg can differ by an ulp, and that difference travels back through T steps of ``carry``
@@ -48,8 +52,8 @@ def _ulps(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> torch.Ten
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled():
-    """All 2 x 24 kernels of one dtype in one shared object: three g++ runs, not 144."""
-    he.precompile_neuron_kernels(CONFIGS)
+    """All 5 x 40 kernels of one dtype in one shared object: three g++ runs, not 600."""
+    he.precompile_neuron_kernels(CONFIGS, steps=STEPS)
     yield
     he.clear_neuron_kernels()
 
@@ -61,38 +65,52 @@ def _inputs(c: NeuronConfig, dtype: torch.dtype, T: int, N: int, seed: int):
     # a few neurons charge to exactly v_threshold at t = 0 (v0 = 0): the >= comparison decides them
     exact = min(N, 8)
     v0[:exact] = 0.0
+    # (PLIF decay_input charges to x·k, which needs not round to exactly v_threshold: 1/0.4 is inexact)
     x[0, :exact] = c.v_threshold * (c.tau if c.decay_input and c.tau else 1.0)
     grad_spikes = torch.randn(T, N, generator=g).to(dtype)
     grad_v = torch.randn(N, generator=g)
     return x, v0, grad_spikes, grad_v
 
 
-def _run(fn, x, v0, grad_spikes, grad_v, c):
+def _run(fn, x, v0, grad_spikes, grad_v, c, *extra):
     x = x.clone().requires_grad_()
     v0 = v0.clone().requires_grad_()
-    spikes, v_last = fn.apply(x, v0, c)
-    grad_x, grad_v0 = torch.autograd.grad((spikes, v_last), (x, v0), (grad_spikes, grad_v))
-    return spikes.detach(), v_last.detach(), grad_x, grad_v0
+    leak = torch.tensor(LEAK, requires_grad=True) if c.parametric else None
+    spikes, v_last = fn.apply(x, v0, c, leak, *extra)
+    inputs = (x, v0) + ((leak,) if c.parametric else ())
+    grads = torch.autograd.grad((spikes, v_last), inputs, (grad_spikes, grad_v))
+    return (spikes.detach(), v_last.detach(), *grads)
 
 
-def _within(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, c: NeuronConfig) -> bool:
+def _within(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, c: NeuronConfig, scale=None) -> bool:
     if c.surrogate == "atan":
         return torch.equal(got, ref)
     diff = (got.double() - ref.double()).abs()
-    scale = SIGMOID_SCALE_ULPS * 2.0 ** -MANTISSA[torch.float32] * ref.double().abs().max()
-    return bool(torch.all((diff <= scale) | (_ulps(got, ref, dtype) <= 1)))
+    scale = ref.double().abs().max() if scale is None else scale
+    bound = SIGMOID_SCALE_ULPS * 2.0 ** -MANTISSA[torch.float32] * scale
+    return bool(torch.all((diff <= bound) | (_ulps(got, ref, dtype) <= 1)))
 
 
-def compare(c: NeuronConfig, dtype: torch.dtype, T: int, N: int, seed: int = 0) -> dict:
+def compare(c: NeuronConfig, dtype: torch.dtype, T: int, N: int, seed: int = 0,
+            recompute: bool = False) -> dict:
     x, v0, grad_spikes, grad_v = _inputs(c, dtype, T, N, seed)
-    s, v, gx, gv = _run(he.HostMultiStep, x, v0, grad_spikes, grad_v, c)
-    s_ref, v_ref, gx_ref, gv_ref = _run(TorchMultiStep, x, v0, grad_spikes, grad_v, c)
+    got = _run(he.HostMultiStep, x, v0, grad_spikes, grad_v, c, recompute)
+    want = _run(TorchMultiStep, x, v0, grad_spikes, grad_v, c)
+    (s, v, gx, gv), (s_ref, v_ref, gx_ref, gv_ref) = got[:4], want[:4]
     assert s.dtype == s_ref.dtype == dtype and gx.dtype == gx_ref.dtype == dtype
-    return dict(spike_mismatches=int((s != s_ref).sum()), spike_rate=float(s.float().mean()),
-                v_abs=float((v - v_ref).abs().max()),
-                gx_abs=float((gx.float() - gx_ref.float()).abs().max()),
-                gv_abs=float((gv - gv_ref).abs().max()),
-                gx_ok=_within(gx, gx_ref, dtype, c), gv_ok=_within(gv, gv_ref, torch.float32, c))
+    result = dict(spike_mismatches=int((s != s_ref).sum()), spike_rate=float(s.float().mean()),
+                  v_abs=float((v - v_ref).abs().max()),
+                  gx_abs=float((gx.float() - gx_ref.float()).abs().max()),
+                  gv_abs=float((gv - gv_ref).abs().max()),
+                  gx_ok=_within(gx, gx_ref, dtype, c), gv_ok=_within(gv, gv_ref, torch.float32, c),
+                  outputs=got)
+    if c.parametric:
+        # dL/dk sums one partial per neuron: its tolerance scales with the sum of |partials|
+        partials = reference.backward_loop(grad_spikes, grad_v, reference.forward_loop(
+            x, v0, c, torch.tensor(LEAK))[2], c, x, v0, torch.tensor(LEAK))[2]
+        result["gk_abs"] = float((got[4] - want[4]).abs())
+        result["gk_ok"] = _within(got[4], want[4], torch.float32, c, scale=float(partials.abs().sum()))
+    return result
 
 
 def _id(c: NeuronConfig) -> str:
@@ -104,13 +122,28 @@ def _id(c: NeuronConfig) -> str:
 def test_kernel_source_on_host_matches_torch_backend(c, dtype):
     rates = []
     for T, N in SHAPES:
-        r = compare(c, dtype, T, N, seed=T * 7919 + N)
-        where = f"{_id(c)} {dtype} T={T} N={N}: {r}"
-        assert r["spike_mismatches"] == 0, where
-        assert r["v_abs"] == 0.0, where
-        assert r["gx_ok"] and r["gv_ok"], where
+        variants = []
+        for recompute in (False, True):
+            r = compare(c, dtype, T, N, seed=T * 7919 + N, recompute=recompute)
+            where = f"{_id(c)} {dtype} T={T} N={N} recompute={recompute}: {r}"
+            assert r["spike_mismatches"] == 0, where
+            assert r["v_abs"] == 0.0, where
+            assert r["gx_ok"] and r["gv_ok"] and r.get("gk_ok", True), where
+            variants.append(r["outputs"])
+        for stored, lean in zip(*variants, strict=True):  # the two kernels do the same float32 operations
+            assert torch.equal(stored, lean), f"{_id(c)} {dtype} T={T} N={N}: stored-h != recompute"
         rates.append(r["spike_rate"])
     assert 0.05 < rates[-1] < 0.95  # mixed spikes in the largest case
+
+
+def test_recompute_refuses_T_beyond_its_registers():
+    c = CONFIGS[0]
+    T = cuda_kernels.RECOMPUTE_MAX_T + 1
+    x, v0 = torch.zeros(T, 3), torch.zeros(3)
+    with pytest.raises(ValueError, match="RECOMPUTE_MAX_T"):
+        cuda_kernels.cupy_backward(x, None, c, None, x, v0, launch=he.launch)
+    with pytest.raises(ValueError, match="steps must be an int"):
+        cuda_kernels.backward_source(c, "float", "backward_recompute", T)
 
 
 def test_a_wrong_kernel_source_is_caught(monkeypatch):
@@ -119,16 +152,16 @@ def test_a_wrong_kernel_source_is_caught(monkeypatch):
     good = cuda_kernels.forward_source(c, "float")
     bad = good.replace("h >= v_threshold", "h > v_threshold")
     assert bad != good
-    monkeypatch.setitem(he._NEURON_KERNELS, ("forward", c, "float"),
-                        he.compile_on_host(bad, cuda_kernels.kernel_name("forward", c, "float")))
+    monkeypatch.setitem(he._NEURON_KERNELS, ("forward", c, "float", None),
+                        he.compile_on_host(bad, cuda_kernels.kernel_name("forward", c, "float", None)))
     r = compare(c, torch.float32, 5, 257)
     assert r["spike_mismatches"] > 0
 
 
 def test_a_wrong_scalar_argument_is_caught(monkeypatch):
     """The plumbing is checked too: a launcher that swaps tau for 1.0 changes v_last."""
-    c = CONFIGS[-1]  # LIF decay_input
-    kernel = he._NEURON_KERNELS[("forward", c, "float")]
+    c = next(c for c in CONFIGS if c.tau and c.decay_input)
+    kernel = he._NEURON_KERNELS[("forward", c, "float", None)]
 
     class Swapped:
         def __call__(self, grid, block, *args):
@@ -136,9 +169,33 @@ def test_a_wrong_scalar_argument_is_caught(monkeypatch):
             args[7] = 1.0
             kernel(grid, block, *args)
 
-    monkeypatch.setitem(he._NEURON_KERNELS, ("forward", c, "float"), Swapped())
+    monkeypatch.setitem(he._NEURON_KERNELS, ("forward", c, "float", None), Swapped())
     r = compare(c, torch.float32, 5, 257)
     assert r["v_abs"] > 0
+
+
+def test_a_wrong_recompute_kernel_is_caught(monkeypatch):
+    """The recompute backward must rebuild h from the saved v0: starting from 0 instead changes the grads."""
+    c = CONFIGS[-1]  # PLIF decay_input, sigmoid
+    key = ("backward_recompute", c, "float", 5)
+    good = cuda_kernels.source(*key)
+    bad = good.replace("float v = v0[i];", "float v = 0.0f;")
+    assert bad != good
+    monkeypatch.setitem(he._NEURON_KERNELS, key, he.compile_on_host(bad, cuda_kernels.kernel_name(*key)))
+    r = compare(c, torch.float32, 5, 257, recompute=True)
+    assert r["spike_mismatches"] == 0 and not (r["gx_ok"] and r["gv_ok"])
+
+
+def test_a_wrong_leak_gradient_is_caught(monkeypatch):
+    """dL/dk without the leak of the potential, (X - V) replaced by X: only the leak gradient changes."""
+    c = next(c for c in CONFIGS if c.parametric and c.decay_input and c.surrogate == "atan")
+    key = ("backward", c, "float", None)
+    good = cuda_kernels.source(*key)
+    bad = good.replace("(x[k] - (previous - v_reset))", "(x[k])")
+    assert bad != good
+    monkeypatch.setitem(he._NEURON_KERNELS, key, he.compile_on_host(bad, cuda_kernels.kernel_name(*key)))
+    r = compare(c, torch.float32, 5, 257)
+    assert r["gx_ok"] and r["gv_ok"] and not r["gk_ok"]
 
 
 def test_shim_conversions_round_to_nearest_even():
@@ -184,7 +241,7 @@ def test_the_source_is_compiled_unmodified_with_a_launcher_after_it():
 
 def test_bad_arguments_name_the_parameter():
     c = CONFIGS[0]
-    kernel = he._NEURON_KERNELS[("forward", c, "float")]
+    kernel = he._NEURON_KERNELS[("forward", c, "float", None)]
     x, v0 = torch.zeros(2, 3), torch.zeros(3)
     out = [torch.empty(2, 3), torch.empty(2, 3), torch.empty(3)]
     scalars = [2, 3, 1.0, 1.0, 0.0, 0.0]

@@ -16,7 +16,7 @@ order the source gives.
 
 ``compile_on_host(source, name)`` returns a :class:`HostKernel`; ``compile_many(sources)`` compiles several
 sources into one shared object (each kernel name must be distinct). ``HostMultiStep`` runs the fused neuron
-forward/backward kernels of ``cuda_kernels.py`` with exactly the arguments ``CupyMultiStep`` passes.
+kernels of ``cuda_kernels.py`` (both variants, LIF/IF/PLIF) with exactly the arguments the CUDA op passes.
 """
 from __future__ import annotations
 
@@ -272,19 +272,28 @@ def compile_on_host(source: str, name: str | None = None) -> HostKernel:
     return kernels[name]
 
 
-# --- the fused neuron kernels of cuda_kernels.py, with CupyMultiStep's arguments ----------------------------
+# --- the fused neuron kernels of cuda_kernels.py, launched with the CUDA op's arguments ---------------------
 
-_NEURON_KERNELS: dict[tuple[str, NeuronConfig, str], HostKernel] = {}
+_NEURON_KERNELS: dict[tuple[str, NeuronConfig, str, int | None], HostKernel] = {}
 
 
-def precompile_neuron_kernels(configs, dtypes=None, sources=None) -> None:
-    """Compile the forward and backward kernels of every config for each dtype, one shared object per dtype.
+def neuron_kernel_keys(configs, dtype: str, steps=()) -> list[tuple[str, NeuronConfig, str, int | None]]:
+    """(kind, config, dtype, T) of every kernel: both forwards, the stored-h backward and the recompute
+    backward for each T in ``steps``."""
+    keys = []
+    for c in configs:
+        keys += [(kind, c, dtype, None) for kind in ("forward", "forward_recompute", "backward")]
+        keys += [("backward_recompute", c, dtype, T) for T in steps]
+    return keys
 
-    ``sources(kind, config, dtype) -> str`` replaces the source generator (tests use it to plant a bug)."""
-    sources = sources or _source
+
+def precompile_neuron_kernels(configs, dtypes=None, steps=(), sources=None) -> None:
+    """Compile every kernel of every config (``neuron_kernel_keys``) for each dtype, one shared object per
+    dtype. ``sources(kind, config, dtype, steps) -> str`` replaces the source generator (tests plant bugs)."""
+    sources = sources or cuda_kernels.source
     dtypes = tuple(cuda_kernels.DTYPES.values()) if dtypes is None else dtypes
     for dtype in dtypes:
-        keys = [(kind, c, dtype) for c in configs for kind in ("forward", "backward")]
+        keys = neuron_kernel_keys(configs, dtype, steps)
         kernels = compile_many([sources(*key) for key in keys])
         for key in keys:
             _NEURON_KERNELS[key] = kernels[cuda_kernels.kernel_name(*key)]
@@ -294,36 +303,36 @@ def clear_neuron_kernels() -> None:
     _NEURON_KERNELS.clear()
 
 
-def _source(kind: str, c: NeuronConfig, dtype: str) -> str:
-    generate = cuda_kernels.forward_source if kind == "forward" else cuda_kernels.backward_source
-    return generate(c, dtype)
-
-
-def _kernel(kind: str, c: NeuronConfig, dtype: str) -> HostKernel:
-    key = (kind, c, dtype)
+def _kernel(kind: str, c: NeuronConfig, dtype: str, steps: int | None) -> HostKernel:
+    key = (kind, c, dtype, steps)
     if key not in _NEURON_KERNELS:
-        _NEURON_KERNELS[key] = compile_on_host(_source(*key), cuda_kernels.kernel_name(*key))
+        _NEURON_KERNELS[key] = compile_on_host(cuda_kernels.source(*key), cuda_kernels.kernel_name(*key))
     return _NEURON_KERNELS[key]
 
 
-def _launch(kind: str, c: NeuronConfig, tensor: torch.Tensor, n: int, args: tuple) -> None:
+def launch(kind: str, c: NeuronConfig, tensor: torch.Tensor, n: int, args: tuple,
+           steps: int | None = None) -> None:
+    """``cuda_kernels._launch`` on the CPU: the same kernel, grid, block and argument tuple."""
     block = cuda_kernels.BLOCK
-    _kernel(kind, c, cuda_kernels.DTYPES[tensor.dtype])(((n + block - 1) // block,), (block,), *args)
+    _kernel(kind, c, cuda_kernels.DTYPES[tensor.dtype], steps)(((n + block - 1) // block,), (block,), *args)
 
 
 class HostMultiStep(torch.autograd.Function):
-    """``CupyMultiStep`` on the CPU: ``cuda_kernels.cupy_forward``/``cupy_backward`` themselves (the same
-    tensors, the same scalar arguments in the same order), with the host launcher in place of CuPy's."""
+    """The CUDA op's path (``ops.py``'s cuda kernel: ``cuda_kernels.cupy_forward``/``cupy_backward``, the
+    same tensors and scalar arguments in the same order) with the host launcher in place of CuPy's:
+    ``HostMultiStep.apply(x_seq, v0, config, leak_or_None, recompute)``."""
 
     @staticmethod
-    def forward(ctx, x_seq: torch.Tensor, v: torch.Tensor, c: NeuronConfig):
-        spikes, v_last, charged = cuda_kernels.cupy_forward(x_seq, v, c, launch=_launch)
-        ctx.save_for_backward(charged)
+    def forward(ctx, x_seq: torch.Tensor, v: torch.Tensor, c: NeuronConfig, leak=None, recompute=False):
+        spikes, v_last, charged = cuda_kernels.cupy_forward(x_seq, v, c, leak, store_h=not recompute,
+                                                            launch=launch)
+        ctx.save_for_backward(charged, x_seq, v, leak)
         ctx.config = c
         return spikes, v_last
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v):
-        (charged,) = ctx.saved_tensors
-        grad_x, grad_v0 = cuda_kernels.cupy_backward(grad_spikes, grad_v, charged, ctx.config, launch=_launch)
-        return grad_x, grad_v0, None
+        charged, x_seq, v, leak = ctx.saved_tensors
+        grad_x, grad_v0, grad_leak = cuda_kernels.cupy_backward(grad_spikes, grad_v, ctx.config, charged,
+                                                                x_seq, v, leak, launch=launch)
+        return grad_x, grad_v0, None, None if grad_leak is None else grad_leak.sum(), None
