@@ -55,7 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--model-kwargs", default=None, metavar="JSON",
                    help='architecture options as a JSON object, e.g. \'{"embed_dims": 64, "depths": 2}\' '
                         "(models.model_info(NAME).arch_kwargs lists them)")
-    g.add_argument("--fused-neurons", action="store_true", help="swap in snn_lats's fused LIF/IF nodes")
+    g.add_argument("--fused-neurons", action="store_true", help="swap in snn_lats's fused LIF/IF/PLIF nodes")
     g = p.add_argument_group("pruning")
     g.add_argument("--method", default="s-lats", help=f"one of {tuple(METHODS)}")
     g.add_argument("--final-threshold", type=float, default=None, help="D for soft-threshold methods")

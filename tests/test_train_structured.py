@@ -2,6 +2,7 @@
 across the removal, the LR schedule continuing, DDP re-wrapped, checkpoints that rebuild the thin model."""
 import csv
 import json
+import math
 import subprocess
 import sys
 
@@ -242,17 +243,21 @@ def test_ddp_replicas_stay_identical_after_the_channel_removal(tmp_path):
     assert structure_spec(rebuilt) == rank0["structure"]
 
 
-def test_fused_neurons_in_the_pipeline_match_spikingjelly(tmp_path):
+@pytest.mark.parametrize("neuron", ["lif", "plif"])
+def test_fused_neurons_in_the_pipeline_match_spikingjelly(tmp_path, neuron):
     """Regression: --fused-neurons used to raise AttributeError. Our torch backend matches SpikingJelly's
     neurons (spikes exactly, gradients to 1e-6), so two epochs train to the same weights within float
-    noise."""
+    noise; with --neuron plif (the SEW papers' neuron) the learned leaks w train alike too."""
     sj, fused = tmp_path / "sj", tmp_path / "fused"
-    train.main([*TINY, "--epochs", "2", "--output-dir", str(sj)])
-    train.main([*TINY, "--epochs", "2", "--fused-neurons", "--output-dir", str(fused)])
+    train.main([*TINY, "--neuron", neuron, "--epochs", "2", "--output-dir", str(sj)])
+    train.main([*TINY, "--neuron", neuron, "--epochs", "2", "--fused-neurons", "--output-dir", str(fused)])
     a, b = load(sj / "checkpoint_last.pth")["model"], load(fused / "checkpoint_last.pth")["model"]
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    leaks = [key for key in a if key.endswith(".w")]
+    assert len(leaks) == (20 if neuron == "plif" else 0)
+    assert all(float(a[key]) != -math.log(2.0 - 1.0) for key in leaks)  # they moved from their init
 
 
 def test_the_stability_indicator_triggers_the_removal(tmp_path, capsys):
