@@ -8,8 +8,10 @@ They subclass SpikingJelly's ``neuron.BaseNode`` (so ``functional.reset_net``, m
 - ``backend="torch"``: the reference, on any device;
 - ``backend=None`` (default): ``cupy`` for CUDA tensors when CuPy works, ``torch`` otherwise.
 
-``recompute=None`` (default) saves x for the backward and recomputes the charged potentials there when
-T <= ``cuda_kernels.RECOMPUTE_MAX_T`` (the lean variant), and stores h otherwise; True/False force a variant.
+``recompute=None`` (default) runs the lean variant on the cupy backend when
+T <= ``cuda_kernels.RECOMPUTE_MAX_T`` (save x, recompute the charged potentials in the backward kernel's
+registers) and stores h otherwise (the torch backend would pay a second elementwise pass to recompute);
+True/False force a variant.
 
 Both run through the ``torch.library`` custom op ``snn_lats::multistep_forward`` (``ops.py``), whose autograd
 formula is the ``snn_lats::multistep_backward`` op, so ``torch.compile(fullgraph=True)`` traces a node as one

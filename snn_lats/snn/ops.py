@@ -201,11 +201,13 @@ def multistep(x_seq: torch.Tensor, v0: torch.Tensor, config: NeuronConfig, backe
               recompute: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(spikes, v_last) through ``torch.ops.snn_lats.multistep_forward``; differentiable in x_seq, v0 and
     ``leak`` (PLIF's sigmoid(w), required exactly when ``config.parametric``). ``recompute=None`` saves x
-    and recomputes h in the backward when T <= RECOMPUTE_MAX_T, and stores h otherwise."""
+    and recomputes h in the backward for the cupy kernels when T <= RECOMPUTE_MAX_T (there the recompute
+    runs in registers at no memory cost), and stores h otherwise: the torch backend would pay a second pass of
+    its elementwise ops for it."""
     if config.parametric != (leak is not None):
         raise ValueError("leak (PLIF's sigmoid(w)) must be given exactly when config.parametric is True")
     if recompute is None:
-        recompute = x_seq.shape[0] <= RECOMPUTE_MAX_T
+        recompute = backend == "cupy" and x_seq.shape[0] <= RECOMPUTE_MAX_T
     spikes, v_last, _ = torch.ops.snn_lats.multistep_forward(x_seq, v0, leak, *config_args(config), backend,
                                                              bool(recompute))
     return spikes, v_last
