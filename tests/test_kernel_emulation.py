@@ -8,29 +8,22 @@ match exactly; v_last exactly (the same float32 operations in the same order); a
 PLIF leak gradient included), sigmoid gradients within ``SIGMOID_SCALE_ULPS`` (see there); and the two
 backward variants must agree with each other bit for bit (the recompute kernel rebuilds h exactly).
 """
-import itertools
 import math
 
 import pytest
 import torch
 
-from snn_lats.snn import cuda_kernels, reference
+from snn_lats.snn import cuda_kernels
 from snn_lats.snn import host_emulation as he
-from snn_lats.snn.reference import NeuronConfig, TorchMultiStep
+from snn_lats.snn.reference import NeuronConfig
 
 AVAILABLE, REASON = he.host_compiler_available()
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"no host C++ compiler for the CUDA shim: {REASON}")
 
-NEURONS = {"if": (None, False, False), "lif": (2.0, False, False), "lif_decay_input": (2.0, True, False),
-           "plif": (None, False, True), "plif_decay_input": (None, True, True)}
-CONFIGS = [NeuronConfig(tau=tau, decay_input=decay, v_threshold=1.0, v_reset=v_reset, detach_reset=detach,
-                        surrogate=sg, alpha=4.0 if sg == "sigmoid" else 2.0, parametric=parametric)
-           for (tau, decay, parametric), v_reset, detach, sg in itertools.product(
-               NEURONS.values(), [0.0, None], [True, False], ["atan", "sigmoid"])]
-LEAK = 0.4  # PLIF's k = sigmoid(w), i.e. tau = 2.5
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-STEPS = (1, 5)
-SHAPES = [(T, N) for T in STEPS for N in (1, 257, 1000)]
+CONFIGS = he.COMPARE_CONFIGS  # the grid, shared with experiments/kernel_emulation.py
+DTYPES = he.COMPARE_DTYPES
+STEPS = he.COMPARE_STEPS
+SHAPES = he.COMPARE_SHAPES
 # Gradient tolerance. The kernel and the torch backend do the same float32 operations in the same order,
 # except the sigmoid surrogate: ``torch.sigmoid`` (SLEEF, vectorised) is not ``1 / (1 + expf(-x))`` with
 # glibc's expf, so sg can differ by an ulp, and that difference travels back through T steps of ``carry``
@@ -39,15 +32,8 @@ SHAPES = [(T, N) for T in STEPS for N in (1, 257, 1000)]
 # float32 ulps of the tensor's largest |entry| (measured max 3.8), or by 1 ulp of the output dtype at the
 # entry (fp16 rounding of a 1-ulp float32 difference, measured max 1).
 SIGMOID_SCALE_ULPS = 8
-MANTISSA = {torch.float32: 23, torch.float16: 10, torch.bfloat16: 7}
-MIN_EXP = {torch.float32: -126, torch.float16: -14, torch.bfloat16: -126}
-
-
-def _ulps(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """|got - ref| in units of the last place of ``dtype`` at ``ref``."""
-    got, ref = got.double(), ref.double()
-    exponent = torch.floor(torch.log2(ref.abs().clamp_min(2.0 ** MIN_EXP[dtype]))).clamp_min(MIN_EXP[dtype])
-    return (got - ref).abs() / torch.exp2(exponent - MANTISSA[dtype])
+MANTISSA = he.MANTISSA
+_ulps = he.dtype_ulps  # |got - ref| in units of the last place of ``dtype`` at ``ref``
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,30 +42,6 @@ def compiled():
     he.precompile_neuron_kernels(CONFIGS, steps=STEPS)
     yield
     he.clear_neuron_kernels()
-
-
-def _inputs(c: NeuronConfig, dtype: torch.dtype, T: int, N: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(T, N, generator=g) * 1.2 + 0.4).to(dtype)
-    v0 = torch.randn(N, generator=g) * 0.3
-    # a few neurons charge to exactly v_threshold at t = 0 (v0 = 0): the >= comparison decides them
-    exact = min(N, 8)
-    v0[:exact] = 0.0
-    # (PLIF decay_input charges to x·k, which needs not round to exactly v_threshold: 1/0.4 is inexact)
-    x[0, :exact] = c.v_threshold * (c.tau if c.decay_input and c.tau else 1.0)
-    grad_spikes = torch.randn(T, N, generator=g).to(dtype)
-    grad_v = torch.randn(N, generator=g)
-    return x, v0, grad_spikes, grad_v
-
-
-def _run(fn, x, v0, grad_spikes, grad_v, c, *extra):
-    x = x.clone().requires_grad_()
-    v0 = v0.clone().requires_grad_()
-    leak = torch.tensor(LEAK, requires_grad=True) if c.parametric else None
-    spikes, v_last = fn.apply(x, v0, c, leak, *extra)
-    inputs = (x, v0) + ((leak,) if c.parametric else ())
-    grads = torch.autograd.grad((spikes, v_last), inputs, (grad_spikes, grad_v))
-    return (spikes.detach(), v_last.detach(), *grads)
 
 
 def _within(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, c: NeuronConfig, scale=None) -> bool:
@@ -93,28 +55,20 @@ def _within(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, c: NeuronC
 
 def compare(c: NeuronConfig, dtype: torch.dtype, T: int, N: int, seed: int = 0,
             recompute: bool = False) -> dict:
-    x, v0, grad_spikes, grad_v = _inputs(c, dtype, T, N, seed)
-    got = _run(he.HostMultiStep, x, v0, grad_spikes, grad_v, c, recompute)
-    want = _run(TorchMultiStep, x, v0, grad_spikes, grad_v, c)
-    (s, v, gx, gv), (s_ref, v_ref, gx_ref, gv_ref) = got[:4], want[:4]
+    """``he.compare_with_reference`` plus this test's verdicts ``gx_ok``, ``gv_ok`` (and ``gk_ok``)."""
+    result = he.compare_with_reference(c, dtype, T, N, seed=seed, recompute=recompute)
+    (s, _, gx, gv, *gk), (s_ref, _, gx_ref, gv_ref, *gk_ref) = result["outputs"], result["reference"]
     assert s.dtype == s_ref.dtype == dtype and gx.dtype == gx_ref.dtype == dtype
-    result = dict(spike_mismatches=int((s != s_ref).sum()), spike_rate=float(s.float().mean()),
-                  v_abs=float((v - v_ref).abs().max()),
-                  gx_abs=float((gx.float() - gx_ref.float()).abs().max()),
-                  gv_abs=float((gv - gv_ref).abs().max()),
-                  gx_ok=_within(gx, gx_ref, dtype, c), gv_ok=_within(gv, gv_ref, torch.float32, c),
-                  outputs=got)
+    result["gx_ok"] = _within(gx, gx_ref, dtype, c)
+    result["gv_ok"] = _within(gv, gv_ref, torch.float32, c)
     if c.parametric:
         # dL/dk sums one partial per neuron: its tolerance scales with the sum of |partials|
-        partials = reference.backward_loop(grad_spikes, grad_v, reference.forward_loop(
-            x, v0, c, torch.tensor(LEAK))[2], c, x, v0, torch.tensor(LEAK))[2]
-        result["gk_abs"] = float((got[4] - want[4]).abs())
-        result["gk_ok"] = _within(got[4], want[4], torch.float32, c, scale=float(partials.abs().sum()))
+        result["gk_ok"] = _within(gk[0], gk_ref[0], torch.float32, c, scale=result["gk_scale"])
     return result
 
 
 def _id(c: NeuronConfig) -> str:
-    return cuda_kernels.kernel_name("x", c, "float")[len("snn_lats_"):-len("_float_x")]
+    return he.config_id(c)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
@@ -124,7 +78,7 @@ def test_kernel_source_on_host_matches_torch_backend(c, dtype):
     for T, N in SHAPES:
         variants = []
         for recompute in (False, True):
-            r = compare(c, dtype, T, N, seed=T * 7919 + N, recompute=recompute)
+            r = compare(c, dtype, T, N, seed=he.compare_seed(T, N), recompute=recompute)
             where = f"{_id(c)} {dtype} T={T} N={N} recompute={recompute}: {r}"
             assert r["spike_mismatches"] == 0, where
             assert r["v_abs"] == 0.0, where

@@ -17,12 +17,16 @@ order the source gives.
 ``compile_on_host(source, name)`` returns a :class:`HostKernel`; ``compile_many(sources)`` compiles several
 sources into one shared object (each kernel name must be distinct). ``HostMultiStep`` runs the fused neuron
 kernels of ``cuda_kernels.py`` (both variants, LIF/IF/PLIF) with exactly the arguments the CUDA op passes.
+``compare_with_reference(config, dtype, T, N)`` measures how it differs from ``reference.TorchMultiStep`` on
+the grid ``COMPARE_CONFIGS`` x ``COMPARE_DTYPES`` x ``COMPARE_SHAPES`` (tests/test_kernel_emulation.py checks
+it, experiments/kernel_emulation.py reports it).
 """
 from __future__ import annotations
 
 import ctypes
 import functools
 import hashlib
+import itertools
 import os
 import platform
 import re
@@ -32,7 +36,7 @@ import tempfile
 
 import torch
 
-from . import cuda_kernels
+from . import cuda_kernels, reference
 from .reference import NeuronConfig
 
 SHIM = r"""
@@ -336,3 +340,111 @@ class HostMultiStep(torch.autograd.Function):
         grad_x, grad_v0, grad_leak = cuda_kernels.cupy_backward(grad_spikes, grad_v, ctx.config, charged,
                                                                 x_seq, v, leak, launch=launch)
         return grad_x, grad_v0, None, None if grad_leak is None else grad_leak.sum(), None
+
+
+# --- emulation vs the torch backend: the grid and the measured differences ---------------------------------
+# One place for the grid that tests/test_kernel_emulation.py checks and experiments/kernel_emulation.py
+# reports: (tau, decay_input, parametric) per neuron kind x (hard, soft reset) x (detach, attach) x
+# surrogate, 40 configs.
+
+COMPARE_NEURONS = {"if": (None, False, False), "lif": (2.0, False, False),
+                   "lif_decay_input": (2.0, True, False), "plif": (None, False, True),
+                   "plif_decay_input": (None, True, True)}
+COMPARE_CONFIGS = [
+    NeuronConfig(tau=tau, decay_input=decay, v_threshold=1.0, v_reset=v_reset, detach_reset=detach,
+                 surrogate=sg, alpha=4.0 if sg == "sigmoid" else 2.0, parametric=parametric)
+    for (tau, decay, parametric), v_reset, detach, sg in itertools.product(
+        COMPARE_NEURONS.values(), [0.0, None], [True, False], ["atan", "sigmoid"])]
+COMPARE_LEAK = 0.4  # PLIF's k = sigmoid(w), i.e. tau = 2.5
+COMPARE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+COMPARE_STEPS = (1, 5)
+COMPARE_SHAPES = [(T, N) for T in COMPARE_STEPS for N in (1, 257, 1000)]  # N not a multiple of BLOCK=256
+FLOAT32_ULP = 2.0 ** -23  # float32 ulp of 1.0
+MANTISSA = {torch.float32: 23, torch.float16: 10, torch.bfloat16: 7}
+MIN_EXP = {torch.float32: -126, torch.float16: -14, torch.bfloat16: -126}
+
+
+def dtype_ulps(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """|got - ref| per entry in units of the last place of ``dtype`` at ``ref``."""
+    got, ref = got.double(), ref.double()
+    exponent = torch.floor(torch.log2(ref.abs().clamp_min(2.0 ** MIN_EXP[dtype]))).clamp_min(MIN_EXP[dtype])
+    return (got - ref).abs() / torch.exp2(exponent - MANTISSA[dtype])
+
+
+def config_id(c: NeuronConfig) -> str:
+    """The config's part of its kernel names, e.g. ``lif_decay_input_hard_detach_atan``."""
+    return cuda_kernels.kernel_name("x", c, "float")[len("snn_lats_"):-len("_float_x")]
+
+
+def compare_seed(T: int, N: int) -> int:
+    """The seed of the grid's inputs at shape (T, N)."""
+    return T * 7919 + N
+
+
+def compare_inputs(c: NeuronConfig, dtype: torch.dtype, T: int, N: int, seed: int):
+    """(x, v0, grad_spikes, grad_v) for a comparison run. A few neurons (v0 = 0) charge to exactly
+    v_threshold at t = 0, so the kernels' ``>=`` is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(T, N, generator=g) * 1.2 + 0.4).to(dtype)
+    v0 = torch.randn(N, generator=g) * 0.3
+    exact = min(N, 8)
+    v0[:exact] = 0.0
+    # (PLIF decay_input charges to x·k, which needs not round to exactly v_threshold: 1/0.4 is inexact)
+    x[0, :exact] = c.v_threshold * (c.tau if c.decay_input and c.tau else 1.0)
+    grad_spikes = torch.randn(T, N, generator=g).to(dtype)
+    grad_v = torch.randn(N, generator=g)
+    return x, v0, grad_spikes, grad_v
+
+
+def run_multistep(fn, x, v0, grad_spikes, grad_v, c: NeuronConfig, *extra) -> tuple[torch.Tensor, ...]:
+    """(spikes, v_last, grad_x, grad_v0[, grad_leak]) of ``fn.apply(x, v0, c, leak, *extra)`` and its
+    backward with (grad_spikes, grad_v); PLIF's leak is ``COMPARE_LEAK``."""
+    x = x.clone().requires_grad_()
+    v0 = v0.clone().requires_grad_()
+    leak = torch.tensor(COMPARE_LEAK, requires_grad=True) if c.parametric else None
+    spikes, v_last = fn.apply(x, v0, c, leak, *extra)
+    inputs = (x, v0) + ((leak,) if c.parametric else ())
+    grads = torch.autograd.grad((spikes, v_last), inputs, (grad_spikes, grad_v))
+    return (spikes.detach(), v_last.detach(), *grads)
+
+
+def _abs_diff(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got.double() - ref.double()).abs().max()) if got.numel() else 0.0
+
+
+def _scale_ulps(diff: float, scale: float) -> float:
+    """``diff`` in float32 ulps of ``scale`` (0 when both are 0)."""
+    if diff == 0.0:
+        return 0.0
+    return diff / (FLOAT32_ULP * scale) if scale > 0 else float("inf")
+
+
+def compare_with_reference(c: NeuronConfig, dtype: torch.dtype, T: int, N: int, seed: int = 0,
+                           recompute: bool = False) -> dict:
+    """Run ``HostMultiStep`` (the kernel sources on the CPU, stored-h or ``recompute`` backward) and
+    ``reference.TorchMultiStep`` on the same inputs (``compare_inputs``) and measure their differences:
+    ``spike_mismatches``, ``spike_rate``, max abs diffs ``v_abs``, ``gx_abs``, ``gv_abs`` and the same
+    gradient diffs in float32 ulps of the reference tensor's largest |entry| (``gx_ulps``, ``gv_ulps``);
+    ``gx_dtype_ulps`` is grad_x's largest diff in ulps of ``dtype`` at the entry (``dtype_ulps``);
+    for PLIF also ``gk_abs`` and ``gk_ulps``, the latter relative to ``gk_scale``, the sum of |per-neuron
+    partials| of dL/dk (what the scalar's rounding scales with). ``outputs`` and ``reference`` hold both
+    tuples (spikes, v_last, grad_x, grad_v0[, grad_leak]), for tolerance checks and bit-identity of the
+    variants."""
+    x, v0, grad_spikes, grad_v = compare_inputs(c, dtype, T, N, seed)
+    got = run_multistep(HostMultiStep, x, v0, grad_spikes, grad_v, c, recompute)
+    want = run_multistep(reference.TorchMultiStep, x, v0, grad_spikes, grad_v, c)
+    (s, v, gx, gv), (s_ref, v_ref, gx_ref, gv_ref) = got[:4], want[:4]
+    result = dict(spike_mismatches=int((s != s_ref).sum()), spike_rate=float(s.float().mean()),
+                  v_abs=_abs_diff(v, v_ref), gx_abs=_abs_diff(gx, gx_ref), gv_abs=_abs_diff(gv, gv_ref))
+    result["gx_ulps"] = _scale_ulps(result["gx_abs"], float(gx_ref.double().abs().max()))
+    result["gv_ulps"] = _scale_ulps(result["gv_abs"], float(gv_ref.double().abs().max()))
+    result["gx_dtype_ulps"] = float(dtype_ulps(gx, gx_ref, dtype).max()) if gx.numel() else 0.0
+    if c.parametric:
+        leak = torch.tensor(COMPARE_LEAK)
+        charged = reference.forward_loop(x, v0, c, leak)[2]
+        partials = reference.backward_loop(grad_spikes, grad_v, charged, c, x, v0, leak)[2]
+        result["gk_abs"] = _abs_diff(got[4], want[4])
+        result["gk_scale"] = float(partials.double().abs().sum())
+        result["gk_ulps"] = _scale_ulps(result["gk_abs"], result["gk_scale"])
+    result["outputs"], result["reference"] = got, want
+    return result
