@@ -86,24 +86,19 @@ new = MultiStepLIFNode(surrogate_function=surrogate.ATan(), detach_reset=True)
 assert torch.equal(old(x_seq), new(x_seq)) and torch.allclose(old.v, new.v, atol=1e-6, rtol=0)
 functional.reset_net(torch.nn.Sequential(new))
 assert not isinstance(new.v, torch.Tensor)
-small = models.create_model("sew_resnet18", T=2, neuron_type="lif", stem="cifar", in_channels=1,
-                            num_classes=10, width_multiplier=0.125)
-twin = models.create_model("sew_resnet18", T=2, neuron_type="lif", stem="cifar", in_channels=1,
-                           num_classes=10, width_multiplier=0.125)
-twin.load_state_dict(small.state_dict())
-assert len(use_fused_neurons(twin).replaced) == 20
 probe = torch.rand(3, 1, 8, 8) * 3
-assert torch.equal(small(probe), twin(probe))
-# PLIF on 0.0.0.0.14: its ParametricLIFNode is swapped too, keeping w; spikes and w's gradient agree.
-plif = models.create_model("sew_resnet18", T=2, neuron_type="plif", stem="cifar", in_channels=1,
-                           num_classes=10, width_multiplier=0.125)
-plif_twin = models.create_model("sew_resnet18", T=2, neuron_type="plif", stem="cifar", in_channels=1,
-                                num_classes=10, width_multiplier=0.125)
-plif_twin.load_state_dict(plif.state_dict())
-assert len(use_fused_neurons(plif_twin).replaced) == 20
-out, out_twin = plif(probe), plif_twin(probe)
-assert torch.equal(out, out_twin)
-out.square().sum().backward()
-out_twin.square().sum().backward()
-torch.testing.assert_close(plif_twin.layer1[0].sn1.w.grad, plif.layer1[0].sn1.w.grad, rtol=1e-5, atol=1e-7)
+# LIF and PLIF (its ParametricLIFNode is swapped too, keeping w): identical outputs, and w's gradient agrees.
+for neuron_type in ("lif", "plif"):
+    kwargs = dict(T=2, neuron_type=neuron_type, stem="cifar", in_channels=1, num_classes=10,
+                  width_multiplier=0.125)
+    small, twin = (models.create_model("sew_resnet18", **kwargs) for _ in range(2))
+    twin.load_state_dict(small.state_dict())
+    assert len(use_fused_neurons(twin).replaced) == 20
+    out, out_twin = small(probe), twin(probe)
+    assert torch.equal(out, out_twin), neuron_type
+    if neuron_type == "plif":
+        out.square().sum().backward()
+        out_twin.square().sum().backward()
+        torch.testing.assert_close(twin.layer1[0].sn1.w.grad, small.layer1[0].sn1.w.grad, rtol=1e-5,
+                                   atol=1e-7)
 print("legacy spikingjelly OK")

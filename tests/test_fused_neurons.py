@@ -79,6 +79,16 @@ def test_single_step_mode_equals_multi_step_and_state_carries_over():
     assert not isinstance(single.v, torch.Tensor) or single.v.abs().sum() == 0
 
 
+def _assert_same_step(reference, fused, x):
+    """Bit-identical outputs, and every parameter's gradient to float32 noise."""
+    out_ref, out = reference(x), fused(x)
+    assert torch.equal(out, out_ref)
+    out_ref.square().sum().backward()
+    out.square().sum().backward()
+    for (name, p), q in zip(reference.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_swap_keeps_a_sew_resnet_bit_identical_and_counts_as_neurons():
     torch.manual_seed(0)
     kwargs = dict(T=4, neuron_type="lif", stem="cifar", in_channels=1, num_classes=10, width_multiplier=0.25,
@@ -93,12 +103,7 @@ def test_swap_keeps_a_sew_resnet_bit_identical_and_counts_as_neurons():
     assert isinstance(sn, MultiStepLIFNode) and sn.tau == 2.0 and sn.config.surrogate == "atan"
     assert sn.detach_reset is False
     x = torch.rand(4, 1, 8, 8) * 3
-    out_ref, out = reference(x), fused(x)
-    assert torch.equal(out, out_ref)
-    out_ref.square().sum().backward()
-    out.square().sum().backward()
-    for (name, p), q in zip(reference.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
+    _assert_same_step(reference, fused, x)
     functional.reset_net(fused)  # the refreshed cache reaches the new neurons
     assert all(not isinstance(m.v, torch.Tensor) for m in fused.modules() if isinstance(m, neuron.BaseNode))
     functional.reset_net(reference)
@@ -127,12 +132,7 @@ def test_swap_replaces_plif_keeping_its_parameter():
     assert isinstance(sn, MultiStepParametricLIFNode) and sn.w is w_before["layer1.0.sn1.w"]
     assert dict(fused.state_dict()).keys() == dict(reference.state_dict()).keys()
     x = torch.rand(4, 1, 8, 8) * 3
-    out_ref, out = reference(x), fused(x)
-    assert torch.equal(out, out_ref)
-    out_ref.square().sum().backward()
-    out.square().sum().backward()
-    for (name, p), q in zip(reference.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
+    _assert_same_step(reference, fused, x)
     assert float(sn.w.grad.abs()) > 0
 
 
