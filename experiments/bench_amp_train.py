@@ -26,10 +26,10 @@ VARIANTS = ("fused", "spikingjelly", "dense")
 
 def run_variant(variant: str, args, device: torch.device) -> dict:
     torch.manual_seed(0)
-    model = models.create_model("sew_resnet18", T=args.T, num_classes=1000,
+    model = models.create_model("sew_resnet18", T=args.T, num_classes=1000, neuron_type=args.neuron,
                                 width_multiplier=args.width_multiplier)
-    if variant == "fused":
-        use_fused_neurons(model)
+    if variant == "fused" and (report := use_fused_neurons(model)).unsupported:
+        raise RuntimeError(f"the fused variant would keep SpikingJelly neurons: {report}")
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     pruner = None
@@ -64,8 +64,8 @@ def run_variant(variant: str, args, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    row = {"variant": variant, "steps": args.steps, "batch_size": args.batch_size, "T": args.T,
-           "image_size": args.image_size, "amp": amp, "seconds": seconds,
+    row = {"variant": variant, "neuron": args.neuron, "steps": args.steps, "batch_size": args.batch_size,
+           "T": args.T, "image_size": args.image_size, "amp": amp, "seconds": seconds,
            "img_per_s": args.steps * args.batch_size / seconds}
     row["max_memory_allocated_mib"] = (torch.cuda.max_memory_allocated(device) / 2**20
                                        if device.type == "cuda" else None)
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--T", type=int, default=4)
+    parser.add_argument("--neuron", default="if", choices=("if", "lif", "plif"),
+                        help="SEW ResNet-18's neuron: if (the SEW ImageNet setting, default), lif, plif")
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)

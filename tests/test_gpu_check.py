@@ -136,9 +136,11 @@ def test_bench_neuron_runs_on_cpu(tmp_path):
     assert all(r["gb_per_s"] > 0 for r in rows) and (tmp_path / "n.json").exists()
 
 
-def test_bench_amp_train_runs_on_cpu(tmp_path):
+@pytest.mark.parametrize("neuron", ["if", "plif"])
+def test_bench_amp_train_runs_on_cpu(tmp_path, neuron):
     rows = bench_amp_train.main(["--device", "cpu", "--steps", "1", "--warmup", "1", "--batch-size", "1",
-                                 "--image-size", "32", "--width-multiplier", "0.125",
+                                 "--image-size", "32", "--width-multiplier", "0.125", "--neuron", neuron,
                                  "--out", str(tmp_path / "a.json")])
     assert [r["variant"] for r in rows] == ["fused", "spikingjelly", "dense"]
+    assert {r["neuron"] for r in rows} == {neuron}
     assert all(r["img_per_s"] > 0 for r in rows) and (tmp_path / "a.json").exists()
