@@ -27,6 +27,7 @@ import os
 
 import torch
 
+from . import reference
 from .reference import NeuronConfig
 
 DTYPES = {torch.float32: "float", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
@@ -325,13 +326,9 @@ def _launch(kind: str, config: NeuronConfig, tensor: torch.Tensor, n: int, args:
 
 
 def _leak_argument(c: NeuronConfig, leak: torch.Tensor | None, device: torch.device) -> tuple:
-    if not c.parametric:
-        if leak is not None:
-            raise ValueError("leak is only for parametric (PLIF) configs")
-        return ()
-    if leak is None or leak.numel() != 1:
-        raise ValueError("a parametric (PLIF) config needs leak = sigmoid(w) as a 1-element tensor")
-    return (leak.detach().to(device=device, dtype=torch.float32).reshape(()).contiguous(),)
+    """The kernels' leak pointer argument: () for LIF/IF, else the 0-dim float32 k on ``device``."""
+    reference.check_leak(c, leak)
+    return () if leak is None else (leak.detach().to(device=device, dtype=torch.float32).contiguous(),)
 
 
 def cupy_forward(x_seq: torch.Tensor, v0: torch.Tensor, c: NeuronConfig, leak: torch.Tensor | None = None,

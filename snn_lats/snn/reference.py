@@ -58,7 +58,7 @@ def _after_reset(h: torch.Tensor, c: NeuronConfig) -> torch.Tensor:
     return h - spike * c.v_threshold if c.v_reset is None else spike * c.v_reset + (1 - spike) * h
 
 
-def _check_leak(c: NeuronConfig, leak: torch.Tensor | None) -> None:
+def check_leak(c: NeuronConfig, leak: torch.Tensor | None) -> None:
     if c.parametric and (leak is None or leak.dim() != 0):
         raise ValueError("a parametric (PLIF) config needs leak = sigmoid(w) as a 0-dim float32 tensor")
     if not c.parametric and leak is not None:
@@ -68,7 +68,7 @@ def _check_leak(c: NeuronConfig, leak: torch.Tensor | None) -> None:
 def forward_loop(x_seq: torch.Tensor, v: torch.Tensor, c: NeuronConfig, leak: torch.Tensor | None = None):
     """Returns (spikes [T, ...] in x's dtype, final v in float32, charged h [T, ...] in float32).
     ``leak`` is the PLIF factor k = sigmoid(w) (0-dim float32) for a parametric config, else None."""
-    _check_leak(c, leak)
+    check_leak(c, leak)
     spikes, charged = [], []
     reset_value = 0.0 if c.v_reset is None else c.v_reset
     for current in x_seq.float():
@@ -87,7 +87,7 @@ def backward_loop(grad_spikes: torch.Tensor, grad_v: torch.Tensor | None, h: tor
     The partials (float32, v's shape; None unless parametric) sum to dL/dk. A parametric config needs x_seq
     and v0 too: dH[t]/dk = X[t] - (V[t-1] - V_reset) (decay_input) or -(V[t-1] - V_reset), with V[t-1]
     rebuilt from h[t-1] (v0 at t = 0), as in SpikingJelly's PLIF backward."""
-    _check_leak(c, leak)
+    check_leak(c, leak)
     if c.parametric and (x_seq is None or v0 is None):
         raise ValueError("the parametric (PLIF) backward needs x_seq and v0")
     grad_x = torch.empty_like(h)
