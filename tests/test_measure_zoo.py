@@ -160,8 +160,15 @@ def test_matrix_products_equal_explicit_loops():
         assert r["module"] == "(model)" and r["module_type"] == "TinyAttention"
         assert r["energy_pj"] == pytest.approx(E_AC_PJ * sops + E_MAC_PJ * macs)
     assert rows["(model)/matmul.0"]["sops"] > 0 and rows["(model)/matmul.3"]["macs"] > 0
+    # i2.sum() adds whole numbers: one accumulate per unit (the other sums are of real values: not counted)
+    i2 = a @ a
+    sums = {n: r for n, r in report.layers.items() if r["type"] == "sum"}
+    assert list(sums) == ["(model)/sum.0"] and sums["(model)/sum.0"]["input_kind"] == "integer"
+    assert sums["(model)/sum.0"]["sops"] == sum(abs(float(v)) for v in i2.flatten())
+    assert sums["(model)/sum.0"]["dense_ops"] == i2.numel() and sums["(model)/sum.0"]["dense_macs"] == 0
     t = report.total
-    assert t["sops"] == sum(v[0] for v in expect.values()) + report.layers["head"]["sops"]
+    assert t["sops"] == (sum(v[0] for v in expect.values()) + report.layers["head"]["sops"]
+                         + sums["(model)/sum.0"]["sops"])
     assert t["macs"] == sum(v[1] for v in expect.values()) + report.layers["head"]["macs"]
     assert t["dense_macs"] == sum(r["dense_macs"] for r in report.layers.values() if r["type"] != "neuron")
     # w and w2 are operands of counted products, so every synaptic weight counts; FlopCounter agrees on MACs

@@ -106,8 +106,11 @@ def test_measure_equals_a_brute_force_count_with_conv1d_and_spike_matmuls(case):
     coverage = total["coverage"]
     assert coverage["weights"] == 1.0 and coverage["macs"] == pytest.approx(1.0)
     assert coverage["uncounted"] == coverage["uncounted_ops"] == coverage["unknown_ops"] == []
-    matmul_rows = [r for r in report.layers.values() if r["type"] == "matmul"]
-    assert sum(r["sops"] for r in matmul_rows) == pytest.approx(expected["matmul_sops"], abs=0.5)
+    rows = lambda kind: [r for r in report.layers.values() if r["type"] == kind]  # noqa: E731
+    assert sum(r["sops"] for r in rows("matmul")) == pytest.approx(expected["matmul_sops"], abs=0.5)
+    assert sum(r["sops"] for r in rows("sum")) == pytest.approx(expected["sum_sops"], abs=0.5)
+    assert sum(r["selected"] for r in rows("mask")) == expected["mask_selected"]
+    assert all(r["sops"] == r["macs"] == 0 for r in rows("mask"))  # a mask executes no arithmetic
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -8,6 +8,10 @@ Matrix products without a module (attention): a ``TorchFunctionMode`` (a differe
 ``measure`` uses) sees every ``matmul``/``@``/``bmm``/``mm``/``einsum`` and redoes it on ``m(a)`` and
 ``m(b)``, where ``m(x) = |x|`` for whole-number tensors and ``1[x ≠ 0]`` for real ones, in float64; the sum of
 the result is the number of product terms with both factors nonzero, an integer n counted n times.
+
+Elementwise products and sums outside layers and neurons, seen by the same mode: a ``mul`` of two tensors of
+more than one element, one of them all 0/1, is a mask (its nonzero results counted one by one in Python); a
+``sum`` of a whole-number tensor adds Σ|x| accumulates, read element by element.
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm, torch.mm,
             torch.Tensor.mm}
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_MULS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.Tensor.__mul__, torch.Tensor.__rmul__,
+         torch.Tensor.__imul__}
+_SUMS = {torch.sum, torch.Tensor.sum}
 
 
 def _whole(x: torch.Tensor) -> bool:
@@ -37,7 +44,9 @@ class _Counts:
         self.sops = 0.0
         self.macs = 0.0
         self.matmul_sops = 0.0
-        self.inside_layer = 0
+        self.sum_sops = 0.0
+        self.mask_selected = 0
+        self.inside_layer = 0  # a conv/linear layer or a spiking neuron is running
 
 
 class _MatmulCounter(TorchFunctionMode):
@@ -49,6 +58,10 @@ class _MatmulCounter(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self.counts.inside_layer:
+            return out
+        if func in _MULS or func in _SUMS:
+            with torch._C.DisableTorchFunction():
+                self._elementwise(func, args, out)
             return out
         if func in _MATMULS:
             a, b = args[0], args[1]
@@ -68,11 +81,25 @@ class _MatmulCounter(TorchFunctionMode):
             self.counts.macs += terms
         return out
 
+    def _elementwise(self, func, args, out):
+        if func in _SUMS:
+            x = args[0].detach()
+            if _whole(x):
+                self.counts.sum_sops += sum(abs(v) for v in x.double().flatten().tolist())
+            return
+        a, b = args[0], args[1]
+        tensors = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        if not tensors or a.numel() < 2 or b.numel() < 2:
+            return
+        binary = [bool(((t == 0) | (t == 1)).all()) for t in (a, b)]
+        if any(binary):
+            self.counts.mask_selected += sum(1 for v in out.detach().flatten().tolist() if v != 0)
+
 
 @torch.no_grad()
 def brute_force_counts(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """``{"sops", "macs", "matmul_sops"}`` of one eval-mode forward of ``x`` (``sops`` includes the
-    matmuls)."""
+    """``{"sops", "macs", "matmul_sops", "sum_sops", "mask_selected"}`` of one eval-mode forward of ``x``
+    (``sops`` includes the matmuls and the sums)."""
     counts = _Counts()
 
     def pre(module, args):
@@ -99,8 +126,16 @@ def brute_force_counts(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
                 counts.sops += float(conv(magnitude, mask.double(), None, module.stride, module.padding,
                                           module.dilation, module.groups).sum())
 
+    def enter(module, args):
+        counts.inside_layer += 1
+
+    def leave(module, args, out):
+        counts.inside_layer -= 1
+
     handles = []
     for module in model.modules():
+        if hasattr(module, "v_threshold"):  # a spiking neuron: its charge and reset are no products
+            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
         if isinstance(module, LAYERS):
             if getattr(module, "padding_mode", "zeros") != "zeros":
                 raise NotImplementedError("the reference assumes zero padding")
@@ -115,4 +150,6 @@ def brute_force_counts(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
             h.remove()
         functional.reset_net(model)
         model.train(was_training)
-    return {"sops": counts.sops + counts.matmul_sops, "macs": counts.macs, "matmul_sops": counts.matmul_sops}
+    return {"sops": counts.sops + counts.matmul_sops + counts.sum_sops, "macs": counts.macs,
+            "matmul_sops": counts.matmul_sops, "sum_sops": counts.sum_sops,
+            "mask_selected": counts.mask_selected}

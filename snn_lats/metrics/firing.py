@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from spikingjelly.activation_based import neuron
 from torch import nn
 
-from .synops import exact_sum, is_multi_step
+from ..spiking import NEURON_TYPES, is_multi_step
+from .synops import exact_sum
 
-# SpikingJelly's neurons in both versions; snn_lats's fused neurons subclass BaseNode, so they count too.
-SPIKING_NEURON_TYPES: tuple[type[nn.Module], ...] = (neuron.BaseNode,)
+# SpikingJelly's neurons of both namespaces (activation_based, clock_driven) in every supported version;
+# snn_lats's fused neurons subclass activation_based's BaseNode, so they count too.
+SPIKING_NEURON_TYPES: tuple[type[nn.Module], ...] = NEURON_TYPES
 
 
 @dataclass
@@ -83,16 +84,24 @@ def recording_firing(
     model: nn.Module,
     neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES,
     per_channel: bool = False,
+    guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Iterator[dict[str, FiringCounter]]:
     """``{name: FiringCounter}`` for every spiking neuron layer, filled by forward hooks while the context is
-    open.
+    open. Each update runs inside ``guard()`` (``measure`` passes its op counter's ``paused``).
 
-    Call :func:`new_batch` after each batch (where ``functional.reset_net`` goes) so single-step counters
-    restart at time step 0.
+    Call :func:`new_batch` after each batch (where the state reset goes) so single-step counters restart at
+    time step 0.
     """
     counters = {n: FiringCounter(m, per_channel) for n, m in model.named_modules()
                 if isinstance(m, tuple(neuron_types))}
-    hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(o)) for c in counters.values()]
+
+    def hook(counter):
+        def update(module, args, out):
+            with guard():
+                counter.update(out)
+        return update
+
+    hooks = [c.module.register_forward_hook(hook(c)) for c in counters.values()]
     try:
         yield counters
     finally:

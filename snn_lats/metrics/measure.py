@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from spikingjelly.activation_based import functional
 from torch import nn
 
+from .. import spiking
 from .._checks import check_bool, check_choice, check_classes, check_int, check_number, check_type, shown
 from ..io import atomic_write
+from ..outputs import OutputSelector, check_output_selector, select_output
+from ..training_flags import preserved_training_flags
 from .firing import SPIKING_NEURON_TYPES, new_batch, recording_firing
 from .products import ProductCounter, counted_layer_weight, synaptic_weights
 from .synops import CONV_TYPES, LAYER_TYPES, SynapseCounter
@@ -48,8 +50,8 @@ class MetricsReport:
     def to_csv(self, path: str | os.PathLike) -> None:
         """One row per layer plus a ``total`` row; list-valued fields are left out. Written atomically
         (:func:`snn_lats.io.atomic_write`)."""
-        columns = ["layer", "type", *SYNAPSE_FIELDS, "firing_rate", "spikes", "neuron_updates",
-                   "weight_coverage", "mac_coverage"]
+        columns = ["layer", "type", *SYNAPSE_FIELDS, "selected", "dense_ops", "firing_rate", "spikes",
+                   "neuron_updates", "weight_coverage", "mac_coverage"]
         cover = self.total.get("coverage") or {}
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, columns, extrasaction="ignore")
@@ -119,6 +121,7 @@ def measure(
     reference: nn.Module | None = None,
     products: bool = True,
     sample_dim: int | None = None,
+    output: OutputSelector = None,
 ) -> MetricsReport:
     """Run ``model`` in eval mode over ``batches`` and count, per layer and in total:
 
@@ -137,7 +140,11 @@ def measure(
 
     With ``products=True`` (the default) a torch dispatch mode also counts the matrix products that belong to
     no counted layer (spiking attention's spike @ spike and counts @ spike), one row each, named
-    ``"<module>/matmul.<n>"`` (``type`` ``"matmul"``; see :mod:`snn_lats.metrics.products` for the rule), and
+    ``"<module>/matmul.<n>"`` (``type`` ``"matmul"``), the elementwise spike masks (``k * v``: ``type``
+    ``"mask"``, no arithmetic, their ``selected`` results and ``dense_ops``) and the sums of spikes or
+    integers (``kv.sum(-2)``: ``type`` ``"sum"``, one accumulate per unit summed), named
+    ``"<module>/mask.<n>"`` and
+    ``"<module>/sum.<n>"`` (see :mod:`snn_lats.metrics.products` for the rules), and
     measures ``total["coverage"]``: the fraction of the model's synaptic weights (parameters with >= 2 dims)
     and of its dense MACs (every product and convolution torch's flop counter knows) that the report counts,
     with the modules and ops it does not count. ``products=False`` skips the dispatch mode (for models it
@@ -148,11 +155,19 @@ def measure(
     ``energy_ratio`` against its weights and its dense MACs, because the fields above treat the thin model's
     own dense form as the baseline.
 
-    ``batches`` yields inputs or (input, target) pairs; with targets, ``total["accuracy"]`` is top-1. The
+    ``batches`` yields inputs or (input, target) pairs; with targets, ``total["accuracy"]`` is top-1 of the
+    tensor that ``output`` selects from the model's output (default: the first tensor of a tuple, list or dict
+    output, e.g. the logits of the Spike-Driven Transformer's ``(logits, hook)``; or an index, a key or a
+    callable; see :func:`snn_lats.outputs.select_output`). The
     input's sample dimension is ``sample_dim``: by default 1 for a 5-D input (``[T, B, C, H, W]``) and 0
     otherwise; set it for other layouts (0 for a Conv3d ANN's ``[B, C, D, H, W]``, 1 for a 1-D SNN's
     ``[T, B, C, L]``). Counters reduce on the fly through forward hooks, so memory does not grow with the
-    number of batches. SpikingJelly networks are reset with ``functional.reset_net`` after every batch.
+    number of batches.
+
+    Spiking neurons are found by what they are, in SpikingJelly's ``activation_based`` and ``clock_driven``
+    namespaces alike (:mod:`snn_lats.spiking`). Stateful modules are reset through their own ``reset()``
+    before the first batch and after every batch, so no state passes from one batch to the next and none is
+    left behind; every module's own training flag is restored afterwards, also on error.
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     check_type("batches", batches, Iterable, "an iterable of inputs or (input, target) pairs")
@@ -164,6 +179,7 @@ def measure(
     check_type("reference", reference, nn.Module, "a torch.nn.Module", optional=True)
     products = check_bool("products", products)
     sample_dim = check_choice("sample_dim", sample_dim, (None, 0, 1))
+    output = check_output_selector("output", output)
     synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules()
                 if isinstance(m, LAYER_TYPES)}
     if not synapses and not products:
@@ -181,14 +197,18 @@ def measure(
     if counter is not None:  # weights seen as an operand of a counted product count (x @ self.weight)
         counter.operand_params = {p.untyped_storage().data_ptr(): k for k, (_, _, _, p) in weights.items()
                                   if p is not None}
-    was_training = model.training
-    model.eval()
+    stateful = spiking.has_state(model)
     device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     samples = correct = labelled = seen = 0
     one_sample = None  # the reference's dense MACs are counted on it
+    guard = counter.paused if counter is not None else contextlib.nullcontext
     try:
-        with recording_firing(model, neuron_types, per_channel) as neurons, \
+        with preserved_training_flags(model), \
+                recording_firing(model, neuron_types, per_channel, guard=guard) as neurons, \
                 (counter.tracking(model) if counter is not None else contextlib.nullcontext()):
+            model.eval()
+            if stateful:
+                spiking.reset_state(model)  # state the caller's last forward left
             for batch in batches:
                 if max_batches is not None and seen >= max_batches:
                     break
@@ -199,9 +219,9 @@ def measure(
                     raise ValueError(f"sample_dim {dim} is out of range for an input of shape "
                                      f"{tuple(x.shape)}")
                 out = model(x)
-                if neurons:
-                    functional.reset_net(model)
-                    new_batch(neurons)
+                if stateful:
+                    spiking.reset_state(model)
+                new_batch(neurons)
                 if reference is not None and one_sample is None:
                     one_sample = x.narrow(dim, 0, 1)
                 samples += x.shape[dim]
@@ -210,13 +230,15 @@ def measure(
                     raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer and "
                                      "ran no matrix product: nothing to measure")
                 if y is not None:
-                    logits = out.mean(0) if out.dim() == 3 else out
+                    logits = select_output(out, output)
+                    logits = logits.mean(0) if logits.dim() == 3 else logits
                     correct += int((logits.argmax(-1).cpu() == y.cpu()).sum())
                     labelled += len(y)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
+        if stateful:
+            spiking.reset_state(model)  # none left behind, also after an error
     if seen == 0:
         raise ValueError("batches is empty: nothing to measure (check the data loader and its batch size)")
     report = _report(synapses, counter, neurons, samples, e_ac_pj, e_mac_pj,
@@ -225,7 +247,7 @@ def measure(
     if reference is not None:
         ref = measure(reference, [one_sample.to(next(reference.parameters()).device)], e_ac_pj=e_ac_pj,
                       e_mac_pj=e_mac_pj, neuron_types=neuron_types, products=products,
-                      sample_dim=sample_dim).total
+                      sample_dim=sample_dim, output=output).total
         t = report.total
         nonzero = sum(r["nonzero_weights"] for r in report.layers.values() if r["type"] != "neuron")
         dense = ref["dense_macs"] * samples
@@ -283,11 +305,14 @@ def _report(synapses, counter, neurons, samples, e_ac, e_mac, accuracy) -> Metri
         report.notes.append(f"counted layers ran {counts} passes per sample: product rows' dense MACs are "
                             f"per {steps:.4g} passes, the count that carries most of the layers' MACs")
     for name, r in rows.items():
-        kind = "@".join(k or "-" for k in r.kinds)
+        kind = {"matmul": "@", "mask": "*", "sum": ""}[r.type].join(k or "-" for k in r.kinds)
+        extra = {} if r.type == "matmul" else {"dense_ops": r.executed_dense_ops / steps}
+        if r.type == "mask":
+            extra["selected"] = r.selected
         report.layers[name] = _row(
-            kind, r.sops, r.macs, r.executed_dense_macs / steps, e_ac, e_mac, type="matmul",
+            kind, r.sops, r.macs, r.executed_dense_macs / steps, e_ac, e_mac, type=r.type,
             module=r.module, module_type=r.module_type, op=",".join(r.ops), weight_sparsity=None,
-            nonzero_weights=0, weights=0)
+            nonzero_weights=0, weights=0, **extra)
     for name, c in neurons.items():
         report.layers[name] = {"type": "neuron", **c.summary()}
     syn = [r for r in report.layers.values() if r["type"] != "neuron"]

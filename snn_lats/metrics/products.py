@@ -12,10 +12,20 @@ m(x) = 1[x ≠ 0] for real ones. So spike×spike is the number of nonzero pairs,
 spike×real weights the layer rule, and integer×integer Σ|a|·|b| (each product as |a|·|b| accumulates). A
 product with a spike or integer operand counts SOPs; real×real counts MACs on nonzero pairs.
 
-Products issued inside a counted nn.Conv1d/2d/3d or nn.Linear are that layer's own and are not counted again.
-Every other op that ``torch.utils.flop_counter`` has a formula for (convolutions of uncounted modules, fused
-attention) adds its dense MACs to the model's total and to the uncounted ops, so coverage shows what is
-missed.
+Elementwise products with a spike operand (``k * v``, ``torch.mul(attn, k)``: the Spike-Driven Transformer's
+and QKFormer's attention) are **masks**: a spike selects or drops the other factor, so no arithmetic is
+executed (the Spike-Driven Transformer paper's own accounting: "mask and addition" operations only, its SDSA
+charged E_AC per addition of the column sum over K⊗V, the Hadamard masks nothing). Each call site is a row
+of type ``"mask"`` with 0 SOPs and 0 MACs, its ``selected`` results (nonzero outputs) and its ``dense_ops``
+(elementwise products a dense network computes). Sums over spike or integer tensors (``kv.sum(-2)``,
+``torch.sum(q, 3)``) are rows of type ``"sum"`` whose SOPs are Σ|x| over the summed elements: one
+accumulate per spike, an integer n counted n times, the same rule as a layer's. Averages (``mean``,
+pooling) are not counted, as pooling layers are not.
+
+Products issued inside a counted nn.Conv1d/2d/3d or nn.Linear are that layer's own and are not counted again;
+nothing issued inside a spiking neuron (its charge and reset) is a product. Every other op that
+``torch.utils.flop_counter`` has a formula for (convolutions of uncounted modules, fused attention) adds its
+dense MACs to the model's total and to the uncounted ops, so coverage shows what is missed.
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ from torch.nn.utils import parametrize
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from .. import spiking
 from .synops import LAYER_TYPES, _wider, classify, exact_sum
 
 aten = torch.ops.aten
@@ -38,6 +49,9 @@ PRODUCT_OPS = {
     aten.mm: (0, "mm"), aten.addmm: (1, "mm"), aten.bmm: (0, "bmm"), aten.baddbmm: (1, "bmm"),
     aten.addbmm: (1, "bmm"), aten.mv: (0, "mv"), aten.addmv: (1, "mv"), aten.dot: (0, "dot"),
 }
+# elementwise products: a mask when one factor is spikes (see the module docstring)
+MASK_OPS = {aten.mul, aten.mul_, aten.logical_and, aten.bitwise_and}
+SUM_OPS = {aten.sum}
 ROOT = "(model)"  # name of the model itself, whose named_modules() name is ""
 # data movement and lookups that take a weight without multiplying it: never "unknown products"
 _NOT_PRODUCTS = {aten._to_copy, aten.copy_, aten.clone, aten.cat, aten.stack, aten.embedding,
@@ -65,15 +79,18 @@ def _fused_macs(packet, args, kwargs, out) -> int | None:
 
 @dataclass
 class ProductRow:
-    """Counts of one product call site: the n-th product a module's forward issues."""
+    """Counts of one call site: the n-th matrix product, mask or sum a module's forward issues."""
 
     module: str
     module_type: str
+    type: str = "matmul"  # "matmul", "mask" or "sum"
     ops: list[str] = field(default_factory=list)
     sops: float = 0.0
     macs: float = 0.0
-    executed_dense_macs: int = 0  # I·K·J over every batch matrix and call (all time steps)
-    kinds: tuple[str | None, str | None] = (None, None)
+    executed_dense_macs: int = 0  # matmul: I·K·J over every batch matrix and call (all time steps)
+    executed_dense_ops: int = 0  # mask: elementwise products; sum: summed elements (all time steps)
+    selected: int = 0  # mask: nonzero results
+    kinds: tuple[str | None, ...] = (None, None)
     calls: int = 0
 
 
@@ -112,8 +129,11 @@ class ProductCounter(TorchDispatchMode):
         self.names = {id(m): n for n, m in model.named_modules()}
         self.types = {id(m): type(m).__name__ for m in model.modules()}
         self.counted = counted  # ids of the hooked layers
-        self.stack: list[list] = []  # [module id, products issued so far in this forward]
+        self.neurons = {id(m) for m in model.modules() if spiking.is_neuron(m)}
+        self.stack: list[list] = []  # [module id, {row type: call sites issued so far in this forward}]
         self.inside_counted = 0
+        self.inside_neuron = 0
+        self.paused_depth = 0  # snn_lats's own hooks (firing counters) run inside the forward: not counted
         self.rows: dict[str, ProductRow] = {}
         self.model_dense_macs = 0  # every product and convolution, executed (all time steps)
         # (module, op) -> executed dense MACs
@@ -138,22 +158,44 @@ class ProductCounter(TorchDispatchMode):
             for h in hooks:
                 h.remove()
             self.stack.clear()
-            self.inside_counted = 0
+            self.inside_counted = self.inside_neuron = 0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Ops issued inside are not the model's (a measuring hook's own sums): not counted."""
+        self.paused_depth += 1
+        try:
+            yield
+        finally:
+            self.paused_depth -= 1
 
     def _enter(self, m: nn.Module) -> None:
-        self.stack.append([id(m), 0])
+        self.stack.append([id(m), defaultdict(int)])
         self.inside_counted += id(m) in self.counted
+        self.inside_neuron += id(m) in self.neurons
 
     def _leave(self, m: nn.Module) -> None:
         if self.stack and self.stack[-1][0] == id(m):
             self.stack.pop()
             self.inside_counted -= id(m) in self.counted
+            self.inside_neuron -= id(m) in self.neurons
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         packet = func._overloadpacket
-        if packet in PRODUCT_OPS:
+        # the model's own ops: inside its forward (a module is running), outside counted layers and neurons
+        mine = bool(self.stack) and not (self.paused_depth or self.inside_counted or self.inside_neuron)
+        # a mask's factors are classified before the op runs: mul_ overwrites the first
+        factors = self._mask_factors(args) if mine and packet in MASK_OPS else None
+        out = func(*args, **kwargs)
+        if self.paused_depth:
+            return out
+        if packet in MASK_OPS or packet in SUM_OPS:
+            if factors is not None:
+                self._mask(str(packet).removeprefix("aten."), factors, out)
+            elif mine and packet in SUM_OPS:
+                self._sum(str(packet).removeprefix("aten."), args)
+        elif packet in PRODUCT_OPS:
             first, layout = PRODUCT_OPS[packet]
             a, b = _as_batched(args[first], args[first + 1], layout)
             self._product(str(packet).removeprefix("aten."), a, b)
@@ -191,20 +233,7 @@ class ProductCounter(TorchDispatchMode):
         self.model_dense_macs += dense
         if self.inside_counted:  # the layer's own product: its hook counts it
             return
-        if self.stack:
-            top = self.stack[-1]
-            key, index = top[0], top[1]
-            top[1] += 1
-        else:
-            key, index = None, 0
-        module = self.names.get(key, "?") or ROOT if key is not None else ROOT
-        name = f"{module}/matmul.{index}"
-        row = self.rows.get(name)
-        if row is None:
-            row = self.rows[name] = ProductRow(module, self.types.get(key, "?") if key is not None else "?")
-        if op not in row.ops:
-            row.ops.append(op)
-        row.calls += 1
+        row = self._row("matmul", op)
         row.executed_dense_macs += dense
         if self.operand_params:
             for t in (a, b):
@@ -219,6 +248,56 @@ class ProductCounter(TorchDispatchMode):
             row.macs += count
         else:
             row.sops += count
+
+    def _row(self, kind: str, op: str) -> ProductRow:
+        """The row of this call site: the n-th ``kind`` the innermost running module issues, created once."""
+        if self.stack:
+            key, issued = self.stack[-1]
+            index = issued[kind]
+            issued[kind] += 1
+        else:
+            key, index = None, 0
+        module = self.names.get(key, "?") or ROOT if key is not None else ROOT
+        name = f"{module}/{kind}.{index}"
+        row = self.rows.get(name)
+        if row is None:
+            row = self.rows[name] = ProductRow(module, self.types.get(key, "?") if key is not None else "?",
+                                               type=kind)
+        if op not in row.ops:
+            row.ops.append(op)
+        row.calls += 1
+        return row
+
+    @staticmethod
+    def _mask_factors(args) -> tuple[str, str] | None:
+        """Both factors' kinds if this elementwise product is a mask (a factor is spikes), else None (plain
+        arithmetic, or scaling by a constant)."""
+        a, b = args[0], args[1] if len(args) > 1 else None
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.numel() <= 1 \
+                or b.numel() <= 1:
+            return None
+        ka, kb = classify(a)[0], classify(b)[0]
+        return (ka, kb) if "binary" in (ka, kb) else None
+
+    def _mask(self, op: str, factors: tuple[str, str], out) -> None:
+        ka, kb = factors
+        row = self._row("mask", op)
+        row.kinds = (_wider(row.kinds[0], ka), _wider(row.kinds[1], kb))
+        row.executed_dense_ops += out.numel()
+        row.selected += int(torch.count_nonzero(out))
+
+    def _sum(self, op: str, args) -> None:
+        """A sum of spikes or integers: Σ|x| accumulates over the summed elements."""
+        x = args[0]
+        if not isinstance(x, torch.Tensor) or x.numel() == 0 or x.is_complex():
+            return
+        kind, lo, hi = classify(x)
+        if kind == "real":
+            return
+        row = self._row("sum", op)
+        row.kinds = (_wider(row.kinds[0], kind),)
+        row.executed_dense_ops += x.numel()
+        row.sops += float(exact_sum((x.abs() if lo < 0 else x).reshape(-1), 0, bound=max(abs(lo), abs(hi))))
 
 
 def synaptic_weights(model: nn.Module) -> dict[str, tuple[str, str, int, nn.Parameter | None]]:

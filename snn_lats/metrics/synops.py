@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_type
+from ..spiking import is_multi_step
 
 INPUT_KINDS = ("binary", "integer", "real")
 # SpikingJelly's layer.Conv1d/2d/3d and layer.Linear subclass these
@@ -80,10 +81,6 @@ def input_kind(x: torch.Tensor) -> str:
 
 def _wider(a: str | None, b: str) -> str:
     return b if a is None or INPUT_KINDS.index(b) > INPUT_KINDS.index(a) else a
-
-
-def is_multi_step(module: nn.Module) -> bool:
-    return getattr(module, "step_mode", "s") == "m"
 
 
 @dataclass
