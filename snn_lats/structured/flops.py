@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import spiking
+from ..training_flags import preserved_training_flags
+
 MAC_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 ForwardFn = Callable[[nn.Module, object], object]
@@ -65,26 +68,22 @@ def _channels(module: nn.Module) -> tuple[str, int, int, int, int]:
 
 
 def reset_spiking_state(model: nn.Module) -> None:
-    """``functional.reset_net`` for SpikingJelly models; a no-op for anything else or without SpikingJelly."""
-    try:
-        from spikingjelly.activation_based import functional
-    except ImportError:  # pragma: no cover - SpikingJelly is a dependency of the project
-        return
-    functional.reset_net(model)
+    """Reset SpikingJelly state of either namespace (:func:`snn_lats.spiking.reset_state`); a no-op for
+    models without any."""
+    if spiking.has_state(model):
+        spiking.reset_state(model)
 
 
 @contextmanager
 def evaluation_pass(model: nn.Module):
     """Eval mode (BN running stats untouched) and reset neuron state, restoring every module's flag after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    reset_spiking_state(model)
-    try:
-        yield
-    finally:
+    with preserved_training_flags(model):
+        model.eval()
         reset_spiking_state(model)
-        for m, flag in flags:
-            m.training = flag
+        try:
+            yield
+        finally:
+            reset_spiking_state(model)
 
 
 class LayerTrace:

@@ -16,7 +16,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .. import spiking
 from ..layers import find_prunable_layers
+from ..outputs import OutputSelector, select_output
+from ..training_flags import preserved_training_flags
 from .flops import (
     MAC_LAYER_TYPES,
     ForwardFn,
@@ -118,7 +121,13 @@ def is_multi_step(model: nn.Module) -> bool:
 
 
 def _is_neuron(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "step_mode", None), str) and hasattr(module, "surrogate_function")
+    return spiking.is_neuron(module)
+
+
+def fixed_multi_step(model: nn.Module) -> bool:
+    """Multi-step neurons that cannot switch to single-step mode (SpikingJelly's clock_driven MultiStep*)."""
+    return any(spiking.is_multi_step(m) and not isinstance(getattr(m, "step_mode", None), str)
+               for m in model.modules())
 
 
 @contextmanager
@@ -181,22 +190,20 @@ def tracing_pass(model: nn.Module, mode: str):
     every integer attribute ``T`` set to 1, so that a forward that repeats a static image over ``self.T`` runs
     one time step.
     """
-    flags = [(m, m.training) for m in model.modules()]
     steps = [(m, m.T) for m in model.modules() if mode == "m" and isinstance(getattr(m, "T", None), int)
              and not isinstance(m.T, bool) and m.T > 1]
-    model.eval()  # the neurons go to train mode inside the traced forward (_neurons_in_train_mode)
-    for m, _ in steps:
-        m.T = 1
-    try:
-        with (single_step_mode(model) if mode == "s" else nullcontext()):
+    with preserved_training_flags(model):
+        model.eval()  # the neurons go to train mode inside the traced forward (_neurons_in_train_mode)
+        for m, _ in steps:
+            m.T = 1
+        try:
+            with (single_step_mode(model) if mode == "s" else nullcontext()):
+                reset_spiking_state(model)
+                yield
+        finally:
             reset_spiking_state(model)
-            yield
-    finally:
-        reset_spiking_state(model)
-        for m, t in steps:
-            m.T = t
-        for m, flag in flags:
-            m.training = flag
+            for m, t in steps:
+                m.T = t
 
 
 class _TimeStepProbe:
@@ -206,7 +213,7 @@ class _TimeStepProbe:
         self.steps, self.where = 1, None
         names = {m: n for n, m in model.named_modules()}
         self._handles = [m.register_forward_pre_hook(self._hook(names[m])) for m in model.modules()
-                         if _is_neuron(m) and m.step_mode == "m"]
+                         if _is_neuron(m) and spiking.is_multi_step(m)]
 
     def _hook(self, name):
         def hook(module, args):
@@ -229,6 +236,7 @@ def build_channel_groups(
     forward_fn: ForwardFn | None = None,
     trace_forward_fn: ForwardFn | None = None,
     trace_inputs: object = None,
+    output: OutputSelector = None,
 ) -> GraphInfo:
     """Trace ``model`` with torch-pruning and return its prunable channel groups.
 
@@ -237,8 +245,12 @@ def build_channel_groups(
     single-step mode with ``trace_forward_fn`` on ``trace_inputs`` (default: the SpikingJelly zoo class's
     forward, see ``spikingjelly_zoo_forward``, on one time step of ``example_inputs``); if that forward fails
     and neither was given, in multi-step mode at T=1 with ``forward_fn`` (models that repeat an image over T
-    inside).
+    inside). Models whose neurons cannot switch step mode (SpikingJelly's clock_driven ``MultiStep*`` nodes)
+    are traced in multi-step mode at T=1 only. torch-pruning traces back from the tensor that ``output``
+    selects from the forward's output (:func:`snn_lats.outputs.select_output`; tuple outputs such as
+    ``(logits, hook)`` included).
     """
+    selector = output
     geometry, order, output = layer_geometry(model, example_inputs, forward_fn)
     if not geometry:
         raise GraphTraceError(f"{type(model).__name__} ran no conv or linear layer on example_inputs; "
@@ -249,24 +261,27 @@ def build_channel_groups(
         ignored.append(classifier)
 
     snn = bool(step_mode_modules(model))
-    multi_step = snn and is_multi_step(model)
+    fixed = fixed_multi_step(model)  # clock_driven: no single-step mode to switch to
+    multi_step = (snn and is_multi_step(model)) or fixed
     user_trace = trace_forward_fn is not None or trace_inputs is not None
     forward = trace_forward_fn or (spikingjelly_zoo_forward(model) if snn else None) or forward_fn
     if trace_inputs is None:
-        trace_inputs = single_step_inputs(example_inputs) if multi_step else example_inputs
-    attempts = [("s", forward or default_forward, trace_inputs)]  # (step mode, forward, inputs), in order
+        trace_inputs = single_step_inputs(example_inputs) if multi_step and not fixed else example_inputs
+    attempts = []  # (step mode, forward, inputs), in order
+    if not fixed or user_trace:
+        attempts.append(("s", forward or default_forward, trace_inputs))
     if multi_step and not user_trace:
         # models that repeat a static image over T in forward cannot run single-step layers: multi-step, T=1
         attempts.append(("m", forward_fn or default_forward, first_time_step(example_inputs)))
 
     failures = []
     for mode, forward, inputs in attempts:
-        graph = _trace(model, mode, forward, inputs, failures)
+        graph = _trace(model, mode, forward, inputs, failures, selector)
         if graph is not None:
             break
     else:
         if len(failures) == 1:
-            raise failures[0]
+            raise failures[0]  # one attempt: its own message says which mode
         raise GraphTraceError(f"torch-pruning could not trace {type(model).__name__}: in single-step mode "
                               f"{failures[0].where}; in multi-step mode at T=1 {failures[1].where}"
                               ) from failures[1]
@@ -308,7 +323,7 @@ def build_channel_groups(
 
 
 def _trace(model: nn.Module, mode: str, forward: ForwardFn, inputs: object,
-           failures: list) -> tp.DependencyGraph | None:
+           failures: list, output: OutputSelector = None) -> tp.DependencyGraph | None:
     """torch-pruning's graph traced under ``tracing_pass(model, mode)``; None (a GraphTraceError appended to
     ``failures``, ``.where`` saying what failed) if the forward raised or ran more than one time step."""
     graph = tp.DependencyGraph()
@@ -319,7 +334,7 @@ def _trace(model: nn.Module, mode: str, forward: ForwardFn, inputs: object,
         with tracing_pass(model, mode), torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch-pruning's notes on unwrapped parameters (e.g. PLIF's w)
             try:
-                graph.build_dependency(model, inputs, forward_fn=_neurons_in_train_mode(forward),
+                graph.build_dependency(model, inputs, forward_fn=_neurons_in_train_mode(forward, output),
                                        verbose=False)
             except Exception as exc:
                 where = f"the traced forward failed in {describe_layer(model, trace.innermost())}: {exc}"
@@ -341,13 +356,14 @@ def _trace(model: nn.Module, mode: str, forward: ForwardFn, inputs: object,
     return None
 
 
-def _neurons_in_train_mode(forward: ForwardFn) -> ForwardFn:
-    """``forward`` with the spiking neurons put in train mode first (torch-pruning calls model.eval())."""
+def _neurons_in_train_mode(forward: ForwardFn, output: OutputSelector = None) -> ForwardFn:
+    """``forward`` with the spiking neurons put in train mode first (torch-pruning calls model.eval()),
+    returning the output tensor that ``output`` selects."""
     def run(model, inputs):
         for m in model.modules():
             if _is_neuron(m):
                 m.train()
-        return forward(model, inputs)
+        return select_output(forward(model, inputs), output)
     return run
 
 

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from .._checks import check_bool, check_choice, check_int, check_number, check_type, differs, shown
+from ..outputs import OutputSelector, check_output_selector
 from ..pruner import Pruner
+from ..spiking import spikingjelly_logs_summarised
 from .atomic import StructureSnapshot
 from .flops import ChannelMacModel, ForwardFn, layer_geometry, reset_spiking_state
 from .groups import ChannelGroup, build_channel_groups
@@ -42,6 +44,17 @@ def _to_device(obj: object, device: torch.device) -> object:
     if isinstance(obj, dict):
         return {k: _to_device(v, device) for k, v in obj.items()}
     return obj
+
+
+def _summarise(caught: list[warnings.WarningMessage], during: str) -> None:
+    """Warnings caught while tracing (torch-pruning repeats one per module) as one line per distinct text."""
+    counts: dict[str, tuple[int, warnings.WarningMessage]] = {}
+    for w in caught:
+        text = str(w.message).splitlines()[0][:200]
+        n, first = counts.get(text, (0, w))
+        counts[text] = (n + 1, first)
+    for text, (n, first) in counts.items():
+        warnings.warn(first.category(f"{text} (x{n} during {during})" if n > 1 else text), stacklevel=3)
 
 
 def _shapes(obj: object) -> object:
@@ -81,7 +94,8 @@ class OCSPruner(Pruner):
         forward_fn: ``forward_fn(model, example_inputs)`` if ``model(example_inputs)`` is not how to call it.
         trace_forward_fn, trace_inputs: override the single-step forward/input used to trace SNNs (by default
             one time step of ``example_inputs`` in single-step mode, or, if that forward fails, as for models
-            that repeat a static image over T, the model's own multi-step forward at T=1).
+            that repeat a static image over T, the model's own multi-step forward at T=1). Models on
+            SpikingJelly's clock_driven API (fixed multi-step neurons) are traced at T=1.
         flops_tolerance: the binary search stops within this of the target (reference: 5e-4).
         cost_temperature: κ (MACs saved per channel, on ``example_inputs``) is divided by this before the
             softmax (reference: 1e6).
@@ -122,6 +136,7 @@ class OCSPruner(Pruner):
         importance_p: int = 2,
         round_to: int | None = None,
         ignore_classifier: bool = True,
+        output: OutputSelector = None,
     ):
         check_type("model", model, nn.Module, "a torch.nn.Module")
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
@@ -157,9 +172,15 @@ class OCSPruner(Pruner):
         self.example_inputs = example_inputs if device is None else _to_device(example_inputs, device)
         example_inputs = self.example_inputs
         self.forward_fn = forward_fn
-        info = build_channel_groups(model, example_inputs, ignored_layers=ignored_layers,
-                                    ignore_classifier=ignore_classifier, forward_fn=forward_fn,
-                                    trace_forward_fn=trace_forward_fn, trace_inputs=trace_inputs)
+        output = check_output_selector("output", output)
+        with spikingjelly_logs_summarised("OCSPruner's graph tracing"), warnings.catch_warnings(record=True) \
+                as noise:
+            warnings.simplefilter("always")
+            info = build_channel_groups(model, example_inputs, ignored_layers=ignored_layers,
+                                        ignore_classifier=ignore_classifier, forward_fn=forward_fn,
+                                        trace_forward_fn=trace_forward_fn, trace_inputs=trace_inputs,
+                                        output=output)
+        _summarise(noise, "OCSPruner's graph tracing")
         self.graph = info.graph
         self.groups: list[ChannelGroup] = info.groups
         self.classifier = info.classifier
@@ -173,11 +194,6 @@ class OCSPruner(Pruner):
         self.dense_flops = self.mac_model.macs([None] * len(self.groups))
         self.keep_floor = self._floors()
         self._drop_unprunable_groups()
-        if self.skipped_groups:
-            shown = "; ".join(f"{k}: {v}" for k, v in list(self.skipped_groups.items())[:6])
-            more = f"; ... and {len(self.skipped_groups) - 6} more" if len(self.skipped_groups) > 6 else ""
-            warnings.warn(f"OCSPruner: {len(self.skipped_groups)} channel group(s) of {type(model).__name__} "
-                          f"are left unpruned (pruner.skipped_groups): {shown}{more}", stacklevel=2)
         # κ_g: MACs saved per removed channel when a group keeps only its last channel (B.4, cost.py).
         kappa = []
         for i, g in enumerate(self.groups):
@@ -185,6 +201,12 @@ class OCSPruner(Pruner):
             removed[i] = (torch.arange(g.units) < g.units - 1).repeat(g.tie)
             kappa.append((self.dense_flops - self.mac_model.macs(removed)) / max(g.size - 1, 1))
         self.flops_cost = flops_cost_softmax(kappa, self.cost_temperature)  # π_g
+        self._refuse_unreachable_target(type(model).__name__)
+        if self.skipped_groups:
+            shown = "; ".join(f"{k}: {v}" for k, v in list(self.skipped_groups.items())[:6])
+            more = f"; ... and {len(self.skipped_groups) - 6} more" if len(self.skipped_groups) > 6 else ""
+            warnings.warn(f"OCSPruner: {len(self.skipped_groups)} channel group(s) of {type(model).__name__} "
+                          f"are left unpruned (pruner.skipped_groups): {shown}{more}", stacklevel=2)
 
         self.tracker = StabilityTracker()
         self._epoch: int | None = None
@@ -218,6 +240,53 @@ class OCSPruner(Pruner):
         """Units each group keeps at least: the channel floor ⌈C − ⌊C·r_max·(1 − e^{−kC})⌋⌉ in units."""
         return [-(-channels_to_keep(g.size, self.layer_prune_limit, self.prune_limit_rate) // g.tie)
                 for g in self.groups]
+
+    def max_flops_reduction(self) -> float:
+        """The largest MAC reduction the prunable groups allow: every unit above its group's floor removed
+        (the floor kept where removing saves least). Scores play no part: it is what any selection can
+        reach."""
+        if not self.groups:
+            return 0.0
+        masks = []
+        couplings = self.mac_model.couplings
+        for g, floor, (_, _, counts) in zip(self.groups, self.keep_floor, couplings, strict=True):
+            per_root = counts.sum(0) if counts.numel() else torch.zeros(g.size, dtype=torch.float64)
+            per_unit = per_root.view(g.tie, g.units).sum(0)
+            removed = torch.ones(g.units, dtype=torch.bool)
+            removed[torch.argsort(per_unit, stable=True)[:floor]] = False
+            masks.append(removed)
+        return 1.0 - self.mac_model.macs(self._channel_masks(masks)) / self.dense_flops
+
+    def _skipped_summary(self) -> str:
+        """The groups left unpruned, grouped by reason, each reason quoted (for one-line errors)."""
+        reasons: dict[str, list[str]] = {}
+        for key, reason in self.skipped_groups.items():
+            reasons.setdefault(reason, []).append(key)
+        parts = [f"{', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}: {reason[:240]}"
+                 for reason, keys in list(reasons.items())[:3]]
+        more = f"; and {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
+        return f"{len(self.skipped_groups)} group(s) are left unpruned ({'; '.join(parts)}{more})"
+
+    def _refuse_unreachable_target(self, model_name: str) -> None:
+        """A ValueError, before anything is changed, when the target cannot be met: never a 0 % "success"."""
+        reachable = self.max_flops_reduction()
+        skipped = f"; {self._skipped_summary()}" if self.skipped_groups else ""
+        if len(self.groups) == 1 and reachable >= self.target_flops_reduction - self.flops_tolerance:
+            raise ValueError(f"OCSPruner: {model_name} has one prunable channel group "
+                             f"({self.groups[0].key}), whose channels OCS cannot rank: the FLOPs-cost weight "
+                             f"of a single group is π = 1, so every score ŝ = s·(1 − π) is 0{skipped}")
+        if reachable >= self.target_flops_reduction - self.flops_tolerance:
+            return
+        why = [f"{len(self.groups)} channel group(s) are prunable, each keeping at least its floor "
+               f"(layer_prune_limit={self.layer_prune_limit})" if self.groups
+               else "no channel group is prunable"]
+        if self.ignored_layers:
+            shown_ignored = ", ".join(self.ignored_layers[:4])
+            why.append(f"{len(self.ignored_layers)} layer(s) are ignored ({shown_ignored}"
+                       f"{' ...' if len(self.ignored_layers) > 4 else ''})")
+        raise ValueError(f"OCSPruner: target_flops_reduction {self.target_flops_reduction} is out of reach "
+                         f"for {model_name}: at most {reachable:.4f} of its {self.dense_flops:,} MACs can be "
+                         f"removed, because {'; '.join(why)}{skipped}")
 
     @staticmethod
     def _channel_mask(group: ChannelGroup, unit_mask: torch.Tensor) -> torch.Tensor:
@@ -479,6 +548,13 @@ class OCSPruner(Pruner):
             masks, macs = self.select()
         else:
             masks, macs = self._masks, self._candidate_flops
+        if not any(bool(m.any()) for m in masks):
+            why = ""
+            if len(self.groups) == 1 and not bool(self.scores()[0].any()):
+                why = (f": the only prunable group ({self.groups[0].key}) scores every channel 0, since the "
+                       "FLOPs-cost weight of a single group is π = 1 and ŝ = s·(1 − π)")
+            raise RuntimeError(f"OCSPruner.prune: the selection removes no channel (a 0 % cut){why}; the "
+                               "model and the pruner are unchanged")
         failure = self._remove(masks, macs)
         if failure is not None:
             raise RuntimeError(f"OCSPruner.prune: {failure}; the model and the pruner are unchanged")
