@@ -14,18 +14,8 @@ from __future__ import annotations
 import argparse
 
 from snn_lats.cli.data import DATASETS, eval_split
-from snn_lats.cli.measure import (
-    UsageError,
-    build_model,
-    create,
-    json_object,
-    measure_command,
-    plot,
-    registry,
-    resolve_factory,
-    run,
-    unpruned_architecture,
-)
+from snn_lats.cli.factory import UsageError, create, json_object, registry, resolve_factory
+from snn_lats.cli.measure import build_model, measure_command, plot, run, unpruned_architecture
 from snn_lats.cli.measure import get_args_parser as _get_args_parser
 from snn_lats.metrics import MetricsReport
 

@@ -15,7 +15,9 @@ naming the new spelling. digits needs scikit-learn, the others torchvision, and 
 
 Any model: --model is PACKAGE.MODULE:FACTORY, a callable importable from sys.path (PYTHONPATH; ``python -m``
 puts the working directory there) that returns the nn.Module, called with --model-kwargs. A registry name
-(sew_resnet18, resnet50, ...) works inside the snn_lats repository, where the ``models`` package is.
+(sew_resnet18, resnet50, ...) works inside the snn_lats repository, where the ``models`` package is. Models on
+SpikingJelly's older clock_driven API (0.0.0.0.12-0.0.0.0.14) are measured as they are; a forward that returns
+a tuple, list or dict is read at its first tensor, or at --output INDEX|KEY.
 
 The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When
 it stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed; a
@@ -29,9 +31,6 @@ energy against the unpruned architecture.
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -41,85 +40,10 @@ from torch.utils.data import DataLoader
 
 from snn_lats.checkpoint import load_checkpoint, load_plain_weights, model_state_from_checkpoint
 from snn_lats.cli.data import DATASETS, EXTRA, MissingExtraError, eval_split, require
+from snn_lats.cli.factory import UsageError, create, json_object, output_selector, registry
 from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, MetricsReport, measure
 
 PROG = "snn-lats-measure"
-
-
-def registry():
-    """The repository's ``models`` package (the model registry), or None where it is not importable (an
-    installed snn_lats used outside the repository). Run from the repository's root, its folder is put on
-    sys.path (a console script's sys.path does not hold the working directory)."""
-    for attempt in range(2):
-        try:
-            module = importlib.import_module("models")
-        except ImportError:
-            module = None
-        if module is not None and hasattr(module, "list_models") and hasattr(module, "create_model"):
-            return module
-        cwd = os.getcwd()
-        if attempt or not (os.path.isfile(os.path.join(cwd, "models", "__init__.py"))
-                           and os.path.isdir(os.path.join(cwd, "snn_lats")) and cwd not in sys.path):
-            return None
-        sys.path.append(cwd)
-    return None
-
-
-class UsageError(ValueError):
-    """A problem with the command line or its files, reported as one line and exit code 2."""
-
-
-def json_object(text: str) -> dict:
-    """--model-kwargs: a JSON object, else argparse's own one-line error."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"T\": 4}}', got {text!r}")
-    return value
-
-
-def resolve_factory(name: str):
-    """``package.module:factory`` → the callable; a registry name → ``models.create_model`` for it."""
-    if ":" not in name:
-        models = registry()
-        if models is None:
-            raise UsageError(f"--model {name!r} is a registry name, available inside the snn_lats "
-                             "repository; installed, use PACKAGE.MODULE:FACTORY")
-        if name not in models.list_models():
-            raise UsageError(f"--model {name!r} is not a registry model ({', '.join(models.list_models())}) "
-                             "nor PACKAGE.MODULE:FACTORY")
-        return lambda structure=None, **kwargs: models.create_model(name, structure=structure, **kwargs)
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise UsageError(f"--model {name!r}: expected PACKAGE.MODULE:FACTORY, e.g. my_pkg.nets:build_csnn")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:  # also a module that fails to import one of its own dependencies
-        raise UsageError(f"--model {name!r}: cannot import {module_name!r}: {exc}") from None
-    factory = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise UsageError(f"--model {name!r}: module {module_name!r} has no attribute {attr!r}")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise UsageError(f"--model {name!r}: {attr!r} is a {type(factory).__name__}, not a callable")
-    return factory
-
-
-def create(name: str, kwargs: dict, structure: dict | None = None) -> torch.nn.Module:
-    factory = resolve_factory(name)
-    if structure is not None and ":" in name:
-        raise UsageError(f"the checkpoint is channel-pruned (it has a 'structure'), which only registry "
-                         f"models can rebuild; --model {name!r} is a factory")
-    try:
-        model = factory(**kwargs) if structure is None else factory(structure=structure, **kwargs)
-    except TypeError as exc:  # kwargs the factory does not take (or misses); its other errors are its own
-        raise UsageError(f"--model {name!r} with --model-kwargs {json.dumps(kwargs)}: {exc}") from None
-    if not isinstance(model, torch.nn.Module):
-        raise UsageError(f"--model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
 
 
 def build_model(checkpoint: dict, model_name: str | None, model_kwargs: dict | None) -> torch.nn.Module:
@@ -158,7 +82,7 @@ def run(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace, de
         else:
             batches = tqdm(loader, desc=desc, total=min(len(loader), args.max_batches or len(loader)))
     return measure(model, batches, e_ac_pj=args.e_ac, e_mac_pj=args.e_mac, per_channel=args.per_channel,
-                   max_batches=args.max_batches, reference=reference)
+                   max_batches=args.max_batches, reference=reference, output=args.output)
 
 
 def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[Path]:
@@ -186,7 +110,7 @@ def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[
             ax.set_yscale("log")
         ax.legend()
 
-    weighted = {n: r for n, r in syn.items() if r["type"] != "matmul"}  # spike matmuls hold no weight
+    weighted = {n: r for n, r in syn.items() if r["weights"]}  # spike matmuls, masks and sums hold none
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(weighted)), 4))
     bars(ax, list(weighted), [1 - r["weight_sparsity"] for r in weighted.values()], [1.0] * len(weighted),
          ("dense", "pruned"), "weight density")
@@ -234,6 +158,9 @@ def get_args_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help=f"{names}PACKAGE.MODULE:FACTORY for any model")
     parser.add_argument("--model-kwargs", type=json_object, default=None,
                         help="JSON object of the model's kwargs")
+    parser.add_argument("--output", type=output_selector, default=None,
+                        help="for a model whose forward returns a tuple, list or dict: the index or key of "
+                             "the logits (default: the first tensor)")
     parser.add_argument("--dense-checkpoint", type=Path, default=None,
                         help="a dense model to compare against")
     parser.add_argument("--data", default="digits",
