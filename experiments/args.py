@@ -12,13 +12,14 @@ import yaml
 import models
 from experiments.data import DATASETS
 from experiments.methods import METHODS
+from snn_lats.cli.factory import UsageError, is_factory, output_selector, resolve_factory
 from snn_lats.structured import REGULARIZERS
 
 OCS_REGULARIZERS = tuple(REGULARIZERS)
 # train.py option -> the builder keyword argument it sets, for the options a model declares
-# (models.model_info)
+# (models.model_info(NAME).options lists the keyword arguments); image_size comes from the data set
 MODEL_OPTIONS = {"T": "T", "neuron": "neuron_type", "cnf": "cnf", "stem": "stem",
-                 "width_multiplier": "width_multiplier", "image_size": "img_size"}
+                 "width_multiplier": "width_multiplier", "image_size": "image_size"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -44,8 +45,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-subset", type=int, default=None,
                    help="train on the first N samples (CPU-sized runs)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="sew_resnet18", help=f"one of {models.list_models()}; "
-                   "models.model_info(NAME).options says which of the next options it takes")
+    g.add_argument("--model", default="sew_resnet18", help=f"one of {models.list_models()} "
+                   "(models.model_info(NAME).options says which of the next options it takes), or your own "
+                   "model as PACKAGE.MODULE:FACTORY, a callable importable from the working directory or "
+                   "PYTHONPATH that returns the nn.Module, called with --model-kwargs")
     g.add_argument("--T", type=int, default=4, help="time steps (SNNs)")
     g.add_argument("--neuron", default="if", help="if | lif | plif (SNN ResNets and VGGs)")
     g.add_argument("--cnf", default="ADD", help="ADD | AND | IAND (SEW ResNets)")
@@ -55,6 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--model-kwargs", default=None, metavar="JSON",
                    help='architecture options as a JSON object, e.g. \'{"embed_dims": 64, "depths": 2}\' '
                         "(models.model_info(NAME).arch_kwargs lists them)")
+    g.add_argument("--output", type=output_selector, default=None, metavar="INDEX|KEY",
+                   help="for a model whose forward returns a tuple, list or dict: where the logits are "
+                        "(default: its first tensor)")
     g.add_argument("--fused-neurons", action="store_true", help="swap in snn_lats's fused LIF/IF/PLIF nodes")
     g = p.add_argument_group("pruning")
     g.add_argument("--method", default="s-lats", help=f"one of {tuple(METHODS)}")
@@ -133,12 +139,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if pre.config:
         parser.set_defaults(**read_config(parser, pre.config))
     args = parser.parse_args(argv)
-    if args.model in models.list_models():
+    if is_factory(args.model):
+        check_factory_model(parser, args)
+    elif args.model in models.list_models():
         check_model_options(parser, args)
     checks = [
         (args.data in DATASETS, f"--data must be one of {DATASETS}, got {args.data!r}"),
-        (args.model in models.list_models(),
-         f"--model must be one of {models.list_models()}, got {args.model!r}"),
+        (is_factory(args.model) or args.model in models.list_models(),
+         f"--model must be one of {models.list_models()} or PACKAGE.MODULE:FACTORY, got {args.model!r}"),
         (args.method in METHODS, f"--method must be one of {tuple(METHODS)}, got {args.method!r}"),
         (args.batch_size > 0, f"--batch-size must be > 0, got {args.batch_size}"),
         (args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
@@ -241,12 +249,28 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
     becomes a dict of the model's architecture options."""
     info = models.model_info(args.model)
     defaults = get_args_parser()  # without the config's defaults
-    for option in MODEL_OPTIONS:
-        if option != "image_size" and option not in info.options \
+    flags = {kwarg: option for option, kwarg in MODEL_OPTIONS.items()}
+    for option, kwarg in MODEL_OPTIONS.items():
+        if option != "image_size" and kwarg not in info.options \
                 and getattr(args, option) != defaults.get_default(option):
-            takes = [o for o in info.options if o != "image_size"] or "none of --T/--neuron/--cnf/--stem/..."
+            takes = [f"--{flags[o].replace('_', '-')}" for o in info.options if o != "image_size"] \
+                or "none of --T/--neuron/--cnf/--stem/..."
             parser.error(f"--{option.replace('_', '-')} does not apply to --model {args.model} "
                          f"(it takes {takes})")
+    kwargs = model_kwargs_object(parser, args)
+    for key in kwargs or {}:
+        flag = next((o for o, k in MODEL_OPTIONS.items() if k == key and k in info.options), None)
+        if flag is not None:
+            where = "the data set" if flag == "image_size" else f"--{flag.replace('_', '-')}"
+            parser.error(f"--model-kwargs {key!r}: set by {where}, not by --model-kwargs")
+        if key not in info.arch_kwargs:
+            parser.error(f"--model-kwargs {key!r} is not an architecture option of {args.model}; it takes "
+                         f"{list(info.arch_kwargs)}")
+    args.model_kwargs = kwargs
+
+
+def model_kwargs_object(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict | None:
+    """--model-kwargs as a dict (the command line's JSON text, or a config file's mapping)."""
     kwargs = args.model_kwargs
     if isinstance(kwargs, str):
         try:
@@ -255,15 +279,22 @@ def check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespac
             parser.error(f"--model-kwargs must be a JSON object, e.g. '{{\"depths\": 2}}': {e}")
     if kwargs is not None and not isinstance(kwargs, dict):
         parser.error(f"--model-kwargs must be a JSON object (a mapping), got {args.model_kwargs!r}")
-    for key in kwargs or {}:
-        flag = next((o for o, k in MODEL_OPTIONS.items() if k == key and o in info.options), None)
-        if flag is not None:
-            where = "the data set" if flag == "image_size" else f"--{flag.replace('_', '-')}"
-            parser.error(f"--model-kwargs {key!r}: set by {where}, not by --model-kwargs")
-        if key not in info.arch_kwargs:
-            parser.error(f"--model-kwargs {key!r} is not an architecture option of {args.model}; it takes "
-                         f"{list(info.arch_kwargs)}")
-    args.model_kwargs = kwargs
+    return kwargs
+
+
+def check_factory_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--model PACKAGE.MODULE:FACTORY: importable and callable now (a one-line error, not a traceback after
+    the data loaded); the registry's options do not reach it (its own go in --model-kwargs)."""
+    defaults = get_args_parser()
+    for option in MODEL_OPTIONS:
+        if option != "image_size" and getattr(args, option) != defaults.get_default(option):
+            parser.error(f"--{option.replace('_', '-')} does not apply to --model {args.model}: a factory "
+                         "takes its own options in --model-kwargs")
+    try:
+        resolve_factory(args.model)
+    except UsageError as exc:
+        parser.error(str(exc))
+    args.model_kwargs = model_kwargs_object(parser, args)
 
 
 def check_device(parser: argparse.ArgumentParser, device: str) -> None:

@@ -17,6 +17,7 @@ import torch
 import models
 import snn_lats
 from snn_lats import Pruner
+from snn_lats.cli.factory import is_factory
 from snn_lats.structured import OCSPruner
 
 # log.csv columns a pruner's log_dict() may fill, and how the epoch line shows each:
@@ -223,11 +224,20 @@ def build_ltp(ctx: RunContext) -> snn_lats.LearnedThresholdPruner:
                                            ignored_layers=ctx.ignored_layers)
 
 
+def model_time_steps(args, model) -> int:
+    """T of a registry SNN (1 for an ANN); a PACKAGE.MODULE:FACTORY model's integer attribute ``T`` if it has
+    one, else 1."""
+    if is_factory(args.model):
+        steps = getattr(model, "T", 1)
+        return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 1
+    return args.T if models.model_info(args.model).snn else 1
+
+
 def build_ocs(ctx: RunContext) -> OCSPruner:
     """OCSPruner with the --ocs-* settings. For SNNs the example's MACs are summed over T, so the FLOPs-cost
     softmax is scaled by T to weigh groups as the reference does for one ANN forward."""
     args = ctx.args
-    time_steps = args.T if models.model_info(args.model).snn else 1
+    time_steps = model_time_steps(args, ctx.model)
     return OCSPruner(ctx.model, ctx.example, args.target_flops_reduction, ignored_layers=ctx.ignored_layers,
                      layer_prune_limit=args.ocs_layer_prune_limit,
                      monitor_start_epoch=args.ocs_monitor_start_epoch,
@@ -235,7 +245,7 @@ def build_ocs(ctx: RunContext) -> OCSPruner:
                      reg_delta=args.ocs_reg_delta, reg_interval=args.ocs_reg_interval,
                      stability_threshold=args.ocs_stability_threshold,
                      prune_epoch_cap=args.ocs_prune_epoch_cap, regularizer=args.ocs_regularizer,
-                     optimizer=ctx.optimizer, cost_temperature=1e6 * time_steps)
+                     optimizer=ctx.optimizer, cost_temperature=1e6 * time_steps, output=args.output)
 
 
 def build_ocs_then_lats(ctx: RunContext) -> RunPruners:

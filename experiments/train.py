@@ -1,5 +1,6 @@
 """Train, and prune while training: any registry model (SEW ResNets, ResNet-50, MobileNet-V1, the
-SpikingJelly zoo), on one CPU or many GPUs.
+SpikingJelly zoo) or your own (``--model PACKAGE.MODULE:FACTORY --model-kwargs '{...}'``, SpikingJelly's
+clock_driven API and tuple outputs included), on one CPU or many GPUs.
 
     python -m experiments.train -c experiments/configs/demo_digits.yaml                    # CPU, ~1 minute
     torchrun --nproc_per_node 8 -m experiments.train -c experiments/configs/sew_resnet18_imagenet_lats.yaml \\
@@ -37,7 +38,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from spikingjelly.activation_based import functional
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 import models
@@ -46,6 +46,7 @@ from experiments import utils
 from experiments.args import MODEL_OPTIONS, get_args_parser, parse_args  # noqa: F401 (the script's CLI)
 from experiments.data import build_datasets, data_flags
 from experiments.methods import Method, RunContext, RunPruners, build_pruners, epoch_figures, get_method
+from snn_lats import spiking
 from snn_lats.checkpoint import (
     export_dense,
     load_checkpoint,
@@ -53,11 +54,14 @@ from snn_lats.checkpoint import (
     model_state_from_checkpoint,
     save_checkpoint,
 )
+from snn_lats.cli import factory
 from snn_lats.metrics import new_batch, recording_firing
+from snn_lats.outputs import select_output
 from snn_lats.sparsity import weight_sizes
 from snn_lats.structured import count_macs, structure_spec
+from snn_lats.structured.flops import layer_geometry
 
-# the image size of each data set, for models that are built for one (the transformers' img_size)
+# the image size of each data set, for models that are built for one (the transformers' image_size)
 IMAGE_SIZES = {"digits": (8, 8), "fashion-mnist": (28, 28), "cifar10": (32, 32), "cifar100": (32, 32),
                "imagenet": (224, 224)}
 
@@ -83,8 +87,13 @@ def main(argv: list[str] | None = None) -> dict:
     kwargs = model_kwargs(args, num_classes, in_channels, tuple(val_set[0][0].shape[-2:]))
     model = build_model(args, kwargs, structure, pretrained, world, device, say)
     example = val_set[0][0].unsqueeze(0).to(device)  # one sample (no augmentation, no RNG): MACs, OCS tracing
+    if factory.is_factory(args.model):
+        check_logits(args, model, example, num_classes)
     optimizer = build_optimizer(args, model)
     ctx = run_context(args, model, optimizer, steps_per_epoch, example, resume)
+    if factory.is_factory(args.model) and args.ignored_layers is None and ctx.ignored_layers:
+        say(f"--ignored-layers defaults to {ctx.ignored_layers}, the last layer {args.model} runs (the "
+            "classifier, which SNN pruning leaves dense); pass --ignored-layers to choose")
     run = Run(args, method, out, rank, world, device, ctx, kwargs, thin=structure is not None)
     if structure is not None or method.structured:  # sparsity and MACs against the dense model
         run.dense_sizes, run.dense_macs = dense_reference(args, kwargs, ctx.ignored_layers, example, device)
@@ -136,7 +145,7 @@ def fit(run: Run, train_set, val_set, say) -> dict:
             remove_channels(run, epoch, val_loader, figures, say)
         else:
             run.pruners.epoch_end(epoch)
-        metrics = evaluate(model, val_loader, run.device)
+        metrics = evaluate(model, val_loader, run.device, args.output)
         report = weight_report(run.pruners, model, ctx.ignored_layers, run.dense_sizes)
         logged = {**figures, **run.pruners.log_dict()}  # a follow-up pruner's figures start at the removal
         row = epoch_row(epoch, train_loss, metrics, report.sparsity if report else 0.0, logged, run.macs,
@@ -180,7 +189,7 @@ def remove_channels(run: Run, epoch: int, val_loader, figures: dict, say) -> Non
     """The pruners' epoch end removes channels: a new optimizer on the same LR schedule, the method's
     follow-up pruner, DDP around the thin model; prints the MACs and the accuracy just before."""
     model, args = run.ctx.model, run.args
-    before = evaluate(model, val_loader, run.device)["acc1"]
+    before = evaluate(model, val_loader, run.device, args.output)["acc1"]
     run.pruners.epoch_end(epoch)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -256,7 +265,8 @@ def train_one_epoch(run: Run, loader, progress: utils.Progress):
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = F.cross_entropy(model(x), y, label_smoothing=args.label_smoothing)
+            logits = select_output(model(x), args.output)
+            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
         if (term := pruners.regularization()) is not None:  # LTP's L0 term, in float32
             loss = loss + term
         optimizer.zero_grad(set_to_none=True)
@@ -265,7 +275,7 @@ def train_one_epoch(run: Run, loader, progress: utils.Progress):
         pruners.regularize()
         scaler.step(optimizer)
         scaler.update()
-        functional.reset_net(model)
+        spiking.reset_state(model)  # SpikingJelly's state of either namespace, without reset_net's log lines
         figures = {"lr": optimizer.param_groups[0]["lr"], **pruners.log_dict()}  # the step's LR, d after it
         if args.sched_interval == "step":
             lr_scheduler.step()
@@ -283,15 +293,16 @@ def train_one_epoch(run: Run, loader, progress: utils.Progress):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device) -> dict:
-    """Loss, top-1/top-5 and the firing rate over every neuron and per neuron layer, summed over ranks."""
+def evaluate(model, loader, device, output=None) -> dict:
+    """Loss, top-1/top-5 and the firing rate over every neuron and per neuron layer, summed over ranks.
+    ``output`` selects the logits of a tuple/list/dict output (snn_lats.outputs.select_output)."""
     model.eval()
     loss = top1 = top5 = n = 0.0
     with recording_firing(model) as neurons:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            out = model(x)
-            functional.reset_net(model)
+            out = select_output(model(x), output)
+            spiking.reset_state(model)
             new_batch(neurons)
             loss += F.cross_entropy(out, y, reduction="sum").item()
             top = out.topk(min(5, out.shape[1]), dim=1).indices
@@ -314,29 +325,38 @@ def evaluate(model, loader, device) -> dict:
 def model_kwargs(args, num_classes: int, in_channels: int, image_size: tuple[int, int] | None = None) -> dict:
     """The keyword arguments of models.create_model, from the options the model declares (models.model_info)
     and --model-kwargs; stored in checkpoints so tools can rebuild the model. ``image_size`` (H, W) defaults
-    to the data set's."""
+    to the data set's. A PACKAGE.MODULE:FACTORY model gets exactly --model-kwargs."""
+    if factory.is_factory(args.model):
+        return dict(args.model_kwargs or {})
     info = models.model_info(args.model)
     values = {"T": args.T, "neuron": args.neuron, "cnf": args.cnf, "width_multiplier": args.width_multiplier,
               "stem": args.stem or ("imagenet" if args.data == "imagenet" else "cifar"),
               "image_size": list(image_size or IMAGE_SIZES[args.data])}
     kwargs = dict(num_classes=num_classes, in_channels=in_channels)
-    kwargs.update({MODEL_OPTIONS[o]: values[o] for o in info.options})
+    kwargs.update({kwarg: values[o] for o, kwarg in MODEL_OPTIONS.items() if kwarg in info.options})
     kwargs.update(args.model_kwargs or {})
     return kwargs
 
 
-def ignored_layers(args) -> list[str]:
-    """--ignored-layers; by default the classifier of SNNs (models.model_info(NAME).classifier),
-    none for ANNs."""
+def ignored_layers(args, model=None, example=None) -> list[str]:
+    """--ignored-layers; by default the classifier of SNNs (models.model_info(NAME).classifier), none for
+    ANNs. For a PACKAGE.MODULE:FACTORY model, the classifier of a spiking one is the last conv/linear layer
+    its forward of ``example`` runs."""
     if args.ignored_layers is not None:
         return args.ignored_layers
+    if factory.is_factory(args.model):
+        if model is None or example is None or not spiking.is_spiking(model):
+            return []
+        _, order, _ = layer_geometry(model, example)
+        return order[-1:]
     info = models.model_info(args.model)
     return [info.classifier] if info.snn else []
 
 
 def run_context(args, model, optimizer, steps_per_epoch: int, example=None, resume=None) -> RunContext:
     """What the method's builders see (experiments.methods); the LR scheduler is built on first use."""
-    return RunContext(args, model, optimizer, steps_per_epoch, example, ignored_layers(args), resume=resume,
+    return RunContext(args, model, optimizer, steps_per_epoch, example, ignored_layers(args, model, example),
+                      resume=resume,
                       make_lr_scheduler=lambda: build_lr_scheduler(args, optimizer, steps_per_epoch))
 
 
@@ -354,7 +374,7 @@ def training_data(args, world: int):
 def build_model(args, kwargs: dict, structure: dict | None, pretrained, world: int, device, say):
     """The model on its device: thin when ``structure`` is given, with --pretrained weights loaded before any
     pruner (LTP's threshold unit and LATS's θ follow them), fused neurons and SyncBatchNorm if asked."""
-    model = models.create_model(args.model, structure=structure, **kwargs)
+    model = create_model(args, kwargs, structure)
     if pretrained is not None:
         load_plain_weights(model, model_state_from_checkpoint(pretrained))
         say(f"initialized from {args.pretrained}" + (" (channel-pruned structure)" if structure else ""))
@@ -366,10 +386,35 @@ def build_model(args, kwargs: dict, structure: dict | None, pretrained, world: i
     return model
 
 
+def create_model(args, kwargs: dict, structure: dict | None = None) -> torch.nn.Module:
+    """The registry model --model names, or the user's PACKAGE.MODULE:FACTORY model (snn_lats.cli.factory)."""
+    if factory.is_factory(args.model):
+        return factory.create(args.model, kwargs, structure)
+    return models.create_model(args.model, structure=structure, **kwargs)
+
+
+def check_logits(args, model, example, num_classes: int) -> None:
+    """A user's model must give [batch, num_classes] logits (averaged over T inside), else a clear error now
+    rather than a shape error inside cross_entropy."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = select_output(model(example), args.output)
+    finally:
+        spiking.reset_state(model)
+        model.train(was_training)
+    if tuple(logits.shape) != (example.shape[0], num_classes):
+        raise factory.UsageError(
+            f"--model {args.model} gives logits of shape {tuple(logits.shape)} for an input of shape "
+            f"{tuple(example.shape)}; train.py needs [batch, {num_classes}] for --data {args.data} (average "
+            "over T inside the model, or pick the logits of a tuple output with --output)")
+
+
 def dense_reference(args, kwargs: dict, ignored: list[str], example, device) -> tuple[dict, int]:
     """Per-layer weight counts and MACs of the unpruned architecture."""
     with torch.random.fork_rng(devices=[]):  # the reference model's init leaves the run's RNG streams alone
-        dense = models.create_model(args.model, **kwargs).to(device)
+        dense = create_model(args, kwargs).to(device)
     return weight_sizes(dense, ignored_layers=ignored), count_macs(dense, example)
 
 
@@ -514,8 +559,9 @@ def final_lines(args, method, row: dict, summary: dict, lambdas: list, out: Path
     if method.structured:
         figures += f"  MACs -{row['flops_reduction']:.2%}" + (
             f" (pruned after epoch {summary['prune_epoch']})" if summary["prune_epoch"] else " (not pruned)")
+    output = [] if args.output is None else ["--output", str(args.output)]
     measure = shlex.join(["python", "-m", "experiments.benchmark_sparsity", "--checkpoint",
-                          str(out / "checkpoint_best.pth"), *data_flags(args.data, args.data_path)])
+                          str(out / "checkpoint_best.pth"), *data_flags(args.data, args.data_path), *output])
     return (f"\nfinal: Acc@1 {row['acc1']:.2f} (best {summary['best_acc1']:.2f})  weight sparsity "
             f"{row['sparsity']:.4f}{figures}  | {out / 'summary.json'}\nspike-level sparsity: {measure}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,10 +15,12 @@ from torch import nn
 
 from snn_lats._checks import check_int
 
-# The options experiments.train can pass to a builder (each is a builder keyword argument of the same name,
-# except
-# "neuron" -> neuron_type and "image_size" -> img_size); num_classes and in_channels come from the data set.
-TRAIN_OPTIONS = ("T", "neuron", "cnf", "stem", "width_multiplier", "image_size")
+# The options experiments.train can pass to a builder, each a keyword argument of the builder by the same name
+# (train.py's --neuron sets neuron_type, and the data set sets image_size); num_classes and in_channels come
+# from the data set.
+TRAIN_OPTIONS = ("T", "neuron_type", "cnf", "stem", "width_multiplier", "image_size")
+# keyword arguments renamed since, as saved checkpoints may still spell them (model_kwargs)
+_RENAMED = {"img_size": "image_size", "neuron": "neuron_type"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,8 @@ class ModelInfo:
     - ``snn``: a spiking network with ``T`` time steps (direct encoding, logits averaged over T: ``[B,
       classes]``); call ``spikingjelly.activation_based.functional.reset_net`` after every batch.
     - ``classifier``: the module name of its classifier, the default ``--ignored-layers`` of SNNs.
-    - ``options``: the train.py options (of ``TRAIN_OPTIONS``) it takes.
+    - ``options``: the keyword arguments of ``TRAIN_OPTIONS`` its builder takes (train.py sets them from its
+      flags and the data set; ``create_model(name, neuron_type="lif")`` takes them by these names).
     - ``arch_kwargs``: further architecture keyword arguments, settable with train.py's ``--model-kwargs``.
     - ``family``: where it comes from (e.g. ``spikingjelly.activation_based.model.spikformer``).
 
@@ -51,8 +55,7 @@ class ModelInfo:
     @property
     def accepted_kwargs(self) -> tuple[str, ...]:
         """Every keyword argument of its builder."""
-        renamed = {"neuron": "neuron_type", "image_size": "img_size"}
-        return ("num_classes", "in_channels", *(renamed.get(o, o) for o in self.options), *self.arch_kwargs)
+        return ("num_classes", "in_channels", *self.options, *self.arch_kwargs)
 
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -95,6 +98,11 @@ def create_model(name: str, structure: dict | None = None, **kwargs) -> nn.Modul
     """Build a registered model; ``structure`` (from ``snn_lats.structured.structure_spec``) rebuilds the
     channel widths of a pruned model on it, so the pruned state_dict loads strictly."""
     _check_name(name)
+    for old, new in _RENAMED.items():
+        if old in kwargs and new not in kwargs:  # a checkpoint's model_kwargs from before the rename
+            warnings.warn(f"create_model({name!r}): {old}= is spelled {new}= now", FutureWarning,
+                          stacklevel=2)
+            kwargs[new] = kwargs.pop(old)
     for key in ("num_classes", "in_channels"):  # every builder takes them; a 0 would build empty layers
         if key in kwargs:
             kwargs[key] = check_int(key, kwargs[key], minimum=1)

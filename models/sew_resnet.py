@@ -60,7 +60,7 @@ def _build(
     )
 
 
-_INFO = dict(snn=True, classifier="fc", options=("T", "neuron", "cnf", "stem", "width_multiplier"),
+_INFO = dict(snn=True, classifier="fc", options=("T", "neuron_type", "cnf", "stem", "width_multiplier"),
              arch_kwargs=NEURON_KWARGS,
              family="spikingjelly.activation_based.model.sew_resnet")
 

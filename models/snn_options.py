@@ -25,12 +25,13 @@ def check_T(T) -> None:  # noqa: N802
         raise ValueError(f"T must be an int > 0, got {T!r}")
 
 
-def image_hw(img_size) -> tuple[int, int]:
-    """``img_size`` as (H, W): an int or a pair of ints >= 1."""
-    pair = (img_size, img_size) if isinstance(img_size, int) and not isinstance(img_size, bool) else img_size
+def image_hw(image_size) -> tuple[int, int]:
+    """``image_size`` as (H, W): an int or a pair of ints >= 1."""
+    single = isinstance(image_size, int) and not isinstance(image_size, bool)
+    pair = (image_size, image_size) if single else image_size
     if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
             isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f"img_size must be an int >= 1 or a pair (H, W) of them, got {img_size!r}")
+        raise ValueError(f"image_size must be an int >= 1 or a pair (H, W) of them, got {image_size!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -54,7 +55,8 @@ def check_time_input(x: torch.Tensor, T: int, in_channels: int,  # noqa: N803
         raise ValueError(f"input has {x.shape[-3]} channels but the model was built with "
                          f"in_channels={in_channels}")
     if hw is not None and tuple(x.shape[-2:]) != tuple(hw):
-        raise ValueError(f"input is {tuple(x.shape[-2:])} (H, W) but the model was built with img_size={hw}")
+        raise ValueError(f"input is {tuple(x.shape[-2:])} (H, W) but the model was built with "
+                         f"image_size={hw}")
 
 
 def zoo_module(name: str) -> ModuleType:

@@ -42,7 +42,7 @@ def _build(block, layers, *, T: int = 4, neuron_type: str = "if", num_classes: i
                                    **neuron_kwargs)
 
 
-_INFO = dict(snn=True, classifier="fc", options=("T", "neuron", "stem", "width_multiplier"),
+_INFO = dict(snn=True, classifier="fc", options=("T", "neuron_type", "stem", "width_multiplier"),
              arch_kwargs=NEURON_KWARGS, family=FAMILY)
 
 

@@ -74,7 +74,7 @@ def _build(cfg_key: str, batch_norm: bool, *, T: int = 4, neuron_type: str = "if
                                 spiking_neuron=spiking_neuron, **neuron_kwargs)
 
 
-_INFO = dict(snn=True, classifier="classifier.6", options=("T", "neuron", "width_multiplier"),
+_INFO = dict(snn=True, classifier="classifier.6", options=("T", "neuron_type", "width_multiplier"),
              arch_kwargs=("ceil_mode", "pool_size", "classifier_width", *NEURON_KWARGS), family=FAMILY)
 
 

@@ -78,17 +78,32 @@ def resolve_factory(name: str):
     return factory
 
 
+def is_factory(name: str) -> bool:
+    """``PACKAGE.MODULE:FACTORY`` (a user's model), not a registry name."""
+    return ":" in name
+
+
 def create(name: str, kwargs: dict, structure: dict | None = None) -> torch.nn.Module:
+    """The model ``name`` builds with ``kwargs``; a channel-pruned ``structure`` (OCS) is applied to it, so a
+    thin checkpoint loads strictly (registry models and factories alike)."""
     factory = resolve_factory(name)
-    if structure is not None and ":" in name:
-        raise UsageError(f"the checkpoint is channel-pruned (it has a 'structure'), which only registry "
-                         f"models can rebuild; --model {name!r} is a factory")
     try:
-        model = factory(**kwargs) if structure is None else factory(structure=structure, **kwargs)
+        if structure is not None and not is_factory(name):  # the registry applies it itself
+            model = factory(structure=structure, **kwargs)
+        else:
+            model = factory(**kwargs)
     except TypeError as exc:  # kwargs the factory does not take (or misses); its other errors are its own
         raise UsageError(f"--model {name!r} with --model-kwargs {json.dumps(kwargs)}: {exc}") from None
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"--model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    if structure is not None and is_factory(name):
+        from snn_lats.structured.spec import apply_structure
+
+        try:
+            apply_structure(model, structure)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UsageError(f"--model {name!r}: the checkpoint's channel structure does not fit the model "
+                             f"it builds: {exc}") from None
     return model
 
 

@@ -21,7 +21,7 @@ a tuple, list or dict is read at its first tensor, or at --output INDEX|KEY.
 
 The checkpoint may be a training checkpoint (model under "model"), a prepared or a squashed state_dict. When
 it stores "model_name" and "model_kwargs" (as the training pipeline's checkpoints do) --model is not needed; a
-channel-pruned model's "structure" rebuilds its widths (registry models only). A bad import path, a missing
+channel-pruned model's "structure" rebuilds its widths. A bad import path, a missing
 factory, kwargs the factory does not take, or a checkpoint that does not fit the model is a one-line error
 (exit code 2). Prints a per-layer table and writes sparsity.json, sparsity.csv and plots (per-layer weight
 density, firing rate and operations, pruned against dense) into --out. --dense-checkpoint adds a dense model's

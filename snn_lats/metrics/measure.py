@@ -218,6 +218,8 @@ def measure(
                 if x.dim() <= dim:
                     raise ValueError(f"sample_dim {dim} is out of range for an input of shape "
                                      f"{tuple(x.shape)}")
+                for c in synapses.values():
+                    c.batch_samples = x.shape[dim]
                 out = model(x)
                 if stateful:
                     spiking.reset_state(model)

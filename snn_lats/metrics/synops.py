@@ -97,6 +97,7 @@ class SynapseCounter:
     kind: str | None = None
     calls: int = field(default=0)
     executed_dense_macs: int = 0  # weights x output positions over every call (all time steps): for coverage
+    batch_samples: int | None = None  # the model input's sample count, set by measure before each batch
 
     @classmethod
     @torch.no_grad()
@@ -116,8 +117,12 @@ class SynapseCounter:
     @torch.no_grad()
     def update(self, x: torch.Tensor, out: torch.Tensor) -> None:
         m = self.module
-        time_steps = x.shape[0] if is_multi_step(m) else 1
-        samples = x.shape[1] if is_multi_step(m) else x.shape[0]
+        if is_multi_step(m):
+            time_steps, samples = x.shape[0], x.shape[1]
+        elif self._time_major(x):  # [T, B, ...] into a plain layer (a clock_driven model's head)
+            time_steps, samples = x.shape[0], x.shape[1]
+        else:  # [B, ...], or [T*B, ...] flattened: each row one image of one time step
+            time_steps, samples = 1, x.shape[0]
         conv = isinstance(m, CONV_TYPES)
         if conv:
             dims = m.weight.dim() - 2  # spatial dimensions
@@ -140,6 +145,13 @@ class SynapseCounter:
             self.sops += float((self._unfolded(summed) * self.fanout).sum())
         else:
             self.sops += float((summed * self.fanout).sum())
+
+    def _time_major(self, x: torch.Tensor) -> bool:
+        """A plain linear layer's input laid out [T, B, ...]: its second dimension is the batch's sample count
+        and its first is not (SpikingJelly layers say so with step_mode; plain ones cannot)."""
+        b = self.batch_samples
+        return (b is not None and isinstance(self.module, nn.Linear) and x.dim() >= 3 and x.shape[1] == b
+                and x.shape[0] != b)
 
     def _unfolded(self, xbar: torch.Tensor) -> torch.Tensor:
         """U[c, k] = Σ_p xbar[c, p·stride + k·dilation − padding]; xbar [C, *spatial] is the batch sum."""

@@ -137,16 +137,15 @@ def single_step_mode(model: nn.Module):
     if not modes:
         yield
         return
-    from spikingjelly.activation_based import functional
-
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # set_step_mode's own work, without its per-module notes
         warnings.simplefilter("ignore")
-        functional.set_step_mode(model, "s")
-    functional.reset_net(model)
+        for module in modes:
+            module.step_mode = "s"
+    reset_spiking_state(model)
     try:
         yield
     finally:
-        functional.reset_net(model)
+        reset_spiking_state(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for module, mode in modes.items():
