@@ -19,6 +19,12 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import nn
+
+try:  # SpikingJelly 0.0.0.0.14: models written on clock_driven reset through its own reset_net
+    from spikingjelly.clock_driven import base as cd_base
+    from spikingjelly.clock_driven import functional as cd_functional
+except ImportError:
+    cd_base = cd_functional = None
 from torch.overrides import TorchFunctionMode
 
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -96,6 +102,14 @@ class _MatmulCounter(TorchFunctionMode):
             self.counts.mask_selected += sum(1 for v in out.detach().flatten().tolist() if v != 0)
 
 
+def reset(model: nn.Module) -> None:
+    """SpikingJelly's own reset_net of the namespace the model is written on."""
+    if cd_base is not None and any(isinstance(m, cd_base.MemoryModule) for m in model.modules()):
+        cd_functional.reset_net(model)
+    else:
+        functional.reset_net(model)
+
+
 @torch.no_grad()
 def brute_force_counts(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """``{"sops", "macs", "matmul_sops", "sum_sops", "mask_selected"}`` of one eval-mode forward of ``x``
@@ -142,13 +156,14 @@ def brute_force_counts(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
             handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     was_training = model.training
     model.eval()
+    reset(model)  # from a clean state, as measure starts
     try:
         with _MatmulCounter(counts):
             model(x)
     finally:
         for h in handles:
             h.remove()
-        functional.reset_net(model)
+        reset(model)
         model.train(was_training)
     return {"sops": counts.sops + counts.matmul_sops + counts.sum_sops, "macs": counts.macs,
             "matmul_sops": counts.matmul_sops, "sum_sops": counts.sum_sops,

@@ -10,9 +10,10 @@ docs/structured.md.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -46,15 +47,21 @@ def _to_device(obj: object, device: torch.device) -> object:
     return obj
 
 
-def _summarise(caught: list[warnings.WarningMessage], during: str) -> None:
-    """Warnings caught while tracing (torch-pruning repeats one per module) as one line per distinct text."""
+@contextlib.contextmanager
+def summarised_warnings(during: str) -> Iterator[None]:
+    """Warnings raised inside (torch-pruning warns once per traced node: "Maximum recursive depth reached!"
+    hundreds of times on a transformer) re-issued once per distinct first line, with their count; and
+    SpikingJelly's log lines held back likewise (snn_lats.spiking.spikingjelly_logs_summarised)."""
+    with spikingjelly_logs_summarised(during), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
     counts: dict[str, tuple[int, warnings.WarningMessage]] = {}
     for w in caught:
         text = str(w.message).splitlines()[0][:200]
         n, first = counts.get(text, (0, w))
         counts[text] = (n + 1, first)
     for text, (n, first) in counts.items():
-        warnings.warn(first.category(f"{text} (x{n} during {during})" if n > 1 else text), stacklevel=3)
+        warnings.warn(first.category(f"{text} (x{n} during {during})" if n > 1 else text), stacklevel=4)
 
 
 def _shapes(obj: object) -> object:
@@ -173,34 +180,9 @@ class OCSPruner(Pruner):
         example_inputs = self.example_inputs
         self.forward_fn = forward_fn
         output = check_output_selector("output", output)
-        with spikingjelly_logs_summarised("OCSPruner's graph tracing"), warnings.catch_warnings(record=True) \
-                as noise:
-            warnings.simplefilter("always")
-            info = build_channel_groups(model, example_inputs, ignored_layers=ignored_layers,
-                                        ignore_classifier=ignore_classifier, forward_fn=forward_fn,
-                                        trace_forward_fn=trace_forward_fn, trace_inputs=trace_inputs,
-                                        output=output)
-        _summarise(noise, "OCSPruner's graph tracing")
-        self.graph = info.graph
-        self.groups: list[ChannelGroup] = info.groups
-        self.classifier = info.classifier
-        self.ignored_layers = info.ignored
-        self._geometry = info.geometry
-        self._output_shapes = _shapes(info.output)
-        # {group root: why it is never pruned}: grouped convs that cannot keep equal groups, and groups whose
-        # removal breaks the forward or the MAC model (attention head splits torch-pruning cannot see).
-        self.skipped_groups: dict[str, str] = dict(info.skipped)
-        self.mac_model = ChannelMacModel(info.geometry, [g.couplings() for g in self.groups])
-        self.dense_flops = self.mac_model.macs([None] * len(self.groups))
-        self.keep_floor = self._floors()
-        self._drop_unprunable_groups()
-        # κ_g: MACs saved per removed channel when a group keeps only its last channel (B.4, cost.py).
-        kappa = []
-        for i, g in enumerate(self.groups):
-            removed = [None] * len(self.groups)
-            removed[i] = (torch.arange(g.units) < g.units - 1).repeat(g.tie)
-            kappa.append((self.dense_flops - self.mac_model.macs(removed)) / max(g.size - 1, 1))
-        self.flops_cost = flops_cost_softmax(kappa, self.cost_temperature)  # π_g
+        with summarised_warnings("OCSPruner's construction"):
+            self._build(model, example_inputs, ignored_layers, ignore_classifier, forward_fn,
+                        trace_forward_fn, trace_inputs, output)
         self._refuse_unreachable_target(type(model).__name__)
         if self.skipped_groups:
             shown = "; ".join(f"{k}: {v}" for k, v in list(self.skipped_groups.items())[:6])
@@ -224,6 +206,34 @@ class OCSPruner(Pruner):
         self._shrink_targets: list[tuple[torch.Tensor, int, torch.Tensor]] = []
         # root channels removed, per group of the dense model
         self._pruned_selection: list[list[int]] | None = None
+
+    def _build(self, model, example_inputs, ignored_layers, ignore_classifier, forward_fn, trace_forward_fn,
+               trace_inputs, output) -> None:
+        """The channel groups, the MAC model, the floors and the FLOPs-cost weights (changes no weight)."""
+        info = build_channel_groups(model, example_inputs, ignored_layers=ignored_layers,
+                                    ignore_classifier=ignore_classifier, forward_fn=forward_fn,
+                                    trace_forward_fn=trace_forward_fn, trace_inputs=trace_inputs,
+                                    output=output)
+        self.graph = info.graph
+        self.groups: list[ChannelGroup] = info.groups
+        self.classifier = info.classifier
+        self.ignored_layers = info.ignored
+        self._geometry = info.geometry
+        self._output_shapes = _shapes(info.output)
+        # {group root: why it is never pruned}: grouped convs that cannot keep equal groups, and groups whose
+        # removal breaks the forward or the MAC model (attention head splits torch-pruning cannot see).
+        self.skipped_groups: dict[str, str] = dict(info.skipped)
+        self.mac_model = ChannelMacModel(info.geometry, [g.couplings() for g in self.groups])
+        self.dense_flops = self.mac_model.macs([None] * len(self.groups))
+        self.keep_floor = self._floors()
+        self._drop_unprunable_groups()
+        # κ_g: MACs saved per removed channel when a group keeps only its last channel (B.4, cost.py).
+        kappa = []
+        for i, g in enumerate(self.groups):
+            removed = [None] * len(self.groups)
+            removed[i] = (torch.arange(g.units) < g.units - 1).repeat(g.tie)
+            kappa.append((self.dense_flops - self.mac_model.macs(removed)) / max(g.size - 1, 1))
+        self.flops_cost = flops_cost_softmax(kappa, self.cost_temperature)  # π_g
 
     # ------------------------------------------------------------------------------------------- selection
     def scores(self) -> list[torch.Tensor]:
@@ -555,7 +565,8 @@ class OCSPruner(Pruner):
                        "FLOPs-cost weight of a single group is π = 1 and ŝ = s·(1 − π)")
             raise RuntimeError(f"OCSPruner.prune: the selection removes no channel (a 0 % cut){why}; the "
                                "model and the pruner are unchanged")
-        failure = self._remove(masks, macs)
+        with summarised_warnings("OCSPruner.prune"):
+            failure = self._remove(masks, macs)
         if failure is not None:
             raise RuntimeError(f"OCSPruner.prune: {failure}; the model and the pruner are unchanged")
         self._masks, self._candidate_flops = masks, macs
