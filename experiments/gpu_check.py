@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -153,22 +154,26 @@ def step_env(site: Path | None, base: dict[str, str] | None = None) -> dict[str,
 
 def run_step(step: Step, cwd: Path = ROOT, env: dict[str, str] | None = None,
              timeout_s: float | None = None) -> StepResult:
-    """Run one step under ``timeout_s`` (default: its own), recording its end, never raising for it."""
+    """Run one step under ``timeout_s`` (default: its own), recording its end, never raising for it. The step
+    gets its own process group, all of which is killed at the timeout (torchrun's workers too)."""
     command = " ".join(step.argv)
     timeout_s = step.timeout_s if timeout_s is None else timeout_s
     start = time.perf_counter()
     try:
-        proc = subprocess.run(step.argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as e:
-        out = "".join(v.decode(errors="replace") if isinstance(v, bytes) else (v or "")
-                      for v in (e.stdout, e.stderr))
-        return StepResult(step.name, command, "timeout", time.perf_counter() - start,
-                          output_tail=f"timed out after {timeout_s:.0f} s\n{out[-3000:]}")
+        proc = subprocess.Popen(step.argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", process_group=0)
     except OSError as e:  # e.g. the interpreter is missing
         return StepResult(step.name, command, "failed", time.perf_counter() - start,
                           output_tail=f"could not start: {e}")
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return StepResult(step.name, command, "timeout", time.perf_counter() - start,
+                          output_tail=f"timed out after {timeout_s:.0f} s\n{out[-3000:]}")
     result = StepResult(step.name, command, "ok" if proc.returncode == 0 else "failed",
-                        time.perf_counter() - start, proc.returncode, (proc.stdout + proc.stderr)[-3000:])
+                        time.perf_counter() - start, proc.returncode, out[-3000:])
     if step.json_out and proc.returncode == 0:
         try:
             result.rows = json.loads((cwd / step.json_out).read_text())

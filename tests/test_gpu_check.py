@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -241,6 +244,28 @@ def test_run_step_records_failure_and_timeout(tmp_path):
     missing = gpu_check.run_step(gpu_check.Step("missing", [str(tmp_path / "no-python")], 30), tmp_path)
     assert (ok.status, bad.status, bad.returncode, slow.status) == ("ok", "failed", 3, "timeout")
     assert missing.status == "failed" and "could not start" in missing.output_tail
+
+
+def test_a_timed_out_step_takes_its_children_with_it(tmp_path):
+    # the child lets go of the output pipe, as a daemonized worker would: only killing the group ends it
+    code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; "
+            "time.sleep(120)'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+            "open('child', 'w').write(str(c.pid)); print('started', flush=True); time.sleep(120)")
+    result = gpu_check.run_step(gpu_check.Step("spawns", [sys.executable, "-c", code], 30), tmp_path,
+                                timeout_s=5)
+    assert result.status == "timeout" and "started" in result.output_tail
+    pid = int((tmp_path / "child").read_text())
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        for _ in range(100):  # killed: a zombie until reaped, then gone
+            if not stat.exists() or stat.read_text().split(") ")[1].startswith(("Z", "X")):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the step's child outlived its timeout")
+    finally:
+        if stat.exists():
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_steps_stop_starting_when_the_budget_is_spent(tmp_path):
