@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 LEGACY_SJ := $(VENV)/sj-legacy
 
-.PHONY: install demo test lint bench gpu-check clean
+.PHONY: install demo test lint bench gpu-wheels gpu-offline-check gpu-check clean
 
 # The tested environment: pyproject.toml's ranges, pinned by constraints.txt. Re-installs when either changes.
 $(STAMP): pyproject.toml constraints.txt
@@ -32,10 +32,24 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m experiments.bench_overhead
 
-# On a CUDA machine (<= 8 minutes): GPU tests, benchmarks, AMP training and DDP smoke -> docs/gpu_report.md.
-# Without CUDA it exits 2 before doing anything. See docs/gpu_check.md.
+# The GPU machine (docs/gpu_check.md) has no network and no .venv; its python3 (3.12) lacks SpikingJelly and
+# torch-pruning. Here, with PyPI: download their wheels (and their needs the image lacks) into .whl/, checked.
+GPU_WHEELS := .whl
+gpu-wheels: $(STAMP)
+	$(PY) -m experiments.gpu_wheels --dest $(GPU_WHEELS)
+
+# Here, no index: a fresh venv of torch from local wheels plus the carried ones; the plan's dry run, the no-CUDA
+# exit, the offline install and a smoke run of the library on them. TORCH_LINKS: folders holding a torch wheel.
+TORCH_LINKS ?= /opt/wheels /opt/pypi/files
+gpu-offline-check: $(STAMP)
+	$(PY) -m experiments.gpu_offline_check --wheels $(GPU_WHEELS) $(addprefix --find-links ,$(TORCH_LINKS))
+
+# On the GPU machine, with its python3 (one device call of at most 10 minutes; the command and `carry` are in
+# docs/gpu_check.md): installs .whl offline, then GPU tests, benchmarks, AMP training and DDP smoke ->
+# docs/gpu_report.md (and $(OUT) if set). Without CUDA it exits 2 before doing anything.
+GPU_PYTHON ?= python3
 gpu-check:
-	$(PY) -m experiments.gpu_check
+	$(GPU_PYTHON) -m experiments.gpu_check --wheels $(GPU_WHEELS) $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

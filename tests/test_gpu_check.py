@@ -1,29 +1,138 @@
-"""experiments/gpu_check.py (`make gpu-check`): the plan cannot rot, the no-CUDA exit, the report writer, and
-the two benchmark scripts it adds to (bench_neuron, bench_amp_train) run on CPU with tiny sizes."""
+"""experiments/gpu_check.py (`make gpu-check`): the plan cannot rot, it never reaches a package index, the
+offline install works, the step budget fits one device call, the no-CUDA exit, the report and what --out gets,
+and the two benchmark scripts it adds to (bench_neuron, bench_amp_train) run on CPU with tiny sizes."""
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from experiments import bench_amp_train, bench_neuron, gpu_check
+from tests.fake_wheels import make_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP_NAMES = ["install-cuda-extra", "pytest-gpu", "bench-neuron", "bench-overhead", "bench-metrics",
-              "amp-train-sew18", "ddp-smoke"]
+STEP_NAMES = ["install-wheels", "check-imports", "pytest-gpu", "bench-neuron", "bench-overhead",
+              "bench-metrics", "amp-train-sew18", "ddp-smoke"]
+DEVICE_CALL_S = 600  # one device `run` call
 
 
-def test_dry_run_lists_every_step_with_its_command(capsys):
-    assert gpu_check.main(["--dry-run"]) == 0
+@pytest.fixture
+def wheels(tmp_path):
+    folder = tmp_path / "whl"
+    return [make_wheel(folder, "snn-probe-a", "1.0"), make_wheel(folder, "snn_probe_b", "2.0")]
+
+
+def test_dry_run_lists_every_step_with_its_command(capsys, wheels):
+    assert gpu_check.main(["--dry-run", "--wheels", str(wheels[0].parent)]) == 0
     out = capsys.readouterr().out
-    for i, step in enumerate(gpu_check.plan(), 1):
+    steps = gpu_check.plan(wheels=wheels, site=ROOT / gpu_check.SITE)
+    for i, step in enumerate(steps, 1):
         assert f"{i}. {step.name}" in out and " ".join(step.argv) in out
-    assert [s.name for s in gpu_check.plan()] == STEP_NAMES
-    assert sum(s.timeout_s for s in gpu_check.plan()) <= 480  # the 8-minute budget
+    assert [s.name for s in steps] == STEP_NAMES
+    assert [s.name for s in gpu_check.plan()] == STEP_NAMES[1:]  # no --wheels: nothing to install
+    # the step timeouts fit the budget with the report's reserve, and the budget one device call with a margin
+    assert sum(s.timeout_s for s in steps) <= gpu_check.BUDGET_S - gpu_check.REPORT_RESERVE_S - 30
+    assert gpu_check.BUDGET_S <= DEVICE_CALL_S - 45
+    assert f"PYTHONPATH={ROOT / gpu_check.SITE}:{ROOT}" in out
+
+
+def test_steps_reruns_a_subset_after_the_install(capsys, wheels):
+    argv = ["--dry-run", "--wheels", str(wheels[0].parent), "--steps", "ddp-smoke", "pytest-gpu"]
+    assert gpu_check.main(argv) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if re.match(r"\d+\. ", line)]
+    # in the plan's order
+    assert [line.split(" ")[1] for line in lines] == ["install-wheels", "pytest-gpu", "ddp-smoke"]
+
+
+def test_the_documented_device_command(wheels, capsys):
+    """docs/gpu_check.md's `run` command fits the tool (2000 characters), parses, and carries .whl/, which git
+    ignores and `make gpu-wheels` fills."""
+    doc = (ROOT / "docs" / "gpu_check.md").read_text()
+    command = next(line.strip() for line in doc.splitlines() if line.strip().startswith("set -o pipefail"))
+    assert len(command) <= 2000 and '`carry`: `[".whl"]`' in doc and "`timeout_s`: `600`" in doc
+    args = shlex.split(command.split("python3 -m experiments.gpu_check", 1)[1].split("2>&1")[0])
+    assert args[:2] == ["--wheels", ".whl"] and "--out" in args
+    assert gpu_check.main([str(wheels[0].parent) if a == ".whl" else a for a in args] + ["--dry-run"]) == 0
+    assert "1. install-wheels" in capsys.readouterr().out
+    assert "GPU_WHEELS := .whl" in (ROOT / "Makefile").read_text()
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".whl/x.whl"], cwd=ROOT, timeout=60)
+    assert ignored.returncode == 0, ".whl/ must be git-ignored"
+
+
+def test_nothing_reaches_a_package_index(wheels, tmp_path):
+    steps = {s.name: s for s in gpu_check.plan(python="PY", wheels=wheels, site=tmp_path / "site")}
+    install = steps["install-wheels"].argv
+    assert install[:4] == ["PY", "-m", "pip", "install"]
+    assert {"--no-index", "--no-deps", "--only-binary=:all:"} <= set(install)
+    assert install[install.index("--target") + 1] == str(tmp_path / "site")
+    assert install[-2:] == [str(w) for w in wheels]  # exactly these files, nothing resolved by name
+    assert not set(install) & set(gpu_check.INDEX_FLAGS)
+    assert not any(a.startswith(("http", "--index", "--extra-index", "--find-links")) for a in install)
+    for step in steps.values():  # pip runs in the install step alone
+        assert step is steps["install-wheels"] or "pip" not in step.argv, step.name
+        assert step.argv[0] == "PY"  # every step with the same interpreter
+
+
+def test_offline_install_of_real_wheel_files(wheels, tmp_path):
+    site = tmp_path / "site"
+    step = gpu_check.plan(wheels=gpu_check.wheel_files(wheels[0].parent), site=site)[0]
+    result = gpu_check.run_step(step, ROOT, gpu_check.step_env(site))
+    assert result.status == "ok", result.output_tail
+    assert {"snn_probe_a", "snn_probe_b"} <= {p.name for p in site.iterdir()}
+    probe = subprocess.run([sys.executable, "-c", "import snn_probe_a, snn_probe_b, snn_lats; "
+                            "print(snn_probe_a.VALUE, snn_probe_b.VALUE, snn_lats.__file__)"],
+                           cwd=tmp_path, env=gpu_check.step_env(site), capture_output=True, text=True,
+                           timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["1.0", "2.0", str(ROOT / "snn_lats" / "__init__.py")]
+
+
+def test_wheel_folder_errors(tmp_path):
+    with pytest.raises(ValueError, match="no .whl files.*make gpu-wheels"):
+        gpu_check.wheel_files(tmp_path)
+    make_wheel(tmp_path, "torch_pruning", "1.6.1")
+    make_wheel(tmp_path, "torch-pruning", "1.6.0", tag="py3-none-any")
+    with pytest.raises(ValueError, match="two wheels of torch-pruning"):
+        gpu_check.wheel_files(tmp_path)
+
+
+def test_bad_arguments_exit_2_before_anything(tmp_path, capsys):
+    for argv, message in ((["--install-only"], "--install-only needs --wheels"),
+                          (["--wheels", str(tmp_path)], "--wheels: .*no .whl files"),
+                          (["--budget-s", "10"], "--budget-s must be at least 60"),
+                          (["--steps", "pytest-gpu", "bench"],
+                           "--steps: no step bench; the steps are check-imports")):
+        with pytest.raises(SystemExit) as e:
+            gpu_check.main(argv)
+        assert e.value.code == 2 and re.search(message, capsys.readouterr().err), argv
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_step_env_puts_site_then_repository_first(tmp_path):
+    env = gpu_check.step_env(tmp_path, {"PYTHONPATH": "/elsewhere", "HOME": "/root"})
+    assert env["PYTHONPATH"].split(":") == [str(tmp_path), str(ROOT), "/elsewhere"] and env["HOME"] == "/root"
+    assert gpu_check.step_env(None, {})["PYTHONPATH"] == str(ROOT)
+
+
+def test_check_imports_names_what_is_missing_and_where_it_comes_from(capsys):
+    assert gpu_check.check_imports(["json", "snn_lats"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ok +snn_lats 0\.1\.0 .*from " + re.escape(str(ROOT / "snn_lats")), out, re.M)
+    assert gpu_check.check_imports(["json", "snn_lats_no_such_module"]) == 1
+    assert "MISSING  snn_lats_no_such_module: ModuleNotFoundError" in capsys.readouterr().out
+    if importlib.util.find_spec("cupy") is None:  # the GPU image has it; this machine may not
+        assert gpu_check.main(["--check-imports", "cupy"]) == 1
+        assert "installs nothing from an index" in capsys.readouterr().out
 
 
 def _module_after(argv: list[str], flag: str = "-m") -> tuple[str, list[str]]:
@@ -51,6 +160,7 @@ def test_bench_steps_parse_their_planned_flags(name, monkeypatch):
     with pytest.raises(Stop):
         mod.main()
     assert captured["ns"].device == "cuda"
+    assert captured["ns"].out == Path(step.json_out) and Path(step.json_out).name in gpu_check.OUT_FILES
 
 
 def test_ddp_smoke_planned_flags_parse():
@@ -59,40 +169,71 @@ def test_ddp_smoke_planned_flags_parse():
     assert importlib.util.find_spec("torch.distributed.run") is not None
     train_args = step.argv[step.argv.index("experiments.train") + 1:]
     assert (ROOT / train_args[train_args.index("-c") + 1]).exists()
-    from experiments import args as train_argparse  # noqa: F401 - the module exists
     proc = subprocess.run([sys.executable, "-m", "experiments.train", *train_args, "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
 
-def test_other_steps_point_at_real_things():
-    steps = {s.name: s for s in gpu_check.plan()}
-    assert (ROOT / "constraints.txt").exists() and "[cuda]" in steps["install-cuda-extra"].argv[-1]
-    assert 'gpu: needs CUDA' in (ROOT / "pyproject.toml").read_text()  # the marker pytest -m gpu selects
+def test_pytest_step_imports_exactly_the_files_with_gpu_tests():
+    step = next(s for s in gpu_check.plan() if s.name == "pytest-gpu")
+    files = gpu_check.gpu_test_files()
+    assert {"tests/test_custom_ops.py", "tests/test_fused_neurons.py"} <= set(files)
+    assert step.argv[-len(files):] == files and step.argv[step.argv.index("-m", 3) + 1] == "gpu"
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        text, listed = path.read_text(), str(path.relative_to(ROOT)) in files
+        assert not listed or "pytest.mark.gpu" in text, path.name
+        assert listed or re.search(r"^@pytest\.mark\.gpu", text, re.M) is None, path.name
+    assert "gpu: needs CUDA" in (ROOT / "pyproject.toml").read_text()  # the marker -m gpu selects
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
-def test_without_cuda_exits_2_and_writes_no_report(tmp_path):
-    report = tmp_path / "gpu_report.md"
-    proc = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--report", str(report)], cwd=ROOT,
+def test_without_cuda_exits_2_installing_and_writing_nothing(tmp_path, wheels):
+    report, site, out = tmp_path / "gpu_report.md", tmp_path / "site", tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--wheels", str(wheels[0].parent),
+                           "--site", str(site), "--out", str(out), "--report", str(report)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "needs a CUDA GPU" in proc.stderr
-    assert not report.exists()
+    assert not report.exists() and not site.exists() and not out.exists()
+
+
+def _fake_results():
+    return [gpu_check.StepResult("bench-neuron", "python -m experiments.bench_neuron", "ok", 3.0, 0,
+                                 "", [{"variant": "ours cupy", "ms": 1.25, "gb_per_s": 3000.0}]),
+            gpu_check.StepResult("ddp-smoke", "torchrun ...", "timeout", 60.0, None, "stuck in NCCL init"),
+            gpu_check.StepResult("install-wheels", "pip ...", "ok", 2.0, 0)]
 
 
 def test_report_sections_from_fake_results():
     env = {"GPU": "NVIDIA H200", "driver": "580.00", "torch": "2.x", "cupy": "13.x", "spikingjelly": "2.x"}
-    results = [gpu_check.StepResult("bench-neuron", "python -m experiments.bench_neuron", "ok", 3.0, 0,
-                                    "", [{"variant": "ours cupy", "ms": 1.25, "gb_per_s": 3000.0}]),
-               gpu_check.StepResult("ddp-smoke", "torchrun ...", "timeout", 60.0, None, "stuck in NCCL init"),
-               gpu_check.StepResult("install-cuda-extra", "pip ...", "skipped", 0.0)]
-    text = gpu_check.render_report(env, results)
+    text = gpu_check.render_report(env, _fake_results())
     for section in ("# GPU check report", "## Environment", "## Summary", "## bench-neuron", "## ddp-smoke"):
         assert section in text
     assert "NVIDIA H200" in text and "580.00" in text
     assert "| ours cupy | 1.25 | 3000 |" in text
     assert "FAILED: ddp-smoke" in text and "stuck in NCCL init" in text
+    incomplete = gpu_check.render_report(env, _fake_results(), 8)
+    assert "**INCOMPLETE: 3 of 8 steps ran; FAILED: ddp-smoke**" in incomplete
+    assert "**all steps passed**" in gpu_check.render_report(env, _fake_results()[:1], 1)
+
+
+def test_out_gets_flat_files_a_device_call_brings_back(tmp_path):
+    results_dir, out, report = tmp_path / "runs", tmp_path / "out", tmp_path / "docs" / "gpu_report.md"
+    results_dir.mkdir()
+    (results_dir / "bench_neuron.json").write_text('[{"variant": "ours cupy"}]')
+    (results_dir / "ddp_smoke").mkdir()  # a step's folder: never copied
+    gpu_check.write_results(report, {"GPU": "H100"}, _fake_results(), 8, out, results_dir)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["bench_neuron.json", "gpu_check.json", "gpu_report.md"]
+    assert all(p.is_file() for p in out.iterdir())
+    assert (out / "gpu_report.md").read_text() == report.read_text()
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["planned_steps"] == 8
+    assert [s["status"] for s in summary["steps"]] == ["ok", "timeout", "ok"]
+    assert summary["steps"][0]["rows"] == [{"variant": "ours cupy", "ms": 1.25, "gb_per_s": 3000.0}]
+    # at most 8 files come back from a call: these, plus the command's own log
+    assert len(gpu_check.OUT_FILES) <= 7
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in gpu_check.OUT_FILES)
 
 
 def test_run_step_records_failure_and_timeout(tmp_path):
@@ -100,7 +241,43 @@ def test_run_step_records_failure_and_timeout(tmp_path):
     ok = gpu_check.run_step(gpu_check.Step("ok", [py, "-c", "print('hi')"], 30), tmp_path)
     bad = gpu_check.run_step(gpu_check.Step("bad", [py, "-c", "raise SystemExit(3)"], 30), tmp_path)
     slow = gpu_check.run_step(gpu_check.Step("slow", [py, "-c", "import time; time.sleep(30)"], 1), tmp_path)
+    missing = gpu_check.run_step(gpu_check.Step("missing", [str(tmp_path / "no-python")], 30), tmp_path)
     assert (ok.status, bad.status, bad.returncode, slow.status) == ("ok", "failed", 3, "timeout")
+    assert missing.status == "failed" and "could not start" in missing.output_tail
+
+
+def test_a_timed_out_step_takes_its_children_with_it(tmp_path):
+    # the child lets go of the output pipe, as a daemonized worker would: only killing the group ends it
+    code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; "
+            "time.sleep(120)'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+            "open('child', 'w').write(str(c.pid)); print('started', flush=True); time.sleep(120)")
+    result = gpu_check.run_step(gpu_check.Step("spawns", [sys.executable, "-c", code], 30), tmp_path,
+                                timeout_s=5)
+    assert result.status == "timeout" and "started" in result.output_tail
+    pid = int((tmp_path / "child").read_text())
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        for _ in range(100):  # killed: a zombie until reaped, then gone
+            if not stat.exists() or stat.read_text().split(") ")[1].startswith(("Z", "X")):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the step's child outlived its timeout")
+    finally:
+        if stat.exists():
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_steps_stop_starting_when_the_budget_is_spent(tmp_path):
+    ticks = iter(range(0, 10_000, 100))  # each look at the clock: 100 s later
+    steps = [gpu_check.Step(n, [sys.executable, "-c", "pass"], 30) for n in ("a", "b", "c")]
+    seen = []
+    results = gpu_check.run_steps(steps, budget_s=230, cwd=tmp_path, clock=lambda: next(ticks),
+                                  after_each=lambda r: seen.append(len(r)))
+    # deadline 230 - 15 = 215: a starts at 100 (115 s left), b at 200 (15 s left), c at 300 (none)
+    assert [r.status for r in results] == ["ok", "ok", "not run"] and seen == [1, 2, 3]
+    assert "budget of 230 s was spent" in results[2].output_tail
+    assert "FAILED: c" in gpu_check.render_report({}, results)
 
 
 def test_bytes_model_closed_form():
