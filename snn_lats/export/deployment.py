@@ -186,7 +186,9 @@ def _layer_figures(name: str, node, nir) -> LayerFigures:
     weight = np.asarray(node.weight)
     module = _text((node.metadata or {}).get("module", name))
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
-        input_shape = _shape(node.input_type)
+        # channels from the weight: nir 1.0.8 types a grouped convolution's input with C_in/groups of them
+        groups = int(np.asarray(node.groups).reshape(-1)[0])
+        input_shape = (weight.shape[1] * groups, *_shape(node.input_type)[1:])
         fan_in, fan_out, output_shape = _conv_fans(weight, input_shape, node.stride, node.padding,
                                                    node.dilation, node.groups)
     else:

@@ -93,10 +93,17 @@ def to_nir(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLik
                       "readout": step.readout or "none", "model": type(model).__name__,
                       "notes": "\n".join(notes)}
     if path is not None:
-        buffer = io.BytesIO()  # HDF5 reads back while it writes: a write-only temporary file will not do
-        nir.write(buffer, graph)
-        atomic_write(path, buffer.getvalue())
+        write_nir(graph, path)
     return graph
+
+
+def write_nir(graph, path: str | os.PathLike) -> None:
+    """``nir.write`` atomically (:func:`snn_lats.io.atomic_write`): the previous file or the new one, never a
+    truncated one."""
+    nir, _ = require_nir()
+    buffer = io.BytesIO()  # HDF5 reads back while it writes: a write-only temporary file will not do
+    nir.write(buffer, graph)
+    atomic_write(path, buffer.getvalue())
 
 
 def _check_nonzeros(model: nn.Module, step: StepGraph, graph: Any, targets: dict[str, str]) -> list[str]:

@@ -48,8 +48,9 @@ class NIRExportError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"cannot export to NIR ({len(self.problems)} problem"
-                         f"{'s' if len(self.problems) != 1 else ''}):\n{lines}")
+        count = f"{len(self.problems)} module{'s' if len(self.problems) != 1 else ''}"
+        super().__init__(f"cannot export to NIR ({count} with what it cannot express; it holds convolutions, "
+                         f"linear layers, IF/LIF neurons, average pooling, flatten and additions):\n{lines}")
 
 
 def _classes(*names: tuple[Any, str]) -> tuple[type, ...]:
@@ -114,10 +115,10 @@ def module_kind(module: nn.Module) -> str | None:
 
 
 def _is_sj_leaf(module: nn.Module) -> bool:
-    """SpikingJelly's layers and neurons are traced as whole modules (and refused by name when they have no
-    mapping), never stepped into."""
-    name = type(module).__module__
-    return name.startswith(("spikingjelly.activation_based.layer", "spikingjelly.activation_based.neuron"))
+    """Neurons are traced as whole modules (and refused by name when NIR has no model for them); other
+    modules the pre-pass does not know are stepped into, so the refusal names the operation inside them
+    (an attention's matrix products)."""
+    return isinstance(module, neuron.BaseNode)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -333,7 +334,7 @@ class _Rewriter:
         self.modules: dict[str, nn.Module] = {}
         self.sources: dict[str, str] = {}
         self.kinds: dict[str, str] = {}  # target -> module kind in the new graph
-        self.problems: list[str] = []
+        self.refusals: dict[str, dict[str, int]] = {}  # module -> {reason: times}
         self.settings: list[str] = []  # neuron settings NIR cannot express (refused or warned)
         self.notes: list[str] = []
         self.readout: str | None = None
@@ -344,7 +345,14 @@ class _Rewriter:
 
     # -- helpers
     def refuse(self, what: str, why: str) -> None:
-        self.problems.append(f"{what}: {why}")
+        self.refusals.setdefault(what, {})
+        self.refusals[what][why] = self.refusals[what].get(why, 0) + 1
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per module: what it does that NIR cannot express (a reason met n times says so)."""
+        return [f"{what}: " + "; ".join(why if n == 1 else f"{why} ({n} times)" for why, n in whys.items())
+                for what, whys in self.refusals.items()]
 
     def add_module(self, target: str, module: nn.Module, source: str, kind: str) -> str:
         self.modules[target] = module
@@ -385,7 +393,7 @@ class _Rewriter:
         if node.users:
             self.refuse(_owner(node), f"reads the tensor {node.target!r} in its forward; NIR only has the "
                                       "weights of its layers")
-        self.state[node] = None
+        self.skip(node)
 
     def on_output(self, node: fx.Node) -> None:
         out = node.args[0]
@@ -428,8 +436,8 @@ class _Rewriter:
         value = self.values[x]
         step_shape = tuple(value.shape[1:] if state == TIMED else value.shape)  # [B, ...] of one step
         out = self.module_chain(node.target, module, self.env[x], state, step_shape, what)
-        if out is not None:
-            self.env[node], self.state[node] = out, state
+        # a refused module passes its input on, so that what comes after it is checked too
+        self.env[node], self.state[node] = (out if out is not None else self.env[x]), state
 
     def module_chain(self, target: str, module: nn.Module, x: fx.Node, state: str,
                      step_shape: tuple[int, ...], what: str) -> fx.Node | None:
@@ -642,7 +650,7 @@ class _Rewriter:
         elif target in _FLATTENS or target in _RESHAPES:
             self.flatten_op(node, what)
         else:
-            self.state[node] = None
+            self.skip(node)
             if target in _PRODUCTS and sum(isinstance(a, fx.Node) for a in node.args) >= 2:
                 self.refuse(what, f"multiplies two activations ({_op_name(node)}), a spike matrix product "
                                   "as in attention; NIR has no node for it")
@@ -650,28 +658,33 @@ class _Rewriter:
                 self.refuse(what, f"scales activations by a constant ({_op_name(node)}); NIR has no such "
                                   "node between layers")
             else:
-                self.refuse(what, f"applies {_op_name(node)}, which has no NIR node (NIR graphs here hold "
-                                  "layers, neurons, pooling, flatten and additions)")
+                self.refuse(what, f"applies {_op_name(node)}, which has no NIR node")
+
+    def skip(self, node: fx.Node) -> None:
+        """After refusing ``node``: it passes its first input on, so that what follows is checked too."""
+        laid_out = [a for a in node.args if isinstance(a, fx.Node) and self.state.get(a) in (PLAIN, TIMED)]
+        x = laid_out[0] if laid_out else None
+        self.env[node], self.state[node] = (self.env[x], self.state[x]) if x is not None else (None, None)
 
     def add(self, node: fx.Node, what: str) -> None:
         if node.target == torch.add and ("alpha" in node.kwargs or len(node.args) > 2):
             self.refuse(what, "adds with alpha; NIR sums converging edges unscaled")
-            self.state[node] = None
+            self.skip(node)
             return
         a, b = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
             self.refuse(what, f"adds a constant ({_op_name(node)}); NIR sums activations only")
-            self.state[node] = None
+            self.skip(node)
             return
         states = {self.state[a], self.state[b]}
         if len(states) != 1 or states - {PLAIN, TIMED}:
             self.refuse(what, "adds values of different time layouts")
-            self.state[node] = None
+            self.skip(node)
             return
         if self.values[a].shape != self.values[b].shape:
             self.refuse(what, "adds values of different shapes (broadcasting); NIR edges converge on equal "
                               "shapes")
-            self.state[node] = None
+            self.skip(node)
             return
         self.env[node] = self.graph.call_function(operator.add, (self.env[a], self.env[b]))
         self.state[node] = states.pop()
@@ -681,7 +694,7 @@ class _Rewriter:
         if not self.multi_step or self.state[x] != PLAIN:
             self.refuse(what, "adds a leading dimension with .unsqueeze(0) outside the direct encoding of a "
                               "multi-step model")
-            self.state[node] = None
+            self.skip(node)
             return
         self.env[node], self.state[node] = self.env[x], ENCODING
 
@@ -690,7 +703,7 @@ class _Rewriter:
         before, after = self.values[x].shape, self.values[node].shape
         if self.state[x] != ENCODING or after[1:] != before[1:]:
             self.refuse(what, f"{_op_name(node)} is not the repetition of the input over time steps")
-            self.state[node] = None
+            self.skip(node)
             return
         self.env[node], self.state[node] = self.env[x], TIMED
         self.notes.append(f"direct encoding ({what}: the input repeated over T={after[0]}) left to the "
@@ -703,9 +716,9 @@ class _Rewriter:
         users = list(node.users)
         to_output = all(u.op == "output" or u.target in _IDENTITY_OPS for u in users)
         if self.state[x] != TIMED or dim not in (0, (0,), [0]) or keepdim or not to_output:
-            self.refuse(what, f"{_op_name(node)} is not the readout over time steps of the model's output "
-                              "(only that is left to the simulator)")
-            self.state[node] = None
+            self.refuse(what, f"{_op_name(node)} over dim {dim} is not the readout over time steps of the "
+                              "model's output (only that is left to the simulator)")
+            self.skip(node)
             return
         self.readout = f"{_READOUTS[node.target]} over T"
         self.notes.append(f"readout ({what}: {self.readout}) left to the simulator: the graph's output is "
@@ -717,7 +730,7 @@ class _Rewriter:
         state = self.state[x]
         if state not in (PLAIN, TIMED):
             self.refuse(what, f"{_op_name(node)} of a value without a step layout")
-            self.state[node] = None
+            self.skip(node)
             return
         before, after = tuple(self.values[x].shape), tuple(self.values[node].shape)
         lead = 2 if state == TIMED else 1
@@ -736,7 +749,7 @@ class _Rewriter:
         if not ok:
             self.refuse(what, f"{_op_name(node)} reshapes {before} to {after}, which is not a flatten of "
                               "the feature dimensions of one time step")
-            self.state[node] = None
+            self.skip(node)
             return
         owner = (list((node.meta.get("nn_module_stack") or {}).values()) or [("", None)])[-1][0]
         target = self.fresh_target(f"{owner}.flatten" if owner else "flatten")
