@@ -109,7 +109,7 @@ def imported(framework: str, graph, inputs: list[torch.Tensor], dt: float = 1e-4
     return records, outputs
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -128,7 +128,7 @@ def compare(graph, model_records, model_output, records, outputs, *, rtol=1e-5, 
             if a.numel() != b.numel() or not torch.equal(a.float(), b.reshape(a.shape).float()):
                 problems.append(f"{name} ({module}): spikes differ at step {t}")
                 break
-    readout = _text(graph.metadata.get("readout", "none"))
+    readout = as_text(graph.metadata.get("readout", "none"))
     steps = torch.stack([o.reshape(-1) for o in outputs])
     if readout == "none":
         got = steps.reshape(model_output.shape)

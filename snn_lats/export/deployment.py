@@ -207,6 +207,29 @@ def _layer_figures(name: str, node, nir) -> LayerFigures:
         storage=layer_storage(torch.from_numpy(weight)))
 
 
+def _in_order(graph) -> list[str]:
+    """The graph's nodes in topological order, ties by name: the same order for a graph and for the same
+    graph read back from a file (which lists nodes alphabetically)."""
+    import heapq
+
+    incoming = {name: 0 for name in graph.nodes}
+    following: dict[str, list[str]] = {name: [] for name in graph.nodes}
+    for source, target in set(map(tuple, graph.edges)):
+        incoming[target] += 1
+        following[source].append(target)
+    ready = [name for name, n in incoming.items() if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        name = heapq.heappop(ready)
+        order.append(name)
+        for target in following[name]:
+            incoming[target] -= 1
+            if incoming[target] == 0:
+                heapq.heappush(ready, target)
+    return order + sorted(set(graph.nodes) - set(order))  # a cycle's nodes last
+
+
 def deployment_report(graph, limits: Limits | dict | None = None) -> DeploymentReport:
     """The deployment figures of ``graph`` (a ``nir.NIRGraph`` from :func:`to_nir`, or the path of a NIR
     file), per weight layer, and every layer beyond ``limits``."""
@@ -218,7 +241,8 @@ def deployment_report(graph, limits: Limits | dict | None = None) -> DeploymentR
     check_type("graph", graph, nir.NIRGraph, "a nir.NIRGraph or the path of a NIR file")
     limits = _limits(limits)
     report = DeploymentReport(limits=limits)
-    for name, node in graph.nodes.items():
+    for name in _in_order(graph):
+        node = graph.nodes[name]
         if isinstance(node, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)):
             report.layers[name] = _layer_figures(name, node, nir)
         elif isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF)):
