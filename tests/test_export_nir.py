@@ -311,6 +311,8 @@ REFUSALS = {
         torch.rand(1, 1, 7, 7), ["2 (MaxPool2d): has ceil_mode=True"]),
     "scaled activations": (lambda: nn.Sequential(layer.Linear(3, 3), Scale(), neuron.IFNode()),
                            torch.rand(2, 3), ["1 (Scale): scales activations by a constant (mul)"]),
+    "SEW AND connection": (zoo("sew_resnet18", cnf="AND", stem="cifar", **RESNET), torch.rand(1, 1, 8, 8),
+                           ["layer1.0 (BasicBlock): multiplies two activations elementwise (mul, as SEW's"]),
     "several at once": (
         lambda: nn.Sequential(layer.Conv2d(2, 4, 3, groups=2), neuron.IFNode(v_reset=None), Attention()),
         torch.rand(1, 2, 6, 6),

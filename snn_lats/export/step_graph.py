@@ -271,8 +271,8 @@ _RESHAPES = {"view", "reshape", torch.reshape}
 _IDENTITY_OPS = {"contiguous", "clone", "detach", torch.clone, torch.detach}
 _ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 _READOUTS = {"mean": "mean", torch.mean: "mean", "sum": "sum", torch.sum: "sum"}
-_PRODUCTS = {operator.mul, operator.imul, torch.mul, "mul", "mul_", operator.matmul, torch.matmul, "matmul",
-             torch.bmm, "bmm", torch.einsum, torch.mm, "mm"}
+_MATRIX_PRODUCTS = {operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm", torch.einsum, torch.mm, "mm"}
+_PRODUCTS = {operator.mul, operator.imul, torch.mul, "mul", "mul_", *_MATRIX_PRODUCTS}
 
 
 @dataclass
@@ -651,9 +651,13 @@ class _Rewriter:
             self.flatten_op(node, what)
         else:
             self.skip(node)
-            if target in _PRODUCTS and sum(isinstance(a, fx.Node) for a in node.args) >= 2:
+            two = sum(isinstance(a, fx.Node) for a in node.args) >= 2
+            if target in _MATRIX_PRODUCTS and two:
                 self.refuse(what, f"multiplies two activations ({_op_name(node)}), a spike matrix product "
                                   "as in attention; NIR has no node for it")
+            elif target in _PRODUCTS and two:
+                self.refuse(what, f"multiplies two activations elementwise ({_op_name(node)}, as SEW's AND "
+                                  "and IAND connections do); NIR has no node for it")
             elif target in _PRODUCTS:
                 self.refuse(what, f"scales activations by a constant ({_op_name(node)}); NIR has no such "
                                   "node between layers")
