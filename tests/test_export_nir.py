@@ -385,6 +385,23 @@ def test_lif_time_constants_and_decay_input_map_exactly():
     assert rt.compare(graph, records, output, got, outputs) == []
 
 
+def test_decay_input_false_is_exact_for_snntorch_too():
+    # NIR's r = τ/dt expresses decay_input=False; snnTorch maps it to β·v + x exactly (Norse ignores r)
+    pytest.importorskip("snntorch.import_nir", reason="snnTorch is not installed")
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Linear(6, 8), neuron.LIFNode(tau=3.0, decay_input=False), layer.Linear(8, 4),
+                        neuron.LIFNode(v_threshold=0.2)).eval()
+    with torch.no_grad():
+        net[2].weight.abs_()  # excitatory: the second layer fires too
+    x = torch.rand(1, 6) * 10
+    graph = to_nir(net, x)
+    records, output = rt.reference(net, x, 8)
+    assert all(sum(float(s.sum()) for s in steps) > 0 for steps in records.values())
+    for framework in ("spikingjelly", "snntorch"):
+        got, outputs = rt.imported(framework, graph, [x] * 8)
+        assert rt.compare(graph, records, output, got, outputs) == [], framework
+
+
 def test_fused_neurons_export_as_the_spikingjelly_neurons_they_replace():
     from snn_lats.snn import use_fused_neurons
 
