@@ -114,7 +114,7 @@ def module_kind(module: nn.Module) -> str | None:
     return None
 
 
-def _is_sj_leaf(module: nn.Module) -> bool:
+def _is_neuron(module: nn.Module) -> bool:
     """Neurons are traced as whole modules (and refused by name when NIR has no model for them); other
     modules the pre-pass does not know are stepped into, so the refusal names the operation inside them
     (an attention's matrix products)."""
@@ -274,8 +274,11 @@ class _Rewriter:
             handler(node)
 
     def on_placeholder(self, node: fx.Node) -> None:
-        if not isinstance(self.example, torch.Tensor):
-            raise TypeError("example_input must be a torch.Tensor")
+        if self.env:  # a second argument of forward
+            self.refuse("the model's forward", f"takes more than one input ({node.target!r}); a NIR graph "
+                                               "here has one")
+            self.skip(node)
+            return
         encoded = any(self.is_unsqueeze0(user) for user in node.users)
         timed = self.multi_step and not encoded
         if timed and self.example.dim() < 2:
@@ -772,7 +775,7 @@ def build_step_graph(model: nn.Module, example_input: torch.Tensor, *,
     on_unsupported = check_choice("on_unsupported", on_unsupported, ON_UNSUPPORTED)
     twin = squashed_copy(model)
     example = example_input.detach().to(next(twin.parameters(), example_input).device)
-    tracer = ValueTracer(example, lambda m: module_kind(m) is not None or _is_sj_leaf(m))
+    tracer = ValueTracer(example, lambda m: module_kind(m) is not None or _is_neuron(m))
     try:
         with torch.no_grad():
             traced = tracer.trace(twin)
