@@ -237,6 +237,23 @@ def test_prepared_and_squashed_models_export_the_same_graph():
     assert 0.85 < float(np.mean(sparsity))
 
 
+def test_an_ltp_model_in_training_mode_exports_its_hard_mask():
+    from snn_lats import LearnedThresholdPruner
+
+    torch.manual_seed(0)
+    model = sequential_multistep(neuron.LIFNode)
+    pruner = LearnedThresholdPruner(model, initial_threshold=3.0)
+    model.train()  # LTP's training-mode weight is θ·sigmoid(...): no exact zero
+    graph = to_nir(model, torch.rand(2, 1, 1, 8, 8))
+    assert model.training
+    for name, module in pruner.layers.items():
+        assert int(torch.count_nonzero(module.weight)) == module.weight.numel()
+        hard = deployed_weight(module)  # what squash bakes: θ·1[θ² > τ]
+        exported = node_of(graph, name).weight
+        assert 0 < np.count_nonzero(exported) == int(torch.count_nonzero(hard)) < hard.numel()
+        assert np.array_equal(exported != 0, hard.detach().numpy() != 0)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
 def test_batchnorm_folding_is_exact_in_eval_mode(dtype, tol):
     gen = torch.Generator().manual_seed(3)
