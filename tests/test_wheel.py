@@ -154,13 +154,17 @@ def test_the_readmes_training_loop_runs_from_the_installed_wheel(installed):
 USER_MODULE = ROOT / "tests" / "user_models.py"
 
 
+def _user_package(folder: Path, env: dict) -> dict:
+    """``my_nets.csnn`` (tests/user_models.py) in ``folder``, and ``env`` with it on PYTHONPATH."""
+    (folder / "my_nets").mkdir(parents=True)
+    (folder / "my_nets" / "__init__.py").write_text("")
+    shutil.copyfile(USER_MODULE, folder / "my_nets" / "csnn.py")
+    return {**env, "PYTHONPATH": str(folder)}
+
+
 def test_the_console_script_measures_a_users_spikingjelly_model_on_digits(installed):
     python, bin_dir, _, env, work = installed
-    modules = work / "user_code"
-    (modules / "my_nets").mkdir(parents=True)
-    (modules / "my_nets" / "__init__.py").write_text("")
-    shutil.copyfile(USER_MODULE, modules / "my_nets" / "csnn.py")
-    env = {**env, "PYTHONPATH": str(modules)}
+    env = _user_package(work / "user_code", env)
     save = textwrap.dedent("""
         import torch, snn_lats
         from my_nets.csnn import build_csnn as build
@@ -198,11 +202,7 @@ def test_the_console_script_measures_a_users_spikingjelly_model_on_digits(instal
 def test_the_console_script_exports_a_users_pruned_model_to_nir(installed):
     pytest.importorskip("nir", reason="the [nir] extra (nir, nirtorch) is not installed")
     python, bin_dir, _, env, work = installed
-    modules = work / "user_nir"
-    (modules / "my_nets").mkdir(parents=True)
-    (modules / "my_nets" / "__init__.py").write_text("")
-    shutil.copyfile(USER_MODULE, modules / "my_nets" / "csnn.py")
-    env = {**env, "PYTHONPATH": str(modules)}
+    env = _user_package(work / "user_nir", env)
     save = textwrap.dedent("""
         import torch, snn_lats
         from my_nets.csnn import build_csnn as build

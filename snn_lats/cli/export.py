@@ -22,6 +22,7 @@ the [nir] extra: pip install snn_lats[nir].
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -47,24 +48,20 @@ def shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
-    return value
+def positive(kind: type[int] | type[float]):
+    """An argparse type: a finite number > 0 of ``kind``."""
+    what = "an int >= 1" if kind is int else "a finite number > 0"
 
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    return parse
 
 
 def default_shape(checkpoint) -> tuple[int, ...]:
@@ -93,7 +90,7 @@ def get_args_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="the example input's shape, e.g. 1,3,32,32 (default: the checkpoint's data set)")
     parser.add_argument("--out", type=Path, required=True, help="the NIR file to write")
     parser.add_argument("--figures", type=Path, default=None, help="also write the figures as JSON here")
-    parser.add_argument("--dt", type=positive_float, default=1e-4,
+    parser.add_argument("--dt", type=positive(float), default=1e-4,
                         help="time step (s) the neuron time constants are expressed in (default 1e-4)")
     parser.add_argument("--on-unsupported", choices=("error", "warn"), default="error",
                         help="a neuron setting NIR cannot express: refuse (default) or export NIR's model "
@@ -101,7 +98,7 @@ def get_args_parser(prog: str = PROG) -> argparse.ArgumentParser:
     for name, what in (("fan-in", "nonzero synapses into one neuron"),
                        ("fan-out", "nonzero synapses out of one neuron"),
                        ("synapses", "nonzero synapses of one layer"), ("neurons", "neurons of one layer")):
-        parser.add_argument(f"--max-{name}", type=positive, default=None, help=f"limit on {what}")
+        parser.add_argument(f"--max-{name}", type=positive(int), default=None, help=f"limit on {what}")
     return parser
 
 
