@@ -8,6 +8,7 @@ from snn_lats.cli.data import (
     DATASETS,
     EXTRA,
     FASHION_MNIST_DIR,
+    INPUT_SHAPES,
     PATHLESS,
     MissingExtraError,
     _load,
@@ -21,6 +22,6 @@ from snn_lats.cli.data import (
 )
 
 __all__ = [
-    "DATASETS", "EXTRA", "FASHION_MNIST_DIR", "PATHLESS", "MissingExtraError", "_load", "_new_spelling",
-    "build_datasets", "check_name", "data_flags", "digits", "eval_split", "fashion_mnist",
+    "DATASETS", "EXTRA", "FASHION_MNIST_DIR", "INPUT_SHAPES", "PATHLESS", "MissingExtraError", "_load",
+    "_new_spelling", "build_datasets", "check_name", "data_flags", "digits", "eval_split", "fashion_mnist",
 ]

@@ -44,7 +44,7 @@ import models
 import snn_lats
 from experiments import utils
 from experiments.args import MODEL_OPTIONS, get_args_parser, parse_args  # noqa: F401 (the script's CLI)
-from experiments.data import build_datasets, data_flags
+from experiments.data import INPUT_SHAPES, build_datasets, data_flags
 from experiments.methods import Method, RunContext, RunPruners, build_pruners, epoch_figures, get_method
 from snn_lats import spiking
 from snn_lats.checkpoint import (
@@ -62,8 +62,7 @@ from snn_lats.structured import count_macs, structure_spec
 from snn_lats.structured.flops import layer_geometry
 
 # the image size of each data set, for models that are built for one (the transformers' image_size)
-IMAGE_SIZES = {"digits": (8, 8), "fashion-mnist": (28, 28), "cifar10": (32, 32), "cifar100": (32, 32),
-               "imagenet": (224, 224)}
+IMAGE_SIZES = {name: shape[1:] for name, shape in INPUT_SHAPES.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:

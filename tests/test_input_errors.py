@@ -96,10 +96,10 @@ def test_ocs_leaves_a_channel_shuffle_whole_and_says_so():
     model = ChannelShuffle()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(1, 3, 8, 8)
-    # conv1's group breaks the view; conv2's is the only one left, and a single group cannot be ranked (π = 1):
-    # refused at construction, never a "pruned" model with 0 % cut
-    with pytest.raises(ValueError, match=r"one prunable channel group \(conv2\).*π = 1.*1 group\(s\) are left "
-                                         r"unpruned \(conv1: removing one of its channels breaks the model"):
+    # conv1's group breaks the view; conv2's is the only one left, and a single group cannot be ranked
+    # (π = 1): refused at construction, never a "pruned" model with 0 % cut
+    with pytest.raises(ValueError, match=r"one prunable channel group \(conv2\).*π = 1.*1 group\(s\) are "
+                                         r"left unpruned \(conv1: removing one of its channels breaks the"):
         OCSPruner(model, x, 0.3, monitor_start_epoch=0)
     assert model.conv1.out_channels == model.conv2.out_channels == 8
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -31,6 +31,8 @@ DISTRIBUTION = {
     "yaml": "pyyaml",
     "tqdm": "tqdm",
     "PIL": "pillow",
+    "nir": "nir",
+    "nirtorch": "nirtorch",
 }
 # modules that exist for one extra: they may import its package at module level, and no module outside them
 # may import them at module level (so `import snn_lats` and its subpackages work without the extra)

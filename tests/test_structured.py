@@ -263,7 +263,8 @@ def test_round_to_and_unreachable_targets():
     assert abs(1 - macs / pruner.dense_flops - 0.4) < 0.03  # coarser steps with round_to
     small = SmallCNN()
     before = {k: v.clone() for k, v in small.state_dict().items()}
-    with pytest.raises(ValueError, match=r"out of reach.*at most 0\.\d+ of its .* floor \(layer_prune_limit=0.75"):
+    with pytest.raises(ValueError, match=r"out of reach.*at most 0\.\d+ of its .* floor "
+                                         r"\(layer_prune_limit=0.75"):
         OCSPruner(small, torch.randn(1, 3, 4, 4), 0.95)  # refused at construction, nothing changed
     assert all(torch.equal(v, small.state_dict()[k]) for k, v in before.items())
 

@@ -77,11 +77,13 @@ def test_the_wheel_holds_the_package_and_its_tool_and_nothing_of_the_repository(
     tops = {n.split("/")[0] for n in names}
     assert "snn_lats" in tops and {"experiments", "models", "tests"}.isdisjoint(tops), sorted(tops)
     for path in ("snn_lats/__init__.py", "snn_lats/cli/__init__.py", "snn_lats/cli/measure.py",
-                 "snn_lats/cli/data.py", "snn_lats/metrics/__init__.py"):
+                 "snn_lats/cli/data.py", "snn_lats/metrics/__init__.py", "snn_lats/cli/export.py",
+                 "snn_lats/export/__init__.py", "snn_lats/metrics/storage.py"):
         assert path in names, path
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "snn-lats-measure = snn_lats.cli.measure:main" in scripts
+    assert "snn-lats-export = snn_lats.cli.export:main" in scripts
 
 
 def test_the_installed_package_is_the_wheels_and_the_repository_is_out_of_reach(installed):
@@ -152,13 +154,17 @@ def test_the_readmes_training_loop_runs_from_the_installed_wheel(installed):
 USER_MODULE = ROOT / "tests" / "user_models.py"
 
 
+def _user_package(folder: Path, env: dict) -> dict:
+    """``my_nets.csnn`` (tests/user_models.py) in ``folder``, and ``env`` with it on PYTHONPATH."""
+    (folder / "my_nets").mkdir(parents=True)
+    (folder / "my_nets" / "__init__.py").write_text("")
+    shutil.copyfile(USER_MODULE, folder / "my_nets" / "csnn.py")
+    return {**env, "PYTHONPATH": str(folder)}
+
+
 def test_the_console_script_measures_a_users_spikingjelly_model_on_digits(installed):
     python, bin_dir, _, env, work = installed
-    modules = work / "user_code"
-    (modules / "my_nets").mkdir(parents=True)
-    (modules / "my_nets" / "__init__.py").write_text("")
-    shutil.copyfile(USER_MODULE, modules / "my_nets" / "csnn.py")
-    env = {**env, "PYTHONPATH": str(modules)}
+    env = _user_package(work / "user_code", env)
     save = textwrap.dedent("""
         import torch, snn_lats
         from my_nets.csnn import build_csnn as build
@@ -191,3 +197,37 @@ def test_the_console_script_measures_a_users_spikingjelly_model_on_digits(instal
         "snn-lats-measure: error: --model 'sew_resnet18' is a registry name, available inside the snn_lats "
         "repository; installed, use PACKAGE.MODULE:FACTORY")
     assert not (work / "never").exists()
+
+
+def test_the_console_script_exports_a_users_pruned_model_to_nir(installed):
+    pytest.importorskip("nir", reason="the [nir] extra (nir, nirtorch) is not installed")
+    python, bin_dir, _, env, work = installed
+    env = _user_package(work / "user_nir", env)
+    save = textwrap.dedent("""
+        import torch, snn_lats
+        from my_nets.csnn import build_csnn as build
+        torch.manual_seed(0)
+        model = build(channels=6)
+        snn_lats.MagnitudePruner(model, pruning_ratio=0.9, total_steps=1, initial_ratio=0.9)
+        torch.save({"model": model.state_dict()}, "prepared.pth")  # the pruner's keys, not squashed
+    """)
+    _check(_run([python, "-c", save], cwd=work, env=env))
+    tool = bin_dir / "snn-lats-export"
+    result = _check(_run([tool, "--model", "my_nets.csnn:build_csnn", "--model-kwargs", '{"channels": 6}',
+                          "--checkpoint", "prepared.pth", "--input-shape", "1,1,8,8", "--out", "csnn.nir",
+                          "--figures", "figures.json", "--max-fan-in", "3"], cwd=work, env=env))
+    assert "wrote csnn.nir" in result.stdout and "note: readout" in result.stdout
+    figures = json.loads((work / "figures.json").read_text())
+    layers = {f["module"]: f for f in figures["layers"].values()}
+    assert set(layers) == {"net.0", "net.5"}
+    # MagnitudePruner prunes 90 % of each layer: 5 of 54 conv weights and 96 of 960 linear ones remain
+    assert [layers[n]["nonzero_weights"] for n in ("net.0", "net.5")] == [5, 96]
+    assert figures["exceeding"] and all("fan-in" in line for line in figures["exceeding"])
+
+    # what NIR cannot express: one line, exit code 2, nothing written
+    result = _run([tool, "--model", "my_nets.csnn:build_spikformer", "--input-shape", "1,1,8,8", "--out",
+                   "never.nir"], cwd=work, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("snn-lats-export: error: cannot export to NIR") and "matmul" in line
+    assert not (work / "never.nir").exists()

@@ -85,6 +85,9 @@ def fashion_mnist(root: str = FASHION_MNIST_DIR, train: bool = False) -> TensorD
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagenet")
 PATHLESS = ("digits",)  # data sets that take no --data-path
+# (channels, height, width) of one input, as training sees it (imagenet: after the evaluation crop)
+INPUT_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+                "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
 
 
 def _new_spelling(spec: str) -> str | None:
