@@ -278,3 +278,49 @@ def test_reference_baseline_of_a_channel_pruned_model():
     nonzero = (3 * 9 - 9) + 3 * 16 * 5
     assert ref["weight_sparsity"] == pytest.approx(1 - nonzero / ref["weights"])
     assert ref["energy_ratio"] == pytest.approx(report.total["energy_pj"] / (E_MAC_PJ * ref["dense_macs"]))
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.full((2, 0, 4, 6, 6), 1.0), r"batch 1 has no samples"),  # the second batch is empty
+    (torch.tensor(float("nan")).expand(2, 3, 4, 6, 6).clone(), r"batch 1's input holds NaN or inf"),
+    (torch.full((2, 3, 4, 6, 6), float("inf")), r"batch 1's input holds NaN or inf"),
+    (torch.rand(2, 3, 5, 6, 6), r"forward failed on batch 1 \(input of shape \(2, 3, 5, 6, 6\)\) in "
+                                r"layer 'conv'"),
+])
+def test_a_batch_measure_cannot_count_is_one_sentence_and_changes_nothing(bad, match):
+    net = TwoLayerSNN()
+    net.train()
+    before = _state(net)
+    with pytest.raises(ValueError, match=match):
+        measure(net, [(torch.rand(2, 3, 4, 6, 6) > 0.5).float(), bad])
+    after = _state(net)
+    assert all(torch.equal(v, after[0][k]) for k, v in before[0].items()) and after[1] == before[1]
+    assert not isinstance(net.sn.v, torch.Tensor)  # the first batch's state was reset on the way out
+
+
+def test_a_reference_of_another_architecture_is_refused_before_measuring():
+    thin = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    other = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Conv1d(8, 5, 1))
+    narrow = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 5))
+    batches = CountingBatches([torch.rand(4, 1, 4, 4)])
+    with pytest.raises(ValueError, match=r"reference is not the architecture .* no Linear '3' "
+                                         r"\(Conv1d there\)"):
+        measure(thin, batches, reference=other)
+    with pytest.raises(ValueError, match=r"reference is not the architecture .* '0' has 18 weights, fewer "
+                                         r"than the model's 27"):
+        measure(thin, batches, reference=narrow)
+    assert batches.taken == 0  # refused before a batch was drawn
+
+
+class CountingBatches:
+    def __init__(self, batches):
+        self.batches, self.taken = batches, 0
+
+    def __iter__(self):
+        for b in self.batches:
+            self.taken += 1
+            yield b

@@ -202,10 +202,13 @@ def measure_command(argv: list[str] | None = None, prog: str = PROG) -> MetricsR
     except (ValueError, OSError, MissingExtraError) as exc:  # UsageError, bad checkpoint, missing file/extra
         what = f"{type(exc).__name__}: " if isinstance(exc, OSError) else ""
         parser.exit(2, f"{parser.prog}: error: {what}{' '.join(str(exc).split())}\n")
-    report = run(model, loader, args, "pruned", None if reference is None else reference.to(args.device))
-    dense = None
-    if dense_model is not None:
-        dense = run(dense_model.to(args.device), loader, args, "dense")
+    try:  # a batch the model cannot run, a reference that does not fit: one line, as above
+        report = run(model, loader, args, "pruned", None if reference is None else reference.to(args.device))
+        dense = None
+        if dense_model is not None:
+            dense = run(dense_model.to(args.device), loader, args, "dense")
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(exc).split())}\n")
 
     args.out.mkdir(parents=True, exist_ok=True)
     print(report)

@@ -190,6 +190,8 @@ def measure(
                          f"counted as synapses ({both[:3]}): a layer is a neuron or a conv/linear layer, "
                          "not both")
 
+    if reference is not None:  # before anything runs
+        _check_reference(reference, synapses)
     hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(i[0], o))
              for c in synapses.values()]
     counter = ProductCounter(model, {id(c.module) for c in synapses.values()}) if products else None
@@ -215,12 +217,10 @@ def measure(
                 x, y = _split_batch(batch)
                 x = x.to(device)
                 dim = (1 if x.dim() == 5 else 0) if sample_dim is None else sample_dim
-                if x.dim() <= dim:
-                    raise ValueError(f"sample_dim {dim} is out of range for an input of shape "
-                                     f"{tuple(x.shape)}")
+                _check_batch(x, dim, seen)
                 for c in synapses.values():
                     c.batch_samples = x.shape[dim]
-                out = model(x)
+                out = _forward(model, x, seen)
                 if stateful:
                     spiking.reset_state(model)
                 new_batch(neurons)
@@ -259,6 +259,50 @@ def measure(
             "energy_ratio": t["energy_pj"] / (e_mac_pj * dense) if e_mac_pj else None,
         }
     return report
+
+
+def _check_batch(x: torch.Tensor, dim: int, index: int) -> None:
+    """A batch measure can count: the sample dimension exists and holds samples, the values are finite."""
+    if x.dim() <= dim:
+        raise ValueError(f"sample_dim {dim} is out of range for batch {index}'s input of shape "
+                         f"{tuple(x.shape)}")
+    if x.shape[dim] == 0:
+        raise ValueError(f"batch {index} has no samples (input of shape {tuple(x.shape)}, sample dimension "
+                         f"{dim}): nothing to measure in it")
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"batch {index}'s input holds NaN or inf values: operation counts of a non-finite "
+                         "input mean nothing")
+
+
+def _forward(model: nn.Module, x: torch.Tensor, index: int) -> Any:
+    """``model(x)``; a failure becomes one sentence that names the batch, its shape and the layer."""
+    from ..structured.flops import LayerTrace, describe_layer
+
+    trace = LayerTrace(model)
+    try:
+        return model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        where = describe_layer(model, trace.innermost())
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"the model's forward failed on batch {index} (input of shape {tuple(x.shape)}) in "
+                         f"{where}: {first}") from exc
+    finally:
+        trace.remove()
+
+
+def _check_reference(reference: nn.Module, synapses: dict[str, SynapseCounter]) -> None:
+    """``reference`` must be the unpruned architecture ``model`` came from: each counted layer of the model is
+    a layer of the same name and type there, with at least as many weights."""
+    named = dict(reference.named_modules())
+    for name, c in synapses.items():
+        ref, kind = named.get(name), type(c.module).__name__
+        if ref is None or type(ref).__name__ != kind:
+            there = f" ({type(ref).__name__} there)" if ref is not None else ""
+            raise ValueError(f"reference is not the architecture the model was pruned from: it has no {kind} "
+                             f"{name!r}{there}")
+        if ref.weight.numel() < c.weights:
+            raise ValueError(f"reference is not the architecture the model was pruned from: its {name!r} has "
+                             f"{ref.weight.numel():,} weights, fewer than the model's {c.weights:,}")
 
 
 def _row(kind, sops, macs, dense, e_ac, e_mac, **fields) -> dict[str, Any]:
