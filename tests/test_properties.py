@@ -398,7 +398,7 @@ CHEAP_MODELS = ("mobilenet_v1", "ms_resnet18", "spike_driven_transformer_tiny", 
 WIDTH_MODELS = ("mobilenet_v1", "ms_resnet18")  # built at a small width (their default one is the full size)
 MODEL_KWARGS = {"num_classes": arg(1, 10), "in_channels": arg(1, 3)}  # every builder takes them
 OTHER_KWARGS = {"T": arg(1, 2), "neuron_type": arg("if", "lif"), "cnf": arg("ADD"),
-                "stem": arg("cifar", "imagenet"), "img_size": arg(28, (28, 28)), "bogus": arg(1)}
+                "stem": arg("cifar", "imagenet"), "image_size": arg(28, (28, 28)), "bogus": arg(1)}
 
 
 @props(40)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).parents[1]
 LEGACY_DIR = Path(os.environ.get("SNN_LATS_SJ_LEGACY", Path(sys.prefix) / "sj-legacy"))
 # name -> tiny kwargs (28x28 one-channel input, 10 classes, T=2)
 TINY = {
-    "spikformer": dict(T=2, in_channels=1, img_size=28, num_classes=10, patch_size=4, embed_dims=32,
+    "spikformer": dict(T=2, in_channels=1, image_size=28, num_classes=10, patch_size=4, embed_dims=32,
                        num_heads=2,
                        mlp_ratio=2, depths=1),
     "spikformer_tiny": dict(T=2),
@@ -82,7 +82,7 @@ def test_spikformer_is_spikingjellys_spikformer():
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x).mean(0))  # SpikingJelly's [T, B, classes], averaged
-    with pytest.raises(ValueError, match=r"\(32, 32\).*img_size=\(28, 28\)"):
+    with pytest.raises(ValueError, match=r"\(32, 32\).*image_size=\(28, 28\)"):
         ours(torch.rand(2, 1, 32, 32))
     with pytest.raises(ValueError, match="3 channels.*in_channels=1"):
         ours(torch.rand(2, 3, 28, 28))
@@ -104,7 +104,7 @@ def test_spikformer_cifar10_preset_matches_spikingjellys():
     (dict(embed_dims=64, num_heads=3), r"embed_dims \(64\) must be divisible by num_heads \(3\)"),
     (dict(T=0), r"T must be an int > 0, got 0"),
     (dict(depths=0), r"depths must be an int >= 1"),
-    (dict(img_size=(28,)), r"img_size must be an int >= 1 or a pair"),
+    (dict(image_size=(28,)), r"image_size must be an int >= 1 or a pair"),
     (dict(mlp_ratio="4"), r"mlp_ratio must be a number"),
 ])
 def test_spikformer_bad_arguments_are_named(kwargs, pattern):
@@ -178,7 +178,14 @@ def test_model_info_declares_what_train_needs():
     assert (info.snn, info.classifier, info.options) == (True, "head", ("T", "image_size"))
     assert {"embed_dims", "depths", "num_heads", "patch_size", "mlp_ratio"} <= set(info.arch_kwargs)
     assert info.family == "spikingjelly.activation_based.model.spikformer"
-    assert models.model_info("sew_resnet18").options == ("T", "neuron", "cnf", "stem", "width_multiplier")
+    options = models.model_info("sew_resnet18").options
+    assert options == ("T", "neuron_type", "cnf", "stem", "width_multiplier")
+    # the names model_info lists are the builder's keywords (the README's create_model call uses them)
+    net = models.create_model("sew_resnet18", neuron_type="lif", T=2, num_classes=10, width_multiplier=0.125)
+    assert "LIFNode" in {type(m).__name__ for m in net.modules()}
+    with pytest.warns(FutureWarning, match="img_size= is spelled image_size= now"):  # an old checkpoint's
+        old = models.create_model("spikformer_tiny", img_size=28)
+    assert old.image_size == (28, 28)
     assert models.model_info("spiking_vgg16_bn").classifier == "classifier.6"
     assert not models.model_info("resnet18").snn and not models.model_info("mobilenet_v1").snn
     with pytest.raises(ValueError, match="unknown model 'spikformr'.*spikformer"):
@@ -207,7 +214,7 @@ def test_train_model_kwargs_reach_the_builder_and_the_classifier_is_ignored():
                              '{"patch_size": 4, "embed_dims": 16, "num_heads": 2, "depths": 1}'])
     assert args.model_kwargs == {"patch_size": 4, "embed_dims": 16, "num_heads": 2, "depths": 1}
     kwargs = train.model_kwargs(args, 10, 1)
-    assert kwargs == dict(num_classes=10, in_channels=1, T=2, img_size=[8, 8], patch_size=4, embed_dims=16,
+    assert kwargs == dict(num_classes=10, in_channels=1, T=2, image_size=[8, 8], patch_size=4, embed_dims=16,
                           num_heads=2, depths=1)
     model = models.create_model(args.model, **kwargs)
     assert model.embed_dims == 16 and len(model.blocks) == 1
@@ -241,8 +248,8 @@ def test_train_model_kwargs_from_a_config_file(tmp_path):
     (["--model", "spikformer", "--model-kwargs", '{"depth": 2}'],
      r"--model-kwargs 'depth' is not an architecture option of spikformer; it takes \['patch_size'"),
     (["--model", "spikformer", "--model-kwargs", '{"T": 2}'], r"--model-kwargs 'T': set by --T"),
-    (["--model", "spikformer", "--model-kwargs", '{"img_size": 28}'],
-     r"--model-kwargs 'img_size': set by the data"),
+    (["--model", "spikformer", "--model-kwargs", '{"image_size": 28}'],
+     r"--model-kwargs 'image_size': set by the data"),
     (["--model", "spikformer_tiny", "--model-kwargs", '{"depths": 2}'],
      r"not an architecture option of spikformer_tiny; it takes \[\]"),
     (["--model", "spikformer", "--neuron", "lif"], r"--neuron does not apply to --model spikformer"),
