@@ -147,6 +147,15 @@ def test_swap_reports_what_it_cannot_replace():
     assert "kept 0" in str(report)
 
 
+@pytest.mark.skipif(cuda_kernels.cupy_available(), reason="needs a machine without a working CuPy GPU")
+def test_a_cupy_swap_without_a_cupy_gpu_is_refused_before_anything_is_swapped():
+    net = models.create_model("sew_resnet18", T=2, num_classes=10, width_multiplier=0.125)
+    before = [type(m) for m in net.modules()]
+    with pytest.raises(RuntimeError, match=r"backend='cupy' needs CuPy with a working CUDA GPU"):
+        use_fused_neurons(net, backend="cupy")
+    assert [type(m) for m in net.modules()] == before  # not one neuron swapped
+
+
 def test_fused_sew_resnet_trains_under_the_pruner():
     torch.manual_seed(0)
     model = models.create_model("sew_resnet18", T=2, neuron_type="if", stem="cifar", in_channels=1,
