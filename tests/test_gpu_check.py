@@ -294,23 +294,50 @@ def test_bytes_model_closed_form():
             bench_neuron.bytes_moved((t, b, c, h, w), elem)
     assert bench_neuron.bytes_moved((2, 3), 4) == 2 * 3 * 24 + 48
     assert bench_neuron.bytes_moved((2, 3), 2, recompute=True) == 2 * 3 * 10 + 60
+    for elem in (4, 2):
+        shape = (t, b, c, h, w)
+        # PLIF recompute: LIF's + k read by both kernels (8) + dL/dk shares written and summed (8 per neuron)
+        assert bench_neuron.bytes_moved(shape, elem, True, "plif") == t * n * 5 * elem + 28 * n + 8
+        # PLIF stored h, decay_input: its backward also reads x (elem per element) and v0 (4 per neuron)
+        assert bench_neuron.bytes_moved(shape, elem, False, "plif") == t * n * (5 * elem + 8) + 28 * n + 8
+        assert bench_neuron.bytes_moved(shape, elem, False, "plif", decay_input=False) == \
+            t * n * (4 * elem + 8) + 28 * n + 8
+        # the leak's extra traffic over LIF is per neuron, not per element: 8 bytes per neuron + 8
+        plif, lif = (bench_neuron.bytes_moved(shape, elem, True, kind) for kind in ("plif", "lif"))
+        assert plif - lif == 8 * n + 8
+    assert bench_neuron.bytes_moved((2, 3), 4, False, "plif") == 2 * 3 * 28 + 3 * 28 + 8
+    with pytest.raises(ValueError, match="neuron must be 'lif' or 'plif'"):
+        bench_neuron.bytes_moved((2, 3), 4, neuron="if")
     assert bench_neuron.peak_bandwidth("NVIDIA H200") == 4.8e12
     assert bench_neuron.peak_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12
     assert bench_neuron.peak_bandwidth("NVIDIA GeForce RTX 4090") is None
 
 
 def test_bench_neuron_runs_on_cpu(tmp_path):
+    out = tmp_path / "n.json"
     rows = bench_neuron.main(["--device", "cpu", "--shapes", "2,2,4,8,8", "--repeats", "2",
-                              "--dtypes", "float32", "--out", str(tmp_path / "n.json")])
-    assert {r["variant"] for r in rows} >= {"ours torch", "ours torch recompute"}
-    assert all(r["ms"] > 0 for r in rows)
-    by_variant = {r["variant"]: r for r in rows}
+                              "--dtypes", "float32", "--out", str(out)])
     shape = (2, 2, 4, 8, 8)
-    assert by_variant["ours torch"]["bytes_model"] == "stored-h"
-    assert by_variant["ours torch"]["bytes_moved"] == bench_neuron.bytes_moved(shape, 4)
-    assert by_variant["ours torch recompute"]["bytes_model"] == "recompute"
-    assert by_variant["ours torch recompute"]["bytes_moved"] == bench_neuron.bytes_moved(shape, 4, True)
-    assert all(r["gb_per_s"] > 0 for r in rows) and (tmp_path / "n.json").exists()
+    assert [r["neuron"] for r in rows] == ["lif"] * 3 + ["plif"] * 3  # default: both, LIF first
+    assert json.loads(out.read_text()) == rows
+    for neuron in ("lif", "plif"):
+        by_variant = {r["variant"]: r for r in rows if r["neuron"] == neuron}
+        sj = [name for name in by_variant if name.startswith("spikingjelly")]
+        assert set(by_variant) == {"ours torch", "ours torch recompute", *sj} and len(sj) == 1
+        assert sj[0] == "spikingjelly 2.x (cpu op)" or sj[0].startswith("spikingjelly backend=")
+        for name, recompute in (("ours torch", False), ("ours torch recompute", True), (sj[0], False)):
+            row = by_variant[name]
+            assert row["bytes_model"] == f"{neuron} {'recompute' if recompute else 'stored-h'}"
+            assert row["bytes_moved"] == bench_neuron.bytes_moved(shape, 4, recompute, neuron)
+            assert row["gb_per_s"] == pytest.approx(row["bytes_moved"] / row["ms"] / 1e6)
+        # each neuron's ratios are against its own rows
+        assert by_variant["ours torch"]["speedup_vs_ours_torch"] == 1.0
+        assert by_variant[sj[0]]["speedup_vs_spikingjelly"] == 1.0
+        assert by_variant[sj[0]]["speedup_vs_ours_torch"] == pytest.approx(
+            by_variant["ours torch"]["ms"] / by_variant[sj[0]]["ms"])
+    only = bench_neuron.main(["--device", "cpu", "--neuron", "plif", "--shapes", "1,3", "--repeats", "1",
+                              "--dtypes", "float32"])
+    assert {r["neuron"] for r in only} == {"plif"} and len(only) == 3
 
 
 @pytest.mark.parametrize("neuron", ["if", "plif"])
