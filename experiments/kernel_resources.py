@@ -23,11 +23,12 @@ its occupancy is left to the driver (omitted).
 
 ``--driver`` (CUDA and CuPy) also loads each compiled cubin on the GPU and reads what the driver reports
 (``cuFuncGetAttribute``: registers, local, shared and constant bytes;
-``cuOccupancyMaxActiveBlocksPerMultiprocessor`` at BLOCK threads) and, for the largest T of each neuron and
-dtype, the kernel as the cupy backend builds it (``cuda_kernels._kernel``: CuPy's own NVRTC compile): the
-ptxas figures and this script's occupancy arithmetic checked against the device. ``driver_agrees`` is False
-in a row where any of them differs, ``driver_error`` says why the driver could not be asked; either makes the
-command exit 1 (after writing every row).
+``cuOccupancyMaxActiveBlocksPerMultiprocessor`` at BLOCK threads) and, for the largest T of each neuron (its
+first variant asked for), the kernel as the cupy backend builds it (``cuda_kernels._kernel``: CuPy's own
+NVRTC compile, one kernel at a time, so only these): the ptxas figures and this script's occupancy
+arithmetic checked against the device. ``driver_agrees`` is False in a row where any of them differs,
+``driver_error`` says why the driver could not be asked; either makes the command exit 1 (after writing
+every row).
 
 ``--markdown`` prints a summary: per kernel kind and T (rows) and neuron (columns), the registers' range over
 the reset/detach/surrogate/dtype variants and the occupancy at the most, and whether any kernel spills or
@@ -289,7 +290,7 @@ def _function_figures(driver, function: int) -> dict:
 def _driver_figures(rows: list[dict], kernels: list[Kernel], cubins: dict[str, bytes],
                     units: dict[str, list[Kernel]]) -> None:
     """Adds the driver's figures for each row's kernel loaded from the cubin just compiled, and, for the
-    largest T of each neuron and dtype, ``cupy_*`` figures of the kernel as the cupy backend builds it."""
+    largest T of each neuron, ``cupy_*`` figures of the kernel as the cupy backend builds it."""
     import cupy
     from cupy.cuda import driver
 
@@ -303,12 +304,10 @@ def _driver_figures(rows: list[dict], kernels: list[Kernel], cubins: dict[str, b
                 by_name[k.name].update(_function_figures(driver, driver.moduleGetFunction(module, k.name)))
         finally:
             driver.moduleUnload(module)
-    largest: dict[tuple, Kernel] = {}  # the first variant at the largest T, per neuron and dtype
+    largest: dict[str, Kernel] = {}  # the first variant at the largest T, per neuron
     for k in kernels:
-        if k.kind == "backward_recompute":
-            key = (k.neuron, k.dtype)
-            if key not in largest or k.steps > largest[key].steps:
-                largest[key] = k
+        if k.kind == "backward_recompute" and (k.neuron not in largest or k.steps > largest[k.neuron].steps):
+            largest[k.neuron] = k
     for k in largest.values():
         function = cuda_kernels._kernel(k.kind, k.config, DTYPES[k.dtype], k.steps, 0)
         figures = _function_figures(driver, function.ptr)
