@@ -187,8 +187,9 @@ def run_step(step: Step, cwd: Path = ROOT, env: dict[str, str] | None = None,
         out, _ = proc.communicate()
         return StepResult(step.name, command, "timeout", time.perf_counter() - start,
                           output_tail=f"timed out after {timeout_s:.0f} s\n{out[-3000:]}")
+    tail = out[-(8000 if step.summary else 3000):]  # a summary is the report's section: keep all of it
     result = StepResult(step.name, command, "ok" if proc.returncode == 0 else "failed",
-                        time.perf_counter() - start, proc.returncode, out[-3000:], summary=step.summary)
+                        time.perf_counter() - start, proc.returncode, tail, summary=step.summary)
     if step.json_out and proc.returncode == 0:
         try:
             result.rows = json.loads((cwd / step.json_out).read_text())

@@ -308,6 +308,15 @@ def test_run_step_records_failure_and_timeout(tmp_path):
     assert missing.status == "failed" and "could not start" in missing.output_tail
 
 
+def test_a_summary_step_keeps_its_whole_summary(tmp_path):
+    code = "print('a' * 2000); print('b' * 4000)"
+    py = sys.executable
+    summary = gpu_check.run_step(gpu_check.Step("s", [py, "-c", code], 30, summary=True), tmp_path)
+    plain = gpu_check.run_step(gpu_check.Step("p", [py, "-c", code], 30), tmp_path)
+    assert summary.summary and summary.output_tail.strip() == "a" * 2000 + "\n" + "b" * 4000
+    assert not plain.summary and len(plain.output_tail) == 3000
+
+
 def test_a_timed_out_step_takes_its_children_with_it(tmp_path):
     # the child lets go of the output pipe, as a daemonized worker would: only killing the group ends it
     code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; "
