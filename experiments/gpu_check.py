@@ -12,15 +12,16 @@ later step, run with the same interpreter (no virtual environment, no editable i
 import (the GPU image has cupy-cuda13x): the check-imports step fails, saying so, where it does not. Without
 --wheels the interpreter must hold everything itself (a venv with `pip install -e ".[cuda]"`).
 
-Steps: install-wheels, check-imports, `pytest -m gpu` over the test files holding GPU tests, the fused neuron
-benchmark, bench_overhead and bench_metrics on CUDA, a 60-step AMP training timing of SEW ResNet-18, and a
-1-GPU NCCL DDP smoke run of experiments/train.py under torchrun. Each runs as a subprocess under its own
-timeout, and all of them within --budget-s (a step that the budget no longer allows is recorded as not run),
-so the whole check ends inside one 10-minute device call. A failed, timed-out or not-run step is in the
-report, never hidden, and the command then exits 1. Without CUDA it exits 2 before doing anything (--dry-run
-and --install-only need none). The report is rewritten after every step; --out DIR gets it, gpu_check.json
-(every step's result) and the benchmarks' JSON rows, flat, each time, so a call cut off still brings back
-what ran.
+Steps: install-wheels, check-imports, `pytest -m gpu` over the test files holding GPU tests, the fused
+kernels' registers, spills and occupancy (ptxas and the driver: experiments/kernel_resources.py), the fused
+LIF and PLIF benchmark, bench_overhead and bench_metrics on CUDA, a 60-step AMP training timing of SEW
+ResNet-18, and a 1-GPU NCCL DDP smoke run of experiments/train.py under torchrun. Each runs as a subprocess
+under its own timeout, and all of them within --budget-s (a step that the budget no longer allows is recorded
+as not run), so the whole check ends inside one 10-minute device call. A failed, timed-out or not-run step is
+in the report, never hidden, and the command then exits 1. Without CUDA it exits 2 before doing anything
+(--dry-run and --install-only need none). The report is rewritten after every step; --out DIR gets it,
+gpu_check.json (every step's result) and the benchmarks' JSON rows, flat, each time, so a call cut off still
+brings back what ran.
 """
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ SITE = RESULTS / "site"  # where --wheels are installed (--target)
 REPORT = Path("docs/gpu_report.md")
 BUDGET_S = 540  # the whole check; a device call may run 600 s
 REPORT_RESERVE_S = 15  # kept back from the budget for the final report
-BENCH_JSON = ("bench_neuron", "bench_overhead", "bench_metrics", "bench_amp_train")
+BENCH_JSON = ("kernel_resources", "bench_neuron", "bench_overhead", "bench_metrics", "bench_amp_train")
 OUT_FILES = ("gpu_report.md", "gpu_check.json", *(f"{n}.json" for n in BENCH_JSON))
+# bench_neuron's shapes and a T = RECOMPUTE_MAX_T one of as many elements as its T = 8 one: the recompute
+# backward at the T where it holds the most registers (docs/benchmarks.md: 25 % occupancy), timed
+NEURON_SHAPES = ("4,32,64,56,56", "4,32,128,28,28", "8,16,256,14,14", "32,4,256,14,14")
 
 # module -> what provides it, for check-imports' message when it does not import
 GPU_IMPORTS = {
@@ -72,6 +76,7 @@ class Step:
     argv: list[str]
     timeout_s: int
     json_out: str | None = None  # where the step writes its rows, read back into the report
+    summary: bool = False  # the report shows the step's printed summary, not a table of its rows
 
 
 @dataclasses.dataclass
@@ -83,6 +88,7 @@ class StepResult:
     returncode: int | None = None
     output_tail: str = ""
     rows: list | None = None
+    summary: bool = False
 
 
 def install_argv(python: str, wheels: list[Path], site: Path) -> list[str]:
@@ -114,19 +120,28 @@ def gpu_test_files(root: Path = ROOT) -> list[str]:
 
 def plan(python: str = sys.executable, wheels: list[Path] | None = None, site: Path = SITE) -> list[Step]:
     r = RESULTS
-    neuron_json, overhead_json, metrics_json, amp_json = (str(r / f"{n}.json") for n in BENCH_JSON)
-    steps = [Step("install-wheels", install_argv(python, wheels, site), 30)] if wheels else []
+    resources_json, neuron_json, overhead_json, metrics_json, amp_json = (str(r / f"{n}.json")
+                                                                          for n in BENCH_JSON)
+    steps = [Step("install-wheels", install_argv(python, wheels, site), 15)] if wheels else []
     return steps + [
-        Step("check-imports", [python, "-m", "experiments.gpu_check", "--check-imports"], 30),
+        Step("check-imports", [python, "-m", "experiments.gpu_check", "--check-imports"], 20),
         Step("pytest-gpu", [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "gpu",
                             *gpu_test_files()], 90),
+        # every neuron kind, both surrogates, T up to RECOMPUTE_MAX_T: ptxas' figures on the image's NVRTC
+        # and the driver's for the same cubins and for the cupy backend's own build (docs/benchmarks.md
+        # has the full table, compiled without a GPU)
+        Step("kernel-resources",
+             [python, "-m", "experiments.kernel_resources", "--driver", "--arch", "sm_90", "--resets", "hard",
+              "--detach", "detach", "--steps", "1", "4", "8", "16", "32", "--markdown", "--out",
+              resources_json], 20, json_out=resources_json, summary=True),
         Step("bench-neuron",
-             [python, "-m", "experiments.bench_neuron", "--device", "cuda", "--repeats", "10",
-              "--dtypes", "float32", "float16", "bfloat16", "--out", neuron_json],
-             60, json_out=neuron_json),
+             [python, "-m", "experiments.bench_neuron", "--device", "cuda", "--neuron", "lif", "plif",
+              "--shapes", *NEURON_SHAPES, "--repeats", "10", "--dtypes", "float32", "float16", "bfloat16",
+              "--out", neuron_json],
+             80, json_out=neuron_json),
         Step("bench-overhead",
              [python, "-m", "experiments.bench_overhead", "--device", "cuda", "--repeats", "10",
-              "--out", overhead_json], 45, json_out=overhead_json),
+              "--out", overhead_json], 40, json_out=overhead_json),
         Step("bench-metrics",
              [python, "-m", "experiments.bench_metrics", "--device", "cuda", "--repeats", "5",
               "--out", metrics_json], 35, json_out=metrics_json),
@@ -137,7 +152,7 @@ def plan(python: str = sys.executable, wheels: list[Path] | None = None, site: P
         Step("ddp-smoke",
              [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
               "-m", "experiments.train", "-c", "experiments/configs/demo_digits.yaml",
-              "--device", "cuda", "--epochs", "1", "--output-dir", str(r / "ddp_smoke")], 60),
+              "--device", "cuda", "--epochs", "1", "--output-dir", str(r / "ddp_smoke")], 50),
     ]
 
 
@@ -172,8 +187,9 @@ def run_step(step: Step, cwd: Path = ROOT, env: dict[str, str] | None = None,
         out, _ = proc.communicate()
         return StepResult(step.name, command, "timeout", time.perf_counter() - start,
                           output_tail=f"timed out after {timeout_s:.0f} s\n{out[-3000:]}")
+    tail = out[-(8000 if step.summary else 3000):]  # a summary is the report's section: keep all of it
     result = StepResult(step.name, command, "ok" if proc.returncode == 0 else "failed",
-                        time.perf_counter() - start, proc.returncode, out[-3000:])
+                        time.perf_counter() - start, proc.returncode, tail, summary=step.summary)
     if step.json_out and proc.returncode == 0:
         try:
             result.rows = json.loads((cwd / step.json_out).read_text())
@@ -254,9 +270,12 @@ def _table(rows: list[dict]) -> list[str]:
     if not rows or not isinstance(rows, list) or not isinstance(rows[0], dict):
         return [f"```\n{json.dumps(rows, indent=1)[:4000]}\n```"]
     keys = list(dict.fromkeys(k for row in rows for k in row))
+    nested = [k for k in keys if any(isinstance(row.get(k), (list, dict)) for row in rows)]
+    keys = [k for k in keys if k not in nested]
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)] + [
-        "| " + " | ".join(fmt(row.get(k, "")) for k in keys) + " |" for row in rows]
+        "| " + " | ".join(fmt(row.get(k, "")) for k in keys) + " |" for row in rows] + (
+        [f"\n(left out here, in the JSON: {', '.join(nested)})"] if nested else [])
 
 
 def render_report(env: dict, results: list[StepResult], planned: int | None = None) -> str:
@@ -273,6 +292,10 @@ def render_report(env: dict, results: list[StepResult], planned: int | None = No
     lines += ["", f"**{verdict}**", ""]
     for r in results:
         lines += [f"## {r.name}", "", f"`{r.command}`", "", f"status: {r.status}", ""]
+        if r.rows is not None and r.summary and r.status == "ok":
+            lines += [r.output_tail.strip(), "",
+                      f"({len(r.rows)} rows in gpu_check.json and the step's JSON)", ""]
+            continue
         if r.rows is not None:
             lines += _table(r.rows) + [""]
         if r.status != "ok" or r.rows is None:

@@ -133,7 +133,7 @@ def test_a_wrong_recompute_kernel_is_caught(monkeypatch):
     c = CONFIGS[-1]  # PLIF decay_input, sigmoid
     key = ("backward_recompute", c, "float", 5)
     good = cuda_kernels.source(*key)
-    bad = good.replace("float v = v0[i];", "float v = 0.0f;")
+    bad = good.replace("const float v_init = v0[i];", "const float v_init = 0.0f;")
     assert bad != good
     monkeypatch.setitem(he._NEURON_KERNELS, key, he.compile_on_host(bad, cuda_kernels.kernel_name(*key)))
     r = compare(c, torch.float32, 5, 257, recompute=True)

@@ -15,7 +15,9 @@ neuron's share of dL/dk, summed outside the kernel. Sources are generated per (k
 decay_input, detach_reset, surrogate, dtype, and T for the recompute backward) and cached.
 
 ``compile_check(source)`` compiles a source to PTX with NVRTC on a machine without a GPU (through ctypes, from
-the NVRTC library that torch's CUDA wheels ship), so CI can check every generated kernel.
+the NVRTC library that torch's CUDA wheels ship), so CI can check every generated kernel; ``nvrtc_compile``
+also gives the cubin of a real architecture and the log (ptxas' register and spill report with
+``-Xptxas -v``).
 """
 from __future__ import annotations
 
@@ -171,9 +173,13 @@ def backward_source(c: NeuronConfig, dtype: str, kind: str = "backward", steps: 
             raise ValueError(f"steps must be an int in [1, {RECOMPUTE_MAX_T}] for {kind}, got {steps!r}")
         saved = f"const {dtype}* __restrict__ x, const float* __restrict__ v0, "
         keep_x = plif and c.decay_input  # the leak gradient needs X[t]
+        # V[-1] from a register: a load of v0[i] inside the reverse loop (PLIF's V[t-1] at t = 0) left that
+        # loop rolled, indexing hs/xs at run time, so they lived in local memory (on sm_90 from T = 10 with
+        # xs, T = 28 without); experiments/kernel_resources.py reports each kernel's registers and stack
         body = f"""float hs[{steps}];
     {f"float xs[{steps}];" if keep_x else ""}
-    float v = v0[i];
+    const float v_init = v0[i];
+    float v = v_init;
     #pragma unroll
     for (int t = 0; t < {steps}; ++t) {{
         const long long k = (long long)t * N + i;
@@ -186,7 +192,7 @@ def backward_source(c: NeuronConfig, dtype: str, kind: str = "backward", steps: 
     #pragma unroll
     for (int t = {steps} - 1; t >= 0; --t) {{
         const long long k = (long long)t * N + i;
-        {_backward_step(c, dtype, "hs[t]", "t > 0 ? " + _after_reset(c, "hs[t - 1]") + " : v0[i]", "xs[t]")}
+        {_backward_step(c, dtype, "hs[t]", "t > 0 ? " + _after_reset(c, "hs[t - 1]") + " : v_init", "xs[t]")}
     }}"""
         sizes = "const long long N"
     else:
@@ -247,32 +253,54 @@ def nvrtc_available() -> bool:
     return _nvrtc_library() is not None and bool(cuda_include_dirs())
 
 
-def compile_check(source: str, name: str = "kernel.cu", arch: str = "compute_80") -> str:
-    """Compile ``source`` to PTX with NVRTC (no GPU needed) and return the PTX; raise with the log on
-    error."""
+def nvrtc_version() -> tuple[int, int]:
+    """(major, minor) of the NVRTC library ``compile_check`` uses; RuntimeError where there is none."""
+    lib = _nvrtc_library()
+    if lib is None:
+        raise RuntimeError("NVRTC is not available on this machine")
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    _nvrtc_ok(lib, lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)), None)
+    return major.value, minor.value
+
+
+def nvrtc_compile(source: str, name: str = "kernel.cu", arch: str = "compute_80",
+                  options: tuple[str, ...] = ()) -> tuple[str | bytes, str]:
+    """Compile ``source`` with NVRTC (no GPU needed), NVRTC_OPTIONS and ``options``: for a virtual ``arch``
+    (compute_XX) the PTX, for a real one (sm_XX) the cubin (bytes), with the compiler log (``-Xptxas -v`` in
+    ``options`` puts ptxas' resource report there). RuntimeError with the log if it does not compile."""
     lib = _nvrtc_library()
     if lib is None or not cuda_include_dirs():
         raise RuntimeError("NVRTC or the CUDA headers are not available on this machine")
     prog = ctypes.c_void_p()
     created = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None)
     _nvrtc_ok(lib, created, None)
-    options = [f"--gpu-architecture={arch}", *NVRTC_OPTIONS] + [f"-I{d}" for d in cuda_include_dirs()]
+    includes = [f"-I{d}" for d in cuda_include_dirs()]
+    options = [f"--gpu-architecture={arch}", *NVRTC_OPTIONS, *options, *includes]
     argv = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
     try:
         status = lib.nvrtcCompileProgram(prog, len(options), argv)
-        if status != 0:
-            size = ctypes.c_size_t()
-            lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-            log = ctypes.create_string_buffer(size.value)
-            lib.nvrtcGetProgramLog(prog, log)
-            raise RuntimeError(f"NVRTC failed to compile {name}:\n{log.value.decode(errors='replace')}")
         size = ctypes.c_size_t()
-        _nvrtc_ok(lib, lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), prog)
-        ptx = ctypes.create_string_buffer(size.value)
-        _nvrtc_ok(lib, lib.nvrtcGetPTX(prog, ptx), prog)
-        return ptx.value.decode()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        log = log.value.decode(errors="replace")
+        if status != 0:
+            raise RuntimeError(f"NVRTC failed to compile {name}:\n{log}")
+        cubin = arch.startswith("sm_")
+        get_size, get = (lib.nvrtcGetCUBINSize, lib.nvrtcGetCUBIN) if cubin else (lib.nvrtcGetPTXSize,
+                                                                                  lib.nvrtcGetPTX)
+        _nvrtc_ok(lib, get_size(prog, ctypes.byref(size)), prog)
+        output = ctypes.create_string_buffer(size.value)
+        _nvrtc_ok(lib, get(prog, output), prog)
+        return (output.raw[:size.value] if cubin else output.value.decode()), log
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def compile_check(source: str, name: str = "kernel.cu", arch: str = "compute_80") -> str:
+    """Compile ``source`` to PTX with NVRTC (no GPU needed) and return the PTX; raise with the log on
+    error."""
+    return nvrtc_compile(source, name, arch)[0]
 
 
 def _nvrtc_ok(lib, status: int, prog) -> None:
