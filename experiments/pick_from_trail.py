@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pick_from_trail: the trail's index names {path}, which does not exist; nothing copied",
                   file=sys.stderr)
             return 2
+        if path.resolve().parent != Path(args.trail).resolve():  # read_trail allows plain names: a link
+            print(f"pick_from_trail: {path} links to {path.resolve()}, outside the trail; nothing copied",
+                  file=sys.stderr)
+            return 2
         atomic_write(args.copy_to, path.read_bytes())
     print(path)
     return 0

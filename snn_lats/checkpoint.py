@@ -26,6 +26,11 @@ def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     the hard mask θ·1[θ² > τ]). Plain state_dicts pass through unchanged. Works offline, without building
     the model.
     """
+    check_type("state_dict", state_dict, Mapping, "a state_dict (a mapping of names to tensors)")
+    for key, value in state_dict.items():  # other values (a module's extra state) pass through as they are
+        check_type("state_dict keys", key, str, "strings")
+        if _PARAM in key:
+            check_type(f"state_dict[{key!r}]", value, torch.Tensor, "a torch.Tensor")
     out: dict[str, torch.Tensor] = {}
     entries: dict[str, dict[str, torch.Tensor]] = {}  # layer prefix -> its parametrization's entries
     for key in state_dict:
@@ -47,7 +52,16 @@ def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
             cls = parametrization_for_state(set(state))
         except ValueError as exc:
             raise ValueError(f"cannot squash {prefix}.weight: {exc}") from None
-        out[prefix + ".weight"] = cls.bake(state_dict[prefix + _PARAM + "original"], state)
+        theta = state_dict[prefix + _PARAM + "original"]
+        for name, value in state.items():
+            key = prefix + _PARAM + "0." + name
+            if name == "mask" and value.shape != theta.shape:
+                raise ValueError(f"cannot squash {prefix}.weight: {key} has shape {tuple(value.shape)}, the "
+                                 f"weight {tuple(theta.shape)}")
+            if name != "mask" and (value.numel() != 1 or not bool(torch.isfinite(value).all())):
+                raise ValueError(f"cannot squash {prefix}.weight: {key} must be one finite number, got "
+                                 f"{shown(value)}")
+        out[prefix + ".weight"] = cls.bake(theta, state)
     return out
 
 
@@ -103,6 +117,26 @@ def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
     model.load_state_dict(state, strict=True)
 
 
+def _kind(tensor: torch.Tensor) -> str:
+    if tensor.dtype == torch.bool:
+        return "bool"
+    return "complex" if tensor.is_complex() else "floating-point" if tensor.is_floating_point() else "integer"
+
+
+def _entry_problem(value: torch.Tensor, own: torch.Tensor) -> str | None:
+    """Why a checkpoint tensor cannot be copied into the model's tensor ``own`` as it is, or None: ``copy_``
+    would fail part-way through a load (a meta or sparse tensor), or convert it silently (an integer, bool or
+    complex tensor into a floating-point one, or back)."""
+    if value.is_meta:
+        return "is on the meta device: it holds no values"
+    if value.layout != torch.strided:
+        return f"is a {value.layout} tensor; convert it with .to_dense()"
+    if _kind(value) != _kind(own):
+        return (f"is {_kind(value)} ({value.dtype}), the model's is {_kind(own)} ({own.dtype}); a checkpoint "
+                "of another kind of number is not converted silently")
+    return None
+
+
 def _key(key: Any) -> str:
     """A state_dict key as a message shows it: a plain dotted name as it is, anything else (an empty name, a
     non-string) as its repr."""
@@ -156,6 +190,14 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
               if state[k].shape != own[k].shape]
     if shapes:  # every check comes before the first assignment: a failed load changes nothing
         raise ValueError("load_dense: state_dict does not match the model: " + _mismatch([], [], shapes))
+    for key in sorted(own):
+        if (problem := _entry_problem(state[key], own[key])) is not None:
+            raise ValueError(f"load_dense: state_dict[{key!r}] {problem}")
+    pruned = {f"{name}.weight" if name else "weight" for name in prepared}
+    nonfinite = [k for k in sorted(pruned) if not bool(torch.isfinite(state[k]).all())]
+    if nonfinite:
+        raise ValueError(f"load_dense: state_dict has NaN or infinite weights in {nonfinite[:5]}; the "
+                         "weights of the pruned layers must be finite")
     for name, module in prepared.items():
         p = pruning_parametrization(module)
         if not hasattr(p, "right_inverse"):
