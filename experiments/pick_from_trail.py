@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pick_from_trail: {path} links to {path.resolve()}, outside the trail; nothing copied",
                   file=sys.stderr)
             return 2
-        atomic_write(args.copy_to, path.read_bytes())
+        try:
+            atomic_write(args.copy_to, path.read_bytes())
+        except OSError as exc:  # a WriteError naming --copy-to, or the pick unreadable
+            print(f"pick_from_trail: {exc.strerror or exc}; nothing copied", file=sys.stderr)
+            return 2
     print(path)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,15 +84,34 @@ def model_state_from_checkpoint(checkpoint: Any) -> dict[str, torch.Tensor]:
                      "(looked for keys 'model', 'state_dict', 'model_state')")
 
 
+def _unpacked_size(path: str | os.PathLike) -> int | None:
+    """The bytes a zip checkpoint's entries hold once read (as its directory declares them), or None for a
+    file that is no zip (the legacy format, or not a checkpoint at all)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+
+
 def load_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load(weights_only=True)`` with a clear error for a missing, truncated or corrupt file."""
+    """``torch.load(weights_only=True)`` with a clear error for a missing, truncated or corrupt file.
+
+    A zip whose entries unpack to far more than the file's size (``torch.save`` stores them uncompressed) is
+    refused before ``torch.load`` allocates for it: a zip bomb never reaches memory."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
+    size, unpacked = os.path.getsize(path), _unpacked_size(path)
+    if unpacked is not None and unpacked > 2 * size + 2**20:
+        raise ValueError(f"checkpoint {os.fspath(path)!r} unpacks to {unpacked:,} bytes from a file of "
+                         f"{size:,}: torch.save stores its entries uncompressed, so this is no checkpoint of "
+                         "it (a zip bomb?); refused without reading it")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise ValueError(f"checkpoint {os.fspath(path)!r} is corrupt or truncated: {exc}") from None
+        if "Weights only load failed" not in str(exc) or "GLOBAL" not in str(exc):  # no object: not a pickle
+            reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), exc)
+            raise ValueError(f"checkpoint {os.fspath(path)!r} is corrupt or truncated: {reason}") from None
         # torch's message suggests weights_only=False; a file that needs it is refused, never run
         why = next((line.strip() for line in str(exc).splitlines()
                     if "GLOBAL" in line or "Unsupported" in line),

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experiments import sweep
-from experiments.args import config_type_problem, get_args_parser, read_config
+from experiments.args import config_type_problem, finite_float, get_args_parser, read_config
 from experiments.methods import METHODS
 from tests.test_sweep import BASE, write_spec
 from tests.test_train import ENV, ROOT
@@ -292,12 +293,13 @@ def test_keys_train_py_does_not_know_are_refused_with_close_matches(tmp_path):
 
 
 def test_values_are_checked_as_train_py_checks_config_values(tmp_path):
-    assert "base.lr must be a number, got 'fast'" in spec_error(tmp_path, base={**BASE, "lr": "fast"})
+    assert "base.lr must be a finite number, got 'fast'" in spec_error(tmp_path, base={**BASE, "lr": "fast"})
+    assert "base.lr must be a finite number, got inf" in spec_error(tmp_path, base={**BASE, "lr": math.inf})
     assert "base.epochs must be an integer, got 2.5" in spec_error(tmp_path, base={**BASE, "epochs": 2.5})
     assert "base.compile must be true or false" in spec_error(tmp_path, base={**BASE, "compile": "yes"})
-    assert "methods.gmp.pruning_ratio[1] must be a number, got 'x'" in spec_error(
+    assert "methods.gmp.pruning_ratio[1] must be a finite number, got 'x'" in spec_error(
         tmp_path, {"gmp": {"pruning_ratio": [0.8, "x"]}})
-    assert "methods.pgh.beta must be a number, got 'b'" in spec_error(
+    assert "methods.pgh.beta must be a finite number, got 'b'" in spec_error(
         tmp_path, {"pgh": {"final_threshold": [0.1], "beta": "b"}})
     assert "methods.gmp.pruning_ratio is an empty list" in spec_error(tmp_path,
                                                                       {"gmp": {"pruning_ratio": []}})
@@ -313,6 +315,13 @@ def test_values_are_checked_as_train_py_checks_config_values(tmp_path):
                                                  "gmp": {"ignored_layers": ["fc"], "pruning_ratio": 0.8}},
                                       base={**BASE, "final_threshold": 0.1}))
     assert len(sweep.expand(spec)) == 3
+    # values of the right type that train.py's own checks refuse: refused up front, naming the run
+    message = spec_error(tmp_path, {"gmp": {"pruning_ratio": [0.5, 1.5]}})
+    assert ("methods.gmp: experiments.train refuses run gmp_pruning_ratio=1.5_seed=0: --pruning-ratio must "
+            "be in [0, 1), got 1.5") in message
+    assert "refuses run dense_seed=0: --T must be >= 1" in spec_error(tmp_path, base={**BASE, "T": 0})
+    # the runs' GPU is where they run: a CUDA device is not checked on this machine
+    assert sweep.load_spec(write_spec(tmp_path, {"dense": {}}, base={**BASE, "device": "cuda"}))
 
 
 def test_malformed_yaml_and_a_file_that_is_not_a_mapping_are_one_line_errors(tmp_path, capsys):
@@ -413,7 +422,7 @@ def fitting(key: str):
         return st.booleans()
     if action.nargs == "*":
         return st.lists(st.sampled_from(["fc", "conv1"]), max_size=2)
-    if action.type in (int, float):
+    if action.type in (int, finite_float):
         return st.integers(0, 5) if action.type is int else st.floats(0.01, 1.0)
     return st.sampled_from(["cpu", "x"])
 
@@ -485,8 +494,8 @@ def test_an_unknown_key_is_named(key, where):
 def test_a_value_of_the_wrong_type_is_named(key, value):
     action = TRAIN_ACTIONS[key]
     code, _, err, path, _ = dry_run(yaml.safe_dump({"base": {**BASE, key: value}, "methods": {"dense": {}}}))
-    if config_type_problem(action, value) is None:
-        assert code == 0, err
+    if config_type_problem(action, value) is None:  # of the right type: runs, or train.py's range check
+        assert code == 0 or "experiments.train refuses run dense_seed=0: " in err, err
     else:
         assert code == 2 and f"base.{key} must be" in err and path in err, err
 
