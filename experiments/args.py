@@ -13,6 +13,7 @@ import yaml
 import models
 from experiments.data import DATASETS
 from experiments.methods import METHODS
+from snn_lats.cli.types import finite_float
 from snn_lats.structured import REGULARIZERS
 
 OCS_REGULARIZERS = tuple(REGULARIZERS)
@@ -20,18 +21,6 @@ OCS_REGULARIZERS = tuple(REGULARIZERS)
 # (models.model_info)
 MODEL_OPTIONS = {"T": "T", "neuron": "neuron_type", "cnf": "cnf", "stem": "stem",
                  "width_multiplier": "width_multiplier", "image_size": "img_size"}
-
-
-def finite_float(text: str) -> float:
-    """argparse's ``type`` of every number option: ``float`` without ``nan`` and ``inf`` (which float() takes,
-    and every range check lets through or misreads)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
 
 
 class ArgumentParser(argparse.ArgumentParser):

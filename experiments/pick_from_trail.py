@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from snn_lats.cli.types import finite_float
 from snn_lats.io import atomic_write
 from snn_lats.trail import pick, read_trail
 
@@ -24,8 +25,8 @@ from snn_lats.trail import pick, read_trail
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trail", help="the trail directory (OUTPUT_DIR/trail of a training run)")
-    p.add_argument("--min-acc", type=float, default=None, help="Acc@1 budget, in percent")
-    p.add_argument("--min-sparsity", type=float, default=None,
+    p.add_argument("--min-acc", type=finite_float, default=None, help="Acc@1 budget, in percent")
+    p.add_argument("--min-sparsity", type=finite_float, default=None,
                    help="weight-sparsity budget, a fraction in [0, 1]")
     p.add_argument("--copy-to", default=None, help="copy the picked checkpoint here")
     args = p.parse_args(argv)

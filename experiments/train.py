@@ -50,6 +50,7 @@ from experiments.args import MODEL_OPTIONS, get_args_parser, parse_args  # noqa:
 from experiments.data import build_datasets, data_flags
 from experiments.methods import Method, RunContext, RunPruners, build_pruners, epoch_figures, get_method
 from snn_lats.checkpoint import (
+    check_state_fits,
     export_dense,
     load_checkpoint,
     load_plain_weights,
@@ -404,7 +405,6 @@ def build_model(args, kwargs: dict, structure: dict | None, pretrained, world: i
             load_plain_weights(model, model_state_from_checkpoint(pretrained))
         except ValueError as exc:
             raise ValueError(f"--pretrained {args.pretrained}: {exc}") from None
-        check_finite_weights(f"--pretrained {args.pretrained}", model)
         say(f"initialized from {args.pretrained}" + (" (channel-pruned structure)" if structure else ""))
     if args.fused_neurons and (report := snn_lats.snn.use_fused_neurons(model)).unsupported:
         say(report)
@@ -494,15 +494,6 @@ def load_start_checkpoints(args, out: Path):
 RESUME_KEYS = {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "step", "best_acc1", "rng", "args"}
 
 
-def check_finite_weights(where: str, model) -> None:
-    """Refuse a model whose loaded parameters hold NaN or infinity (a checkpoint of a run that diverged)."""
-    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
-    if bad:
-        raise ValueError(f"{where}: the checkpoint's weights hold NaN or infinity in {bad[:5]}"
-                         f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; training from them would "
-                         "only spread it")
-
-
 # what a resume may change: where things are and how they are shown, not what is computed
 RESUME_MAY_CHANGE = ("resume", "output_dir", "config", "data_path", "workers", "log_every", "dump_rank_state",
                      "device", "pretrained")
@@ -539,13 +530,18 @@ def restore(resume: dict, model, optimizer, lr_scheduler, scaler, pruners: RunPr
     # A checkpoint that passed check_same_run was written by this script for this run; one that still does not
     # load into its part (edited, or from another version) is named here, not left as the part's traceback.
     parts = [("model", model), ("optimizer", optimizer), ("lr_scheduler", lr_scheduler), ("scaler", scaler)]
+    if not isinstance(resume["model"], dict):
+        raise ValueError(f"--resume {path}: its 'model' is a {type(resume['model']).__name__}, not a "
+                         "state_dict")
+    try:
+        check_state_fits(model, resume["model"])
+    except ValueError as exc:
+        raise ValueError(f"--resume {path}: {exc}") from None
     for key, target in parts:
         try:
             target.load_state_dict(resume[key])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
             raise ValueError(f"--resume {path}: its {key!r} state does not load: {exc}") from None
-        if key == "model":
-            check_finite_weights(f"--resume {path}", model)
     pruners.load_state_dict(resume)
     try:
         utils.set_rng_state(resume["rng"])

@@ -124,17 +124,41 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
 
 def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load a (squashed or prepared) state_dict strictly into an unprepared model; name every mismatching
-    key."""
+    key. Every entry is checked before the first is copied (:func:`check_state_fits`)."""
     state = squash_state_dict(state_dict)
+    check_state_fits(model, state)
+    model.load_state_dict(state, strict=True)
+
+
+def check_state_fits(model: nn.Module, state: Mapping[str, Any]) -> None:
+    """Raise a ValueError, naming the entries, unless ``model.load_state_dict(state, strict=True)`` would
+    copy every entry as it is: the same keys and shapes, no meta or sparse tensor, the same kind of number as
+    the model's (an integer tensor is not converted into a float weight), no NaN or infinity in a parameter.
+    ``load_state_dict`` itself checks as it copies, so a late failure would leave the model half loaded."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    missing = sorted(set(own) - set(state), key=str)
+    unexpected = sorted(set(state) - set(own), key=str)
+    tensors = sorted(k for k in set(own) & set(state)
+                     if isinstance(own[k], torch.Tensor) and isinstance(state[k], torch.Tensor))
+    mismatched = [k for k in tensors if own[k].shape != state[k].shape]
     if missing or unexpected or mismatched:
         shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in mismatched]
         raise ValueError("checkpoint does not match the model: " + _mismatch(missing, unexpected, shapes))
-    model.load_state_dict(state, strict=True)
+    for key in tensors:  # other values are a module's extra state: its own to load
+        if (problem := _entry_problem(state[key], own[key])) is not None:
+            raise ValueError(f"checkpoint entry {key!r} {problem}")
+    # parameters finite; buffers without NaN (an infinite buffer can be meant: an attention mask's -inf)
+    params = {name for name, _ in model.named_parameters()}
+    bad = [k for k in tensors if state[k].is_floating_point() or state[k].is_complex()]
+    bad = [k for k in bad if not bool((torch.isfinite if k in params else _no_nan)(state[k]).all())]
+    if bad:
+        raise ValueError(f"checkpoint has NaN or infinite weights in {bad[:5]}"
+                         f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} (a run that diverged?)")
+
+
+def _no_nan(tensor: torch.Tensor) -> torch.Tensor:
+    return ~torch.isnan(tensor)
 
 
 def _kind(tensor: torch.Tensor) -> str:

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experiments import sweep
-from experiments.args import config_type_problem, finite_float, get_args_parser, read_config
+from experiments.args import config_type_problem, finite_float, get_args_parser
+from experiments.args import parse_args as train_parse_args
 from experiments.methods import METHODS
 from tests.test_sweep import BASE, write_spec
 from tests.test_train import ENV, ROOT
@@ -371,17 +372,17 @@ def dry_run(text: str) -> tuple[int, str, str, str, int | None]:
 
 
 def train_takes(spec: dict, folder: Path) -> None:
-    """train.py reads the base.yaml of ``spec`` and each run's options as the sweep gives them (the types and
-    spellings: what train.py checks of its values beyond them is its own)."""
+    """train.py takes the base.yaml of ``spec`` and each run's options as the sweep gives them, with every
+    check of its own (types, spellings and ranges): a sweep that starts never has a run train.py refuses. The
+    device is checked where the runs run."""
     base = folder / "base.yaml"
     base.write_text(yaml.safe_dump(spec["base"], sort_keys=False))
     for run in sweep.expand(spec):
         command = sweep.train_command(run, base, folder / "run")
-        parser, err = get_args_parser(), io.StringIO()
+        err = io.StringIO()
         with contextlib.redirect_stderr(err):
             try:
-                parser.set_defaults(**read_config(parser, str(base)))
-                args = parser.parse_args(command[3:])
+                args = train_parse_args(command[3:], device_here=False)
             except SystemExit:
                 raise AssertionError(f"train.py refuses {run.name}: {err.getvalue()}") from None
         assert (args.method, args.seed) == (run.method, run.seed)
@@ -422,8 +423,10 @@ def fitting(key: str):
         return st.booleans()
     if action.nargs == "*":
         return st.lists(st.sampled_from(["fc", "conv1"]), max_size=2)
-    if action.type in (int, finite_float):
-        return st.integers(0, 5) if action.type is int else st.floats(0.01, 1.0)
+    if action.type in (int, finite_float):  # mostly in range, sometimes a value train.py refuses
+        edge = st.sampled_from([-1, 0, 10**9] if action.type is int else [0.0, -0.5, 1.5, 1e308, math.inf,
+                                                                           math.nan])
+        return mostly(st.integers(0, 5) if action.type is int else st.floats(0.01, 1.0), edge)
     return st.sampled_from(["cpu", "x"])
 
 
