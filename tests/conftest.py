@@ -1,11 +1,21 @@
+import os
+
 import pytest
 import torch
 from torch import nn
 
+# The suite's tensors are tiny: one intra-op thread per process is several times faster than two on a shared
+# or loaded CPU (two threads wait for each other whenever one is descheduled: 20x slower at a load of 8), and
+# each pytest-xdist worker then keeps to its core. Subprocesses (torchrun, sweeps' runs, `python -m ...`)
+# inherit it through the environment. OMP_NUM_THREADS set by the caller wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """For modules of tiny tensors: one intra-op thread is many times faster than two on a shared CPU."""
+    """For modules of tiny tensors: one intra-op thread (the whole suite's default now, kept for modules that
+    must not depend on it)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
