@@ -11,6 +11,26 @@ from torch import nn
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# How long a test waits for a subprocess, or for a file a subprocess writes, before calling it hung: far more
+# than any of them takes on a machine oversubscribed several times over (no verdict depends on wall time),
+# and less than pytest-timeout's per-test limit (pyproject.toml), so a hang names what hung.
+HANG = 1500
+
+
+# Modules whose module-scoped fixtures are costly (a training run, a built wheel, compiled kernels): under
+# pytest-xdist (`make test` runs `-n auto --dist loadgroup`) all their tests go to one worker, so each fixture
+# is computed once; every other test goes to whichever worker is free.
+ONE_WORKER = ("test_bench_saved_bytes", "test_cli_properties", "test_kernel_emulation", "test_kill_resume",
+              "test_properties", "test_structured", "test_train_structured", "test_wheel")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rpartition(".")[2] if module is not None else ""
+        if name in ONE_WORKER:
+            item.add_marker(pytest.mark.xdist_group(name))
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

@@ -371,10 +371,11 @@ def test_the_module_entry_point_exits_2_with_one_line(tmp_path):
     import subprocess
     import sys
 
+    from tests.conftest import HANG
     from tests.test_train import ENV, ROOT
 
     result = subprocess.run([sys.executable, "-m", "experiments.train", *RUN, "--ignored-layers", "fcc",
                              "--output-dir", str(tmp_path / "out")], cwd=ROOT, env=ENV, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=HANG)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "ignored_layers: 'fcc' names no module" in result.stderr and not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from experiments import bench_amp_train, bench_neuron, gpu_check
+from tests.conftest import HANG
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_NAMES = ["install-cuda-extra", "pytest-gpu", "bench-neuron", "bench-overhead", "bench-metrics",
@@ -61,7 +62,7 @@ def test_ddp_smoke_planned_flags_parse():
     assert (ROOT / train_args[train_args.index("-c") + 1]).exists()
     from experiments import args as train_argparse  # noqa: F401 - the module exists
     proc = subprocess.run([sys.executable, "-m", "experiments.train", *train_args, "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -75,7 +76,7 @@ def test_other_steps_point_at_real_things():
 def test_without_cuda_exits_2_and_writes_no_report(tmp_path):
     report = tmp_path / "gpu_report.md"
     proc = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--report", str(report)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 2
     assert "needs a CUDA GPU" in proc.stderr
     assert not report.exists()

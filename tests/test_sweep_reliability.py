@@ -25,6 +25,7 @@ from experiments import sweep
 from experiments.args import config_type_problem, finite_float, get_args_parser
 from experiments.args import parse_args as train_parse_args
 from experiments.methods import METHODS
+from tests.conftest import HANG
 from tests.test_sweep import BASE, write_spec
 from tests.test_train import ENV, ROOT
 
@@ -112,7 +113,7 @@ def test_a_sigkilled_sweep_takes_its_trainer_with_it(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", "-c", str(config)], cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline, trainer = time.time() + 180, None
+        deadline, trainer = time.time() + HANG, None
         while trainer is None and proc.poll() is None and time.time() < deadline:
             trainer = trainer_of(proc.pid)
             time.sleep(0.05)
@@ -120,7 +121,7 @@ def test_a_sigkilled_sweep_takes_its_trainer_with_it(tmp_path):
         assert os.getpgid(trainer) == proc.pid  # in the sweep's process group: Ctrl-C reaches it
         proc.kill()  # SIGKILL: no handler of the sweep runs
         proc.wait()
-        deadline = time.time() + 10
+        deadline = time.time() + HANG
         while alive(trainer) and time.time() < deadline:
             time.sleep(0.05)
         assert not alive(trainer), "the trainer outlived its sweep"
@@ -172,7 +173,7 @@ def test_a_real_trainer_refuses_a_directory_another_one_holds(tmp_path):
     with open(run_dir / ".lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = subprocess.run([sys.executable, "-m", "experiments.sweep", "-c", str(config)], cwd=ROOT,
-                                env=ENV, capture_output=True, text=True, timeout=300)
+                                env=ENV, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "SKIPPED dense_seed=0: " in result.stdout and "in use by another training process" in result.stdout
     assert not (run_dir / "summary.json").exists()
@@ -342,7 +343,7 @@ def test_malformed_yaml_and_a_file_that_is_not_a_mapping_are_one_line_errors(tmp
 def test_the_command_line_gives_a_one_line_error_for_a_bad_sweep_file(tmp_path):
     config = write_spec(tmp_path, {"dense": {}}, base={**BASE, "lerning_rate": 0.1})
     result = subprocess.run([sys.executable, "-m", "experiments.sweep", "-c", str(config), "--dry-run"],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "unknown key 'lerning_rate'" in result.stderr and str(config) in result.stderr
 

@@ -14,6 +14,7 @@ import models
 from experiments import benchmark_sparsity, train
 from experiments.data import build_datasets
 from snn_lats.structured import count_macs, structure_spec
+from tests.conftest import HANG
 from tests.test_train import ENV, ROOT, TINY, _free_port, digits_accuracy
 
 BASE = [a for i, a in enumerate(TINY) if a != "--final-threshold" and TINY[i - 1] != "--final-threshold"]
@@ -249,7 +250,7 @@ def test_ddp_replicas_stay_identical_after_the_channel_removal(tmp_path):
                              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
                              "-m", "experiments.train", *OCS, "--epochs", "3", "--dump-rank-state",
                              "--output-dir", str(tmp_path)],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pruned channels after epoch 2" in result.stdout
     rank0, rank1 = (load(tmp_path / f"rank{r}_state.pth") for r in (0, 1))
