@@ -37,9 +37,13 @@ RUN = [*TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--train-subset", "
 
 
 def props(examples: int):
-    """No deadline (a loaded machine), no example database in the working tree; every example makes its own
-    folders, so the function-scoped fixtures (capsys, tmp_path_factory) are safe."""
-    return settings(max_examples=examples, deadline=None, database=None,
+    """No deadline (a loaded machine), no example database in the working tree, the same examples on every
+    run (derandomized: a verdict never depends on the draw; ``SNN_LATS_PROPERTY_SCALE=10`` hunts ten times as
+    many, from a random seed); every example makes its own folders, so the function-scoped fixtures (capsys,
+    tmp_path_factory) are safe."""
+    scale = float(os.environ.get("SNN_LATS_PROPERTY_SCALE", "1"))
+    return settings(max_examples=max(1, round(examples * scale)), deadline=None, database=None,
+                    derandomize=scale == 1,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
