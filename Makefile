@@ -23,8 +23,11 @@ $(LEGACY_SJ): $(STAMP)
 	$(PY) -m pip install -q --upgrade --no-deps --target $(LEGACY_SJ) spikingjelly==0.0.0.0.14 \
 		|| echo "could not install spikingjelly 0.0.0.0.14: its test will skip"
 
+# pytest-xdist: one worker per core (-n auto), each test process on one torch thread (tests/conftest.py);
+# --dist loadgroup keeps the modules of tests/conftest.py's ONE_WORKER together, the rest goes where a core is
+# free. `pytest tests/test_x.py` alone stays in one process.
 test: $(STAMP) $(LEGACY_SJ)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

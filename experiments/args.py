@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 import torch
@@ -13,6 +14,7 @@ import models
 from experiments.data import DATASETS
 from experiments.methods import METHODS
 from snn_lats.cli.factory import UsageError, is_factory, output_selector, resolve_factory
+from snn_lats.cli.types import finite_float
 from snn_lats.structured import REGULARIZERS
 
 OCS_REGULARIZERS = tuple(REGULARIZERS)
@@ -54,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--cnf", default="ADD", help="ADD | AND | IAND (SEW ResNets)")
     g.add_argument("--stem", default=None,
                    help="imagenet | cifar (ResNets; default: imagenet for ImageNet, else cifar)")
-    g.add_argument("--width-multiplier", type=float, default=1.0)
+    g.add_argument("--width-multiplier", type=finite_float, default=1.0)
     g.add_argument("--model-kwargs", default=None, metavar="JSON",
                    help='architecture options as a JSON object, e.g. \'{"embed_dims": 64, "depths": 2}\' '
                         "(models.model_info(NAME).arch_kwargs lists them)")
@@ -64,14 +66,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--fused-neurons", action="store_true", help="swap in snn_lats's fused LIF/IF/PLIF nodes")
     g = p.add_argument_group("pruning")
     g.add_argument("--method", default="s-lats", help=f"one of {tuple(METHODS)}")
-    g.add_argument("--final-threshold", type=float, default=None, help="D for soft-threshold methods")
-    g.add_argument("--l1-coefficient", type=float, default=None,
+    g.add_argument("--final-threshold", type=finite_float, default=None, help="D for soft-threshold methods")
+    g.add_argument("--l1-coefficient", type=finite_float, default=None,
                    help="λ for --method lr (else solved from D)")
-    g.add_argument("--beta", type=float, default=0.1, help="PGH base for pgh / early")
+    g.add_argument("--beta", type=finite_float, default=0.1, help="PGH base for pgh / early")
     g.add_argument("--freeze-epoch", type=int, default=None,
                    help="fix the masks after this epoch (early pruning)")
     g.add_argument("--pruning-start-epoch", type=int, default=0)
-    g.add_argument("--pruning-ratio", type=float, default=0.9, help="final sparsity for gmp")
+    g.add_argument("--pruning-ratio", type=finite_float, default=0.9, help="final sparsity for gmp")
     g.add_argument("--pruning-end-epoch", type=int, default=None,
                    help="gmp: the ramp reaches --pruning-ratio after this many epochs (default: --epochs), "
                         "leaving the rest to recover, as in Zhu & Gupta's recipe")
@@ -79,10 +81,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--layer-scale", nargs="*", default=None, metavar="NAME=SCALE",
                    help="soft-threshold methods: layer NAME's threshold is SCALE x d (others 1), "
                         "e.g. conv1=4")
-    g.add_argument("--l0-weight", type=float, default=1.0, help="λ of LTP's L0 term (ltp; larger: sparser)")
-    g.add_argument("--temperature", type=float, default=0.5,
+    g.add_argument("--l0-weight", type=finite_float, default=1.0,
+                   help="λ of LTP's L0 term (ltp; larger: sparser)")
+    g.add_argument("--temperature", type=finite_float, default=0.5,
                    help="T0 of LTP's sigmoid, T_l = T0·Var(|w|) (ltp)")
-    g.add_argument("--threshold-lr", type=float, default=None,
+    g.add_argument("--threshold-lr", type=finite_float, default=None,
                    help="LR of LTP's thresholds (default: --lr)")
     g.add_argument("--pretrained", default=None,
                    help="start from this checkpoint's weights (dense or pruned)")
@@ -90,29 +93,30 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="save every epoch's hard-masked model to OUTPUT_DIR/trail (default: on for ltp)")
     g = p.add_argument_group(
         "structured pruning (ocs: OCSPruner; ocs-lats: OCS, then LATS on the remaining weights)")
-    g.add_argument("--target-flops-reduction", type=float, default=0.5,
+    g.add_argument("--target-flops-reduction", type=finite_float, default=0.5,
                    help="fraction of the dense conv/linear MACs to remove, in (0, 1)")
     g.add_argument("--ocs-monitor-start-epoch", type=int, default=2,
                    help="first epoch whose channels are scored")
     g.add_argument("--ocs-reg-start-epoch", type=int, default=None,
                    help="first regularised epoch (default: automatic, once the stability Ψ plateaus)")
-    g.add_argument("--ocs-reg-init", type=float, default=1e-4,
+    g.add_argument("--ocs-reg-init", type=finite_float, default=1e-4,
                    help="initial strength λ of the channel shrink")
-    g.add_argument("--ocs-reg-delta", type=float, default=1e-4, help="λ grows by this ...")
+    g.add_argument("--ocs-reg-delta", type=finite_float, default=1e-4, help="λ grows by this ...")
     g.add_argument("--ocs-reg-interval", type=int, default=2, help="... every this many epochs")
-    g.add_argument("--ocs-stability-threshold", type=float, default=0.999, help="prune once Ψ reaches this")
+    g.add_argument("--ocs-stability-threshold", type=finite_float, default=0.999,
+                   help="prune once Ψ reaches this")
     g.add_argument("--ocs-prune-epoch-cap", type=int, default=None,
                    help="prune after this epoch (0-based) at the latest (default: 40%% of --epochs)")
-    g.add_argument("--ocs-layer-prune-limit", type=float, default=0.75,
+    g.add_argument("--ocs-layer-prune-limit", type=finite_float, default=0.75,
                    help="at most this fraction of a group goes")
     g.add_argument("--ocs-regularizer", default="shrink", help=f"one of {OCS_REGULARIZERS}")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=64, help="per process")
-    g.add_argument("--lr", type=float, default=0.1)
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--lr", type=finite_float, default=0.1)
+    g.add_argument("--momentum", type=finite_float, default=0.9)
+    g.add_argument("--weight-decay", type=finite_float, default=0.0)
+    g.add_argument("--label-smoothing", type=finite_float, default=0.0)
     g.add_argument("--warmup-epochs", type=int, default=0)
     g.add_argument("--sched-interval", default="step", help="step | epoch: how often the cosine LR moves")
     g = p.add_argument_group("runtime")
@@ -133,9 +137,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, config: dict | None = None,
+               device_here: bool = True) -> argparse.Namespace:
+    """The checked options of ``argv``; ``config`` is a mapping of defaults as a ``-c`` file would give them
+    (what a sweep checks its runs with, before anything runs); without ``device_here`` a CUDA device need not
+    exist on this machine (a SLURM job's). A problem is argparse's usage and one line (SystemExit 2)."""
     parser = get_args_parser()
     pre, _ = parser.parse_known_args(argv)
+    if config is not None:
+        parser.set_defaults(**config_values(parser, config, "the base configuration"))
     if pre.config:
         parser.set_defaults(**read_config(parser, pre.config))
     args = parser.parse_args(argv)
@@ -160,6 +170,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.train_subset is None or args.train_subset > 0,
          f"--train-subset must be > 0, got {args.train_subset}"),
         (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
+        (args.momentum >= 0, f"--momentum must be >= 0, got {args.momentum}"),
+        (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
+        (0 <= args.label_smoothing <= 1, f"--label-smoothing must be in [0, 1], got {args.label_smoothing}"),
+        (args.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {args.warmup_epochs}"),
+        (args.T >= 1, f"--T must be >= 1 (time steps), got {args.T}"),
+        (args.width_multiplier > 0, f"--width-multiplier must be > 0, got {args.width_multiplier}"),
+        (args.final_threshold is None or args.final_threshold >= 0,
+         f"--final-threshold must be >= 0, got {args.final_threshold}"),
+        (args.l1_coefficient is None or args.l1_coefficient >= 0,
+         f"--l1-coefficient must be >= 0, got {args.l1_coefficient}"),
+        (args.beta > 0, f"--beta must be > 0, got {args.beta}"),
+        (args.freeze_epoch is None or args.freeze_epoch >= 0,
+         f"--freeze-epoch must be >= 0, got {args.freeze_epoch}"),
+        (0 <= args.pruning_ratio < 1, f"--pruning-ratio must be in [0, 1), got {args.pruning_ratio}"),
         (args.amp in ("none", "fp16", "bf16"), f"--amp must be none, fp16 or bf16, got {args.amp!r}"),
         (args.sched_interval in ("step", "epoch"),
          f"--sched-interval must be step or epoch, got {args.sched_interval!r}"),
@@ -176,7 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for ok, message in checks:
         if not ok:
             parser.error(message)
-    check_device(parser, args.device)
+    check_device(parser, args.device, device_here)
     method = METHODS[args.method]
     for needed in method.needs:
         if getattr(args, needed) is None:
@@ -213,15 +237,20 @@ def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
         return {}
     if not isinstance(config, dict):
         parser.error(f"--config {path}: must be a mapping of option: value, got a {type(config).__name__}")
+    return config_values(parser, config, f"--config {path}")
+
+
+def config_values(parser: argparse.ArgumentParser, config: dict, where: str) -> dict:
+    """``{dest: value}`` of a configuration mapping, each value checked as its option would be."""
     actions = {a.dest: a for a in parser._actions}
     unknown = sorted((k for k in config if str(k).replace("-", "_") not in actions), key=str)
     if unknown:
-        parser.error(f"--config {path}: unknown keys {unknown}")
+        parser.error(f"{where}: unknown keys {unknown}")
     values = {}
     for key, value in config.items():
         dest = str(key).replace("-", "_")
         if (problem := config_type_problem(actions[dest], value)) is not None:
-            parser.error(f"--config {path}: {key} must be {problem}, got {value!r}")
+            parser.error(f"{where}: {key} must be {problem}, got {value!r}")
         values[dest] = value
     return values
 
@@ -239,8 +268,9 @@ def config_type_problem(action: argparse.Action, value) -> str | None:
         return None if ok else "a list of names"
     if action.type is int:
         return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    if action.type is float:
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if action.type is finite_float:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if number and math.isfinite(value) else "a finite number"
     return None if isinstance(value, str) else "a string"
 
 
@@ -297,13 +327,13 @@ def check_factory_model(parser: argparse.ArgumentParser, args: argparse.Namespac
     args.model_kwargs = model_kwargs_object(parser, args)
 
 
-def check_device(parser: argparse.ArgumentParser, device: str) -> None:
-    """--device names a torch device this machine has."""
+def check_device(parser: argparse.ArgumentParser, device: str, here: bool = True) -> None:
+    """--device names a torch device (one this machine has, with ``here``)."""
     try:
         kind = torch.device(device).type
     except (RuntimeError, ValueError):
         parser.error(f"--device must be a torch device such as cpu, cuda or cuda:1, got {device!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
+    if kind == "cuda" and here and not torch.cuda.is_available():
         parser.error(f"--device {device}: no CUDA GPU is available here (torch.cuda.is_available() is False)")
     if kind not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or cuda[:N], got {device!r}")

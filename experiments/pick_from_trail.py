@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from snn_lats.cli.types import finite_float
 from snn_lats.io import atomic_write
 from snn_lats.trail import pick, read_trail
 
@@ -24,8 +25,8 @@ from snn_lats.trail import pick, read_trail
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trail", help="the trail directory (OUTPUT_DIR/trail of a training run)")
-    p.add_argument("--min-acc", type=float, default=None, help="Acc@1 budget, in percent")
-    p.add_argument("--min-sparsity", type=float, default=None,
+    p.add_argument("--min-acc", type=finite_float, default=None, help="Acc@1 budget, in percent")
+    p.add_argument("--min-sparsity", type=finite_float, default=None,
                    help="weight-sparsity budget, a fraction in [0, 1]")
     p.add_argument("--copy-to", default=None, help="copy the picked checkpoint here")
     args = p.parse_args(argv)
@@ -51,7 +52,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pick_from_trail: the trail's index names {path}, which does not exist; nothing copied",
                   file=sys.stderr)
             return 2
-        atomic_write(args.copy_to, path.read_bytes())
+        if path.resolve().parent != Path(args.trail).resolve():  # read_trail allows plain names: a link
+            print(f"pick_from_trail: {path} links to {path.resolve()}, outside the trail; nothing copied",
+                  file=sys.stderr)
+            return 2
+        try:
+            atomic_write(args.copy_to, path.read_bytes())
+        except OSError as exc:  # a WriteError naming --copy-to, or the pick unreadable
+            print(f"pick_from_trail: {exc.strerror or exc}; nothing copied", file=sys.stderr)
+            return 2
     print(path)
     return 0
 

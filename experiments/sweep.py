@@ -41,6 +41,7 @@ the same command lines, so skipping and resuming are the same; a job's timeout o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import ctypes
 import difflib
@@ -61,7 +62,7 @@ from pathlib import Path
 import yaml
 
 import models
-from experiments.args import config_type_problem, get_args_parser
+from experiments.args import config_type_problem, get_args_parser, parse_args
 from experiments.data import check_name, data_flags
 from experiments.methods import METHODS
 from experiments.utils import remove_stale_temp_files
@@ -269,6 +270,22 @@ def check_runs(path, spec: dict) -> None:
         if len(run.name.encode()) > 200:
             raise ValueError(f"{path}: run name {show(run.name)} is too long for a folder")
         names.add(run.name)
+        if (problem := train_refuses(run, spec["base"])) is not None:
+            raise ValueError(f"{path}: {where}: experiments.train refuses run {run.name}: {problem}")
+
+
+def train_refuses(run: Run, base: dict) -> str | None:
+    """experiments.train's own one-line error for the run's command line (its every check, ranges included:
+    a sweep never starts a run it would refuse), or None; nothing is written."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            # the runs' device is checked where they run (a SLURM job's GPU is not on the login node)
+            parse_args(train_options(run, Path(os.devnull) / "sweep-check"), config=base, device_here=False)
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines() or ["refused"]
+        return lines[-1].split(": error: ", 1)[-1]
+    return None
 
 
 def expand(spec: dict) -> list[Run]:
@@ -287,8 +304,15 @@ def expand(spec: dict) -> list[Run]:
 
 
 def train_command(run: Run, base_config: Path, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "experiments.train", "-c", str(base_config), "--method", run.method,
-           "--seed", str(run.seed), "--output-dir", str(out)]
+    cmd = [sys.executable, "-m", "experiments.train", "-c", str(base_config), *train_options(run, out)]
+    if (out / "checkpoint_last.pth").exists():
+        cmd += ["--resume", "auto"]  # an interrupted run continues where its last checkpoint is
+    return cmd
+
+
+def train_options(run: Run, out: Path) -> list[str]:
+    """The run's experiments.train options after its base configuration (``-c base.yaml``)."""
+    cmd = ["--method", run.method, "--seed", str(run.seed), "--output-dir", str(out)]
     for key, value in run.options.items():
         action = train_actions().get(str(key).replace("-", "_"))
         if isinstance(value, bool):
@@ -304,8 +328,6 @@ def train_command(run: Run, base_config: Path, out: Path) -> list[str]:
             cmd += [option_flag(key), json.dumps(value)]
         elif value is not None:
             cmd += [option_flag(key), str(value)]
-    if (out / "checkpoint_last.pth").exists():
-        cmd += ["--resume", "auto"]  # an interrupted run continues where its last checkpoint is
     return cmd
 
 

@@ -29,8 +29,11 @@ that, with constant λ.
 """
 from __future__ import annotations
 
+import errno
+import math
 import shlex
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +51,7 @@ from experiments.data import INPUT_SHAPES, build_datasets, data_flags
 from experiments.methods import Method, RunContext, RunPruners, build_pruners, epoch_figures, get_method
 from snn_lats import spiking
 from snn_lats.checkpoint import (
+    check_state_fits,
     export_dense,
     load_checkpoint,
     load_plain_weights,
@@ -55,6 +59,7 @@ from snn_lats.checkpoint import (
     save_checkpoint,
 )
 from snn_lats.cli import factory
+from snn_lats.io import WriteError
 from snn_lats.metrics import new_batch, recording_firing
 from snn_lats.outputs import select_output
 from snn_lats.sparsity import weight_sizes
@@ -66,7 +71,39 @@ IMAGE_SIZES = {name: shape[1:] for name, shape in INPUT_SHAPES.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Train as the command line says; returns the last epoch's log row. Errors are raised (``cli`` turns the
+    user's into one line)."""
     args = parse_args(argv)
+    return train(prepare(args))
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m experiments.train``: what the user can fix is one line on stderr and exit code 2, never a
+    traceback: a configuration the pipeline refuses, an unreadable or unfit checkpoint or data set (nothing
+    written yet), and an output folder that cannot be written, also mid-run (a full disk: the previous
+    checkpoint is whole, so ``--resume auto`` continues once there is space)."""
+    args = parse_args(argv)  # argparse's own errors: usage and one line, exit 2
+    try:
+        run = prepare(args)
+    except (ValueError, OSError) as exc:
+        return _fail(exc)
+    try:
+        train(run)
+    except WriteError as exc:
+        what = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make the folder writable"
+        return _fail(f"{exc.strerror}; {what}, then continue with --resume auto (every file written so far "
+                     "is whole)")
+    return 0
+
+
+def _fail(error) -> int:
+    print(f"python -m experiments.train: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return 2
+
+
+def prepare(args) -> Run:
+    """Everything a run needs, checked and built, before anything is written: data, checkpoints, model,
+    optimizer, pruners (restored on a resume)."""
     method = get_method(args.method)
     rank, world, device = utils.init_distributed(args.device)
     utils.seed_everything(args.seed)
@@ -106,19 +143,26 @@ def main(argv: list[str] | None = None) -> dict:
         run.state = restore(resume, model, optimizer, ctx.lr_scheduler, run.scaler, run.pruners)
         say(f"resumed from {resume['path']} at epoch {run.state['epoch']}")
     run.macs = count_macs(model, example)
-    run.log = utils.RunLog(out, args, run.state["epoch"], main_process,
-                           trail=args.trail if args.trail is not None else method.trail)
+    run.data = train_set, val_set
     say(f"{args.model} on {args.data}: {len(train_set)} train / {len(val_set)} val, {world} process(es), "
         f"global batch {args.batch_size * world}, {steps_per_epoch} steps/epoch, method {args.method}")
     if note := method.lr_note(args):
         say(f"note: {note}")
+    return run
 
+
+def train(run: Run) -> dict:
+    """Write the run's files and train it to --epochs; the last epoch's log row."""
+    args, model, main_process = run.args, run.ctx.model, run.rank == 0
+    say = print if main_process else lambda *a, **k: None
+    run.log = utils.RunLog(run.out, args, run.state["epoch"], main_process,
+                           trail=args.trail if args.trail is not None else run.method.trail)
     with run.log:  # closed, and the output folder unlocked, however the run ends
-        row = fit(run, train_set, val_set, say)
+        row = fit(run, *run.data, say)
         if args.dump_rank_state:
             threshold = run.pruners.log_dict().get("threshold", 0.0)
             state = {"model": model.state_dict(), "threshold": threshold, "structure": structure_spec(model)}
-            torch.save(state, out / f"rank{rank}_state.pth")
+            torch.save(state, run.out / f"rank{run.rank}_state.pth")
         if main_process:
             row = finish(run, row)
     utils.finish_distributed()
@@ -182,6 +226,7 @@ class Run:
     macs: int = 0
     state: dict = field(default_factory=lambda: {"epoch": 0, "step": 0, "best_acc1": -1.0})
     lambdas: list = field(default_factory=list)
+    data: tuple = ()  # (train set, validation set)
 
 
 def remove_channels(run: Run, epoch: int, val_loader, figures: dict, say) -> None:
@@ -375,7 +420,10 @@ def build_model(args, kwargs: dict, structure: dict | None, pretrained, world: i
     pruner (LTP's threshold unit and LATS's θ follow them), fused neurons and SyncBatchNorm if asked."""
     model = create_model(args, kwargs, structure)
     if pretrained is not None:
-        load_plain_weights(model, model_state_from_checkpoint(pretrained))
+        try:
+            load_plain_weights(model, model_state_from_checkpoint(pretrained))
+        except ValueError as exc:
+            raise ValueError(f"--pretrained {args.pretrained}: {exc}") from None
         say(f"initialized from {args.pretrained}" + (" (channel-pruned structure)" if structure else ""))
     if args.fused_neurons and (report := snn_lats.snn.use_fused_neurons(model)).unsupported:
         say(report)
@@ -477,9 +525,17 @@ def load_start_checkpoints(args, out: Path):
     resume = None
     if path is not None and (args.resume != "auto" or path.exists()):
         resume = load_checkpoint(path)  # a corrupt file raises here: never start over silently
+        missing = sorted(RESUME_KEYS - resume.keys()) if isinstance(resume, dict) else None
+        if missing != []:
+            what = f"lacks {missing}" if missing else f"holds a {type(resume).__name__}"
+            raise ValueError(f"--resume {path}: not a checkpoint of experiments.train (it {what})")
         resume["path"] = str(path)
     pretrained = load_checkpoint(args.pretrained) if args.pretrained and resume is None else None
     return resume, pretrained
+
+
+# what restore() reads from a checkpoint
+RESUME_KEYS = {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "step", "best_acc1", "rng", "args"}
 
 
 # what a resume may change: where things are and how they are shown, not what is computed
@@ -505,16 +561,36 @@ def check_same_run(args, resume: dict) -> None:
 
 def restore(resume: dict, model, optimizer, lr_scheduler, scaler, pruners: RunPruners) -> dict:
     """Load a checkpoint's states; the run's epoch, step and best Acc@1 to continue from."""
+    path = resume["path"]
     try:  # before anything is loaded
         pruners.check_states(resume)
     except ValueError as exc:
-        raise ValueError(f"--resume {resume['path']}: {exc}") from None
-    model.load_state_dict(resume["model"])
-    optimizer.load_state_dict(resume["optimizer"])
-    lr_scheduler.load_state_dict(resume["lr_scheduler"])
-    scaler.load_state_dict(resume["scaler"])
+        raise ValueError(f"--resume {path}: {exc}") from None
+    counters = {"epoch": resume["epoch"], "step": resume["step"], "best_acc1": resume["best_acc1"]}
+    for key, value in counters.items():
+        if isinstance(value, bool) or not isinstance(value, int if key != "best_acc1" else (int, float)) \
+                or not (value >= 0 if key != "best_acc1" else math.isfinite(value)):
+            raise ValueError(f"--resume {path}: its {key!r} is {value!r}, not a count of a run")
+    # A checkpoint that passed check_same_run was written by this script for this run; one that still does not
+    # load into its part (edited, or from another version) is named here, not left as the part's traceback.
+    parts = [("model", model), ("optimizer", optimizer), ("lr_scheduler", lr_scheduler), ("scaler", scaler)]
+    if not isinstance(resume["model"], dict):
+        raise ValueError(f"--resume {path}: its 'model' is a {type(resume['model']).__name__}, not a "
+                         "state_dict")
+    try:
+        check_state_fits(model, resume["model"])
+    except ValueError as exc:
+        raise ValueError(f"--resume {path}: {exc}") from None
+    for key, target in parts:
+        try:
+            target.load_state_dict(resume[key])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"--resume {path}: its {key!r} state does not load: {exc}") from None
     pruners.load_state_dict(resume)
-    utils.set_rng_state(resume["rng"])
+    try:
+        utils.set_rng_state(resume["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise ValueError(f"--resume {path}: its 'rng' state does not load: {exc}") from None
     return {"epoch": resume["epoch"] + 1, "step": resume["step"], "best_acc1": resume["best_acc1"]}
 
 
@@ -566,4 +642,4 @@ def final_lines(args, method, row: dict, summary: dict, lambdas: list, out: Path
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from snn_lats.io import atomic_write
+from snn_lats.io import WriteError, atomic_write
 from snn_lats.trail import Trail
 
 # --- distributed --------------------------------------------------------------------------------------------
@@ -185,8 +185,11 @@ class RunLog:
         self.writer = self.trail = None
         if not enabled:
             return
-        out.mkdir(parents=True, exist_ok=True)
-        self._lock = lock_run_dir(out)  # before anything in it is written or deleted
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_run_dir(out)  # before anything in it is written or deleted
+        except OSError as exc:  # a read-only folder, or one on a full disk: the user's to fix, in one line
+            raise WriteError(exc.errno, f"cannot write in --output-dir {out}: {exc.strerror or exc}") from exc
         remove_stale_temp_files(out)
         atomic_write(out / "config.yaml", yaml.safe_dump(vars(args), sort_keys=False))
         from torch.utils.tensorboard import SummaryWriter

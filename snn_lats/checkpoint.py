@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,11 @@ def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     the hard mask θ·1[θ² > τ]). Plain state_dicts pass through unchanged. Works offline, without building
     the model.
     """
+    check_type("state_dict", state_dict, Mapping, "a state_dict (a mapping of names to tensors)")
+    for key, value in state_dict.items():  # other values (a module's extra state) pass through as they are
+        check_type("state_dict keys", key, str, "strings")
+        if _PARAM in key:
+            check_type(f"state_dict[{key!r}]", value, torch.Tensor, "a torch.Tensor")
     out: dict[str, torch.Tensor] = {}
     entries: dict[str, dict[str, torch.Tensor]] = {}  # layer prefix -> its parametrization's entries
     for key in state_dict:
@@ -47,7 +53,16 @@ def squash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
             cls = parametrization_for_state(set(state))
         except ValueError as exc:
             raise ValueError(f"cannot squash {prefix}.weight: {exc}") from None
-        out[prefix + ".weight"] = cls.bake(state_dict[prefix + _PARAM + "original"], state)
+        theta = state_dict[prefix + _PARAM + "original"]
+        for name, value in state.items():
+            key = prefix + _PARAM + "0." + name
+            if name == "mask" and value.shape != theta.shape:
+                raise ValueError(f"cannot squash {prefix}.weight: {key} has shape {tuple(value.shape)}, the "
+                                 f"weight {tuple(theta.shape)}")
+            if name != "mask" and (value.numel() != 1 or not bool(torch.isfinite(value).all())):
+                raise ValueError(f"cannot squash {prefix}.weight: {key} must be one finite number, got "
+                                 f"{shown(value)}")
+        out[prefix + ".weight"] = cls.bake(theta, state)
     return out
 
 
@@ -69,15 +84,34 @@ def model_state_from_checkpoint(checkpoint: Any) -> dict[str, torch.Tensor]:
                      "(looked for keys 'model', 'state_dict', 'model_state')")
 
 
+def _unpacked_size(path: str | os.PathLike) -> int | None:
+    """The bytes a zip checkpoint's entries hold once read (as its directory declares them), or None for a
+    file that is no zip (the legacy format, or not a checkpoint at all)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+
+
 def load_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load(weights_only=True)`` with a clear error for a missing, truncated or corrupt file."""
+    """``torch.load(weights_only=True)`` with a clear error for a missing, truncated or corrupt file.
+
+    A zip whose entries unpack to far more than the file's size (``torch.save`` stores them uncompressed) is
+    refused before ``torch.load`` allocates for it: a zip bomb never reaches memory."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
+    size, unpacked = os.path.getsize(path), _unpacked_size(path)
+    if unpacked is not None and unpacked > 2 * size + 2**20:
+        raise ValueError(f"checkpoint {os.fspath(path)!r} unpacks to {unpacked:,} bytes from a file of "
+                         f"{size:,}: torch.save stores its entries uncompressed, so this is no checkpoint of "
+                         "it (a zip bomb?); refused without reading it")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise ValueError(f"checkpoint {os.fspath(path)!r} is corrupt or truncated: {exc}") from None
+        if "Weights only load failed" not in str(exc) or "GLOBAL" not in str(exc):  # no object: not a pickle
+            reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), exc)
+            raise ValueError(f"checkpoint {os.fspath(path)!r} is corrupt or truncated: {reason}") from None
         # torch's message suggests weights_only=False; a file that needs it is refused, never run
         why = next((line.strip() for line in str(exc).splitlines()
                     if "GLOBAL" in line or "Unsupported" in line),
@@ -90,17 +124,61 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
 
 def load_plain_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load a (squashed or prepared) state_dict strictly into an unprepared model; name every mismatching
-    key."""
+    key. Every entry is checked before the first is copied (:func:`check_state_fits`)."""
     state = squash_state_dict(state_dict)
+    check_state_fits(model, state)
+    model.load_state_dict(state, strict=True)
+
+
+def check_state_fits(model: nn.Module, state: Mapping[str, Any]) -> None:
+    """Raise a ValueError, naming the entries, unless ``model.load_state_dict(state, strict=True)`` would
+    copy every entry as it is: the same keys and shapes, no meta or sparse tensor, the same kind of number as
+    the model's (an integer tensor is not converted into a float weight), no NaN or infinity in a parameter.
+    ``load_state_dict`` itself checks as it copies, so a late failure would leave the model half loaded."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    missing = sorted(set(own) - set(state), key=str)
+    unexpected = sorted(set(state) - set(own), key=str)
+    tensors = sorted(k for k in set(own) & set(state)
+                     if isinstance(own[k], torch.Tensor) and isinstance(state[k], torch.Tensor))
+    mismatched = [k for k in tensors if own[k].shape != state[k].shape]
     if missing or unexpected or mismatched:
         shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in mismatched]
         raise ValueError("checkpoint does not match the model: " + _mismatch(missing, unexpected, shapes))
-    model.load_state_dict(state, strict=True)
+    for key in tensors:  # other values are a module's extra state: its own to load
+        if (problem := _entry_problem(state[key], own[key])) is not None:
+            raise ValueError(f"checkpoint entry {key!r} {problem}")
+    # parameters finite; buffers without NaN (an infinite buffer can be meant: an attention mask's -inf)
+    params = {name for name, _ in model.named_parameters()}
+    bad = [k for k in tensors if state[k].is_floating_point() or state[k].is_complex()]
+    bad = [k for k in bad if not bool((torch.isfinite if k in params else _no_nan)(state[k]).all())]
+    if bad:
+        raise ValueError(f"checkpoint has NaN or infinite weights in {bad[:5]}"
+                         f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} (a run that diverged?)")
+
+
+def _no_nan(tensor: torch.Tensor) -> torch.Tensor:
+    return ~torch.isnan(tensor)
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    if tensor.dtype == torch.bool:
+        return "bool"
+    return "complex" if tensor.is_complex() else "floating-point" if tensor.is_floating_point() else "integer"
+
+
+def _entry_problem(value: torch.Tensor, own: torch.Tensor) -> str | None:
+    """Why a checkpoint tensor cannot be copied into the model's tensor ``own`` as it is, or None: ``copy_``
+    would fail part-way through a load (a meta or sparse tensor), or convert it silently (an integer, bool or
+    complex tensor into a floating-point one, or back)."""
+    if value.is_meta:
+        return "is on the meta device: it holds no values"
+    if value.layout != torch.strided:
+        return f"is a {value.layout} tensor; convert it with .to_dense()"
+    if _kind(value) != _kind(own):
+        return (f"is {_kind(value)} ({value.dtype}), the model's is {_kind(own)} ({own.dtype}); a checkpoint "
+                "of another kind of number is not converted silently")
+    return None
 
 
 def _key(key: Any) -> str:
@@ -156,6 +234,14 @@ def load_dense(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None
               if state[k].shape != own[k].shape]
     if shapes:  # every check comes before the first assignment: a failed load changes nothing
         raise ValueError("load_dense: state_dict does not match the model: " + _mismatch([], [], shapes))
+    for key in sorted(own):
+        if (problem := _entry_problem(state[key], own[key])) is not None:
+            raise ValueError(f"load_dense: state_dict[{key!r}] {problem}")
+    pruned = {f"{name}.weight" if name else "weight" for name in prepared}
+    nonfinite = [k for k in sorted(pruned) if not bool(torch.isfinite(state[k]).all())]
+    if nonfinite:
+        raise ValueError(f"load_dense: state_dict has NaN or infinite weights in {nonfinite[:5]}; the "
+                         "weights of the pruned layers must be finite")
     for name, module in prepared.items():
         p = pruning_parametrization(module)
         if not hasattr(p, "right_inverse"):

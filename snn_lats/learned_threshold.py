@@ -173,6 +173,7 @@ class LearnedThresholdPruner(BasePruner):
     def band_fraction(self) -> float:
         """The fraction of all pruned weights in the sigmoid's transition band (0: τ no longer moves); one
         device sync, so a loop may log it every step."""
+        self._check_not_squashed("band_fraction()")
         counts = [(p.logits(m.parametrizations.weight.original).abs() < BAND).sum() for _, m, p in
                   self.parametrizations()]
         total = sum(m.parametrizations.weight.original.numel() for m in self.layers.values())
@@ -201,6 +202,7 @@ class LearnedThresholdPruner(BasePruner):
 
     def soft_l0(self) -> torch.Tensor:
         """The differentiable L0 term Σ_l c_l·Σ_k σ((θ² − τ_l)/T_l), normalized as chosen (no λ)."""
+        self._check_not_squashed("soft_l0()")
         factors = self._layer_factors()
         terms = [factors[name] * torch.sigmoid(p.logits(module.parametrizations.weight.original)).sum()
                  for name, module, p in self.parametrizations()]
@@ -208,12 +210,14 @@ class LearnedThresholdPruner(BasePruner):
 
     def regularization(self) -> torch.Tensor:
         """``l0_weight · soft_l0()``: add it to the task loss before ``backward()``."""
+        self._check_not_squashed("regularization()")
         return self.l0_weight * self.soft_l0()
 
     @torch.no_grad()
     def report(self) -> ThresholdReport:
         """Per layer: τ, T_l, hard sparsity, soft density and the fraction of weights in the transition
         band."""
+        self._check_not_squashed("report()")
         report = ThresholdReport()
         for name, module, p in self.parametrizations():
             theta = module.parametrizations.weight.original

@@ -217,6 +217,14 @@ def pruning_parametrization(module: nn.Module) -> SoftThreshold | BinaryMask | L
     return None
 
 
+def latent_weight(module: nn.Module) -> torch.Tensor:
+    """θ: the tensor the optimizer trains, ``parametrizations.weight.original`` on a parametrized layer and
+    the plain ``weight`` otherwise (the same ``Parameter`` object before and after a pruner prepares it)."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
 @torch.no_grad()
 def deployed_weight(module: nn.Module) -> torch.Tensor:
     """The weight as ``squash`` bakes it: for LTP the hard mask, even while the model is in training mode."""

@@ -18,6 +18,7 @@ Under plain SGD the soft-threshold step is one ISTA step for ``L(W) + λ_k‖W�
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_int, check_number, shown
+from ._checks import check_int, check_number, differs, shown
 
 SCHEDULE_NAMES = ("constant", "s-lats", "lats", "pgh", "lr")
 _ALIASES = {"slats": "s-lats"}
@@ -55,7 +56,23 @@ def _check_steps(total_steps: Any, start_step: Any) -> tuple[int, int]:
 
 
 class ThresholdSchedule:
-    """Base class. Subclasses give ``threshold_at(step)``; stateful ones override ``advance``."""
+    """Base class. Subclasses give ``threshold_at(step)``; stateful ones override ``advance``.
+
+    Every subclass's ``threshold_at`` takes a step count, an int >= 0 (``-1``, ``1.5`` and ``True`` are
+    refused, not extrapolated): the check wraps it once, here, for the schedules of this module and a user's
+    alike.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("threshold_at")
+        if own is not None and not getattr(own, "_checks_step", False):
+            @functools.wraps(own)
+            def threshold_at(self, step: int) -> float:
+                return own(self, check_int("step", step, minimum=0))
+
+            threshold_at._checks_step = True
+            cls.threshold_at = threshold_at
 
     def threshold_at(self, step: int) -> float:
         raise NotImplementedError
@@ -274,6 +291,22 @@ def solve_l1_coefficient(final_threshold: float, learning_rates: list[float], st
     return final_threshold / total
 
 
+def _refuse_ignored(schedule: str, given: dict[str, Any], uses: set[str]) -> None:
+    ignored = sorted(set(given) - uses)
+    if ignored:
+        takes = ", ".join(f"{k}=" for k in sorted(uses)) or "none of them"
+        raise ValueError(f"schedule={schedule} does not use {', '.join(f'{k}=' for k in ignored)} (it takes "
+                         f"{takes}); drop it, or choose the schedule that uses it")
+
+
+# the pruner's arguments each named schedule uses ("lr": λ given, or solved from D under the LR scheduler)
+_USES = {"constant": {"final_threshold", "start_step"},
+         "s-lats": {"final_threshold", "total_steps", "start_step"},
+         "lats": {"final_threshold", "total_steps", "steps_per_epoch", "start_step"},
+         "pgh": {"final_threshold", "total_steps", "beta", "start_step"},
+         "lr": {"final_threshold", "total_steps", "lr_scheduler", "steps_per_epoch", "start_step"}}
+
+
 def build_schedule(
     schedule: str | Callable[[int], float] | ThresholdSchedule,
     *,
@@ -285,11 +318,37 @@ def build_schedule(
     l1_coefficient: float | None = None,
     learning_rates: list[float] | None = None,
 ) -> ThresholdSchedule:
-    """Turn the pruner's ``schedule=`` argument into a schedule object, checking the arguments it needs."""
+    """Turn the pruner's ``schedule=`` argument into a schedule object, checking the arguments it needs and
+    then refusing those it would ignore (``beta=`` beside ``"s-lats"``, a ``final_threshold=`` beside a
+    schedule object that has another one). ``learning_rates`` come from the pruner's ``lr_scheduler=``."""
+    given = {"final_threshold": final_threshold, "total_steps": total_steps,
+             "start_step": start_step or None, "steps_per_epoch": steps_per_epoch, "beta": beta,
+             "l1_coefficient": l1_coefficient, "lr_scheduler": learning_rates}
+    given = {k: v for k, v in given.items() if v is not None}
     if isinstance(schedule, ThresholdSchedule):
+        own = {k: getattr(schedule, k) for k in given if k != "lr_scheduler" and hasattr(schedule, k)}
+        clash = sorted(k for k in given if k not in own or differs(own[k], given[k]))
+        if clash:
+            says = ", ".join(f"{k}={own[k]!r}" for k in clash if k in own) or "none of them"
+            raise ValueError(f"schedule={schedule!r} is given with {', '.join(f'{k}=' for k in clash)}, "
+                             f"which it does not take from the pruner (it has {says}); set them on the "
+                             "schedule object only")
         return schedule
     if not isinstance(schedule, str):
-        return CallableSchedule(schedule)
+        built = CallableSchedule(schedule)
+        _refuse_ignored("a callable", given, set())
+        return built
+    built = _named_schedule(schedule, final_threshold=final_threshold, total_steps=total_steps,
+                            start_step=start_step, steps_per_epoch=steps_per_epoch, beta=beta,
+                            l1_coefficient=l1_coefficient, learning_rates=learning_rates)
+    name = schedule_name(schedule)
+    uses = {"l1_coefficient", "start_step"} if name == "lr" and l1_coefficient is not None else _USES[name]
+    _refuse_ignored(repr(schedule), given, uses)
+    return built
+
+
+def _named_schedule(schedule: str, *, final_threshold, total_steps, start_step, steps_per_epoch, beta,
+                    l1_coefficient, learning_rates) -> ThresholdSchedule:
     name = schedule_name(schedule)
 
     def need(value: Any, arg: str) -> Any:

@@ -11,7 +11,7 @@ from torch import nn
 from ._checks import check_bool, check_int, check_number, check_type, differs, shown
 from .base import BasePruner
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers
-from .parametrizations import SoftThreshold
+from .parametrizations import SoftThreshold, latent_weight
 from .schedules import ThresholdSchedule, build_schedule, simulate_learning_rates
 from .thresholds import LayerScale, resolve_layer_scale
 
@@ -54,6 +54,10 @@ class SoftThresholdPruner(BasePruner):
             freely (early pruning).
     """
 
+    # the entries a state_dict() must have ("kind" and "settings" too, unless saved by an older version)
+    STATE_KEYS = ("step", "squashed", "layers", "threshold", "last_lr", "last_increment", "schedule_type",
+                  "schedule", "scales")
+
     def __init__(
         self,
         model: nn.Module,
@@ -85,6 +89,9 @@ class SoftThresholdPruner(BasePruner):
         if lr_scheduler is not None:
             if optimizer is None or total_steps is None:
                 raise ValueError("lr_scheduler= needs optimizer= and total_steps= as well")
+            if lr_scheduler.optimizer is not optimizer:
+                raise ValueError("lr_scheduler= steps another optimizer than optimizer=; pass the scheduler "
+                                 "of the optimizer that trains the model")
             learning_rates = simulate_learning_rates(optimizer, lr_scheduler, total_steps, steps_per_epoch)
         self.schedule = build_schedule(
             schedule,
@@ -109,12 +116,12 @@ class SoftThresholdPruner(BasePruner):
         self._written: dict[str, tuple[float, float]] = {}  # (threshold, scale) as last written to each layer
 
         # checked before the first parametrization, so that a refusal changes nothing
-        for name, module in self.layers.items():
-            dtype = module.weight.dtype if module.weight.is_floating_point() else torch.float32
-            for value in (self.scales[name], self.threshold * self.scales[name]):
-                if _overflows(value, dtype):
-                    raise ValueError(f"layer_scale[{name!r}] = {self.scales[name]!r} (times the threshold "
-                                     f"{self.threshold!r}) overflows the layer's {dtype} weights")
+        if optimizer is not None:
+            self._check_holds_weights("optimizer", optimizer)
+            self._find_lr_group(optimizer)  # one learning rate for the pruned weights
+        # the largest threshold the schedule will reach, where it is known
+        largest = max(self.threshold, getattr(self.schedule, "final_threshold", 0.0))
+        self._check_threshold_fits(largest, "final_threshold" if largest > self.threshold else "threshold")
         initial = self.threshold if self.compensate else 0.0
         self._register(
             lambda name, module: SoftThreshold(self.scales[name], initial).to(module.weight.device,
@@ -123,6 +130,18 @@ class SoftThresholdPruner(BasePruner):
         self._write_threshold(self.threshold)
         if freeze_at == 0:
             self.freeze()
+
+    def _check_threshold_fits(self, threshold: float, what: str, scales: Mapping[str, float] | None = None
+                              ) -> None:
+        """Raise unless every layer's threshold buffer (and scale) can hold ``threshold`` times its scale."""
+        scales = self.scales if scales is None else scales
+        for name, module in self.layers.items():
+            weight = latent_weight(module)
+            dtype = weight.dtype if weight.is_floating_point() else torch.float32
+            if _overflows(scales[name], dtype) or _overflows(threshold * scales[name], dtype):
+                raise ValueError(f"{what} = {threshold!r} (times layer_scale[{name!r}] = {scales[name]!r}) "
+                                 f"overflows the layer's {dtype} weights (largest "
+                                 f"{torch.finfo(dtype).max:.4g})")
 
     @torch.no_grad()
     def _write_threshold(self, value: float) -> None:
@@ -179,26 +198,33 @@ class SoftThresholdPruner(BasePruner):
         """The LR of the param group holding the pruned weights, as used by the step just taken."""
         if self.optimizer is None:
             return None
-        groups = self.optimizer.param_groups
         if self._lr_group is None or self._lr_group[0] != id(self.optimizer):
-            ids = {id(p) for p in self.weights()}
-            found = [i for i, g in enumerate(groups) if any(id(p) in ids for p in g["params"])]
-            if not found:
-                raise ValueError("optimizer does not hold the pruned weights "
-                                 "(parametrizations.weight.original)")
-            lrs = {float(groups[i]["lr"]) for i in found}
-            if len(lrs) > 1:
-                raise ValueError("pruned weights sit in param groups with different learning rates "
-                                 f"{sorted(lrs)}")
-            self._lr_group = (id(self.optimizer), found[0])
-        return float(groups[self._lr_group[1]]["lr"])
+            self._lr_group = (id(self.optimizer), self._find_lr_group(self.optimizer))
+        return float(self.optimizer.param_groups[self._lr_group[1]]["lr"])
+
+    def _find_lr_group(self, optimizer: torch.optim.Optimizer) -> int:
+        """The index of the param group whose LR the pruned weights train with; raises unless there is one."""
+        groups = optimizer.param_groups
+        ids = {id(latent_weight(m)) for m in self.layers.values()}
+        found = [i for i, g in enumerate(groups) if any(id(p) in ids for p in g["params"])]
+        if not found:
+            raise ValueError("optimizer does not hold the pruned weights (parametrizations.weight.original)")
+        lrs = {float(groups[i]["lr"]) for i in found}
+        if len(lrs) > 1:
+            raise ValueError("pruned weights sit in param groups with different learning rates "
+                             f"{sorted(lrs)}")
+        return found[0]
 
     def _step(self) -> None:
         """Advance the threshold by one optimizer step."""
         lr = self._current_lr()
         previous = self.threshold
         frozen = self.frozen
-        threshold = previous if frozen else self.schedule.advance(self.step_count + 1, previous, lr)
+        if not frozen:
+            step = self.step_count + 1
+            threshold = check_number(f"the schedule's threshold at step {step}",
+                                     self.schedule.advance(step, previous, lr), minimum=0)
+            self._check_threshold_fits(threshold, f"the schedule's threshold at step {step}")
         self.step_count += 1  # only now: a step that raised above leaves the pruner as it was
         if not frozen:
             self.threshold = threshold
@@ -237,8 +263,7 @@ class SoftThresholdPruner(BasePruner):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by :meth:`state_dict`; the schedule then continues exactly. A state saved
         with another schedule, D, N, β, λ or start is refused, and nothing changes."""
-        self._check_base_state(state, ("schedule_type", "schedule", "scales", "threshold", "last_lr",
-                                       "last_increment"))
+        self._check_base_state(state, self.STATE_KEYS)
         if differs(state["schedule_type"], type(self.schedule).__name__):
             raise ValueError(
                 f"state_dict was saved with schedule_type {shown(state['schedule_type'])}, "
@@ -254,13 +279,11 @@ class SoftThresholdPruner(BasePruner):
         threshold = check_number("state_dict['threshold']", state["threshold"], minimum=0)
         last_lr = check_number("state_dict['last_lr']", state["last_lr"], minimum=0, optional=True)
         last_increment = check_number("state_dict['last_increment']", state["last_increment"])
-        if not self.squashed:
-            for name, _, p in self.parametrizations():
-                if _overflows(scales[name], p.scale.dtype) or _overflows(threshold * scales[name],
-                                                                         p.threshold.dtype):
-                    raise ValueError(f"state_dict['scales'][{name!r}] = {scales[name]!r} (times "
-                                     f"state_dict['threshold'] = {threshold!r}) overflows the layer's "
-                                     f"{p.threshold.dtype} threshold")
+        final = getattr(self.schedule, "final_threshold", None)
+        if final is not None and threshold > final * (1 + 1e-9):
+            raise ValueError(f"state_dict['threshold'] = {threshold!r} is above this schedule's "
+                             f"final_threshold {final!r}, which it never exceeds")
+        self._check_threshold_fits(threshold, "state_dict['threshold']", scales)
         schedule = check_type("state_dict['schedule']", state["schedule"], Mapping, "a dict")
         try:  # checks it (the schedules here keep no other state)
             self.schedule.load_state_dict(schedule)

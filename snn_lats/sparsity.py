@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
-from .parametrizations import deployed_weight, pruning_parametrization
+from .parametrizations import deployed_weight, latent_weight, pruning_parametrization
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,10 @@ def layers_sparsity(
     """The report over exactly ``layers`` (``{name: module}``), as ``sparsity_report`` counts them."""
     report = SparsityReport()
     for name, module in layers.items():
+        if latent_weight(module).is_meta:
+            raise ValueError(f"layer {name!r} has its weights on the meta device: there are no values to "
+                             "count zeros in; materialize the model first (model.to_empty(device=...), then "
+                             "load its weights)")
         weight = deployed_weight(module)
         zeros, total = int((weight == 0).sum()), weight.numel()
         if dense_sizes is not None:

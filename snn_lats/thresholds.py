@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ._checks import check_choice, check_number, shown
 from .layers import DEFAULT_LAYER_TYPES, IgnoredLayers, find_prunable_layers
+from .parametrizations import latent_weight
 
 LayerScale = Mapping[str, float] | Callable[[str, nn.Module], float] | None
 STATISTICS = ("std", "max")
@@ -40,9 +40,7 @@ def resolve_layer_scale(layers: Mapping[str, nn.Module], layer_scale: LayerScale
 
 def _latent(module: nn.Module) -> torch.Tensor:
     """θ: the tensor a soft-threshold pruner thresholds (the plain weight on an unprepared model)."""
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original.detach()
-    return module.weight.detach()
+    return latent_weight(module).detach()
 
 
 def _layers(model, layer_types, ignored_layers) -> dict[str, nn.Module]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_int, check_number
+from ._checks import check_int, check_number, check_type
 from .checkpoint import save_checkpoint
 from .io import atomic_write
 
@@ -35,7 +35,11 @@ class Trail:
     replaced."""
 
     def __init__(self, directory: str | os.PathLike):
+        check_type("directory", directory, (str, os.PathLike), "a path")
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"directory must be a folder (made if missing), got {os.fspath(directory)!r}, "
+                             "which is a file")
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def add(self, model_state: Mapping[str, torch.Tensor], *, epoch: int, acc1: float, sparsity: float,
@@ -61,9 +65,18 @@ def read_trail(directory: str | os.PathLike) -> list[TrailEntry]:
     if not index.is_file():
         raise FileNotFoundError(f"{os.fspath(directory)!r} holds no trail ({INDEX} not found)")
     try:
-        return [TrailEntry(**e) for e in json.loads(index.read_text())]
+        entries = [TrailEntry(**e) for e in json.loads(index.read_text())]
+        for i, e in enumerate(entries):  # the types the writer gives them, and a path inside the trail
+            check_int(f"entry {i}: epoch", e.epoch, minimum=0)
+            check_number(f"entry {i}: acc1", e.acc1)
+            check_number(f"entry {i}: sparsity", e.sparsity, minimum=0, maximum=1)
+            check_type(f"entry {i}: path", e.path, str, "a file name")
+            if Path(e.path).name != e.path or e.path in ("", ".", "..") or "\\" in e.path:
+                raise ValueError(f"entry {i}: path must be a file name inside the trail folder, got "
+                                 f"{e.path!r}")
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{os.fspath(index)!r} is not a valid trail index: {exc}") from exc
+        raise ValueError(f"{os.fspath(index)!r} is not a valid trail index: {exc}") from None
+    return entries
 
 
 def pick(entries: list[TrailEntry], min_acc: float | None = None,

@@ -1,11 +1,41 @@
+import os
+
 import pytest
 import torch
 from torch import nn
 
+# The suite's tensors are tiny: one intra-op thread per process is several times faster than two on a shared
+# or loaded CPU (two threads wait for each other whenever one is descheduled: 20x slower at a load of 8), and
+# each pytest-xdist worker then keeps to its core. Subprocesses (torchrun, sweeps' runs, `python -m ...`)
+# inherit it through the environment. OMP_NUM_THREADS set by the caller wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# How long a test waits for a subprocess, or for a file a subprocess writes, before calling it hung: far more
+# than any of them takes on a machine oversubscribed several times over (no verdict depends on wall time),
+# and less than pytest-timeout's per-test limit (pyproject.toml), so a hang names what hung.
+HANG = 1500
+
+
+# Modules whose module-scoped fixtures are costly (a training run, a built wheel, compiled kernels): under
+# pytest-xdist (`make test` runs `-n auto --dist loadgroup`) all their tests go to one worker, so each fixture
+# is computed once; every other test goes to whichever worker is free.
+ONE_WORKER = ("test_bench_saved_bytes", "test_cli_properties", "test_kernel_emulation", "test_kill_resume",
+              "test_properties", "test_structured", "test_train_structured", "test_wheel")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rpartition(".")[2] if module is not None else ""
+        if name in ONE_WORKER:
+            item.add_marker(pytest.mark.xdist_group(name))
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """For modules of tiny tensors: one intra-op thread is many times faster than two on a shared CPU."""
+    """For modules of tiny tensors: one intra-op thread (the whole suite's default now, kept for modules that
+    must not depend on it)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

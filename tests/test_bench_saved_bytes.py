@@ -17,6 +17,7 @@ from torch import nn
 
 from experiments import bench_saved_bytes
 from experiments.bench_saved_bytes import build, measure, saved_bytes
+from tests.conftest import HANG
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY_DIR = Path(os.environ.get("SNN_LATS_SJ_LEGACY", Path(sys.prefix) / "sj-legacy"))
@@ -120,7 +121,7 @@ def test_runs_with_spikingjelly_0_0_0_0_14():
     proc = subprocess.run([sys.executable, "-m", "experiments.bench_saved_bytes", "--batch-size", "1",
                            "--image-size", "16", "--width-multiplier", "0.125", "--dtypes", "float32",
                            "--neurons", "lif", "--variants", "spikingjelly", "ours recompute"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr
     # ours: x (4 B/element) plus one broadcast float32 v0 per layer (20 layers, 7,296 elements)
     assert "backend= (0.0.0.0.14-style)" in proc.stdout and "4.011 B/elem of 7,296" in proc.stdout

@@ -22,6 +22,7 @@ from PIL import Image
 import models
 from experiments import benchmark_sparsity
 from experiments.data import DATASETS, build_datasets, data_flags, eval_split
+from tests.conftest import HANG
 from tests.test_train import ENV, ROOT
 
 BENCHMARK = ["python", "-m", "experiments.benchmark_sparsity"]
@@ -220,13 +221,13 @@ def test_a_digits_run_then_the_command_it_printed(tmp_path):
          "--neuron", "lif", "--width-multiplier", "0.125", "--method", "dense", "--batch-size", "32", "--lr",
          "0.1", "--device", "cpu", "--epochs", "1", "--max-steps-per-epoch", "2", "--seed", "3",
          "--output-dir", str(out)],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 0, result.stderr[-2000:]
     line = printed_command(out / "checkpoint_best.pth", "digits", None)
     assert line in result.stdout, result.stdout[-2000:]  # train.py printed exactly this command
     argv = [*benchmark_argv(line), "--out", str(tmp_path / "sparsity"), "--device", "cpu"]
     measured = subprocess.run([sys.executable, "-m", "experiments.benchmark_sparsity", *argv], cwd=ROOT,
-                              env=ENV, capture_output=True, text=True, timeout=300)
+                              env=ENV, capture_output=True, text=True, timeout=HANG)
     assert measured.returncode == 0, measured.stderr[-2000:]
     total = json.loads((tmp_path / "sparsity" / "sparsity.json").read_text())["total"]
     assert total["samples"] == 360  # the digits validation split train.py evaluated on

@@ -21,6 +21,7 @@ import torch
 
 from experiments import bench_amp_train, bench_neuron, gpu_check
 from snn_lats.snn import cuda_kernels
+from tests.conftest import HANG
 from tests.fake_wheels import make_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,7 +218,7 @@ def test_ddp_smoke_planned_flags_parse():
     train_args = step.argv[step.argv.index("experiments.train") + 1:]
     assert (ROOT / train_args[train_args.index("-c") + 1]).exists()
     proc = subprocess.run([sys.executable, "-m", "experiments.train", *train_args, "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -238,7 +239,7 @@ def test_without_cuda_exits_2_installing_and_writing_nothing(tmp_path, wheels):
     report, site, out = tmp_path / "gpu_report.md", tmp_path / "site", tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--wheels", str(wheels[0].parent),
                            "--site", str(site), "--out", str(out), "--report", str(report)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 2
     assert "needs a CUDA GPU" in proc.stderr
     assert not report.exists() and not site.exists() and not out.exists()

@@ -13,6 +13,7 @@ import models
 import snn_lats
 from snn_lats.checkpoint import load_plain_weights, squash_state_dict
 from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, measure
+from tests.conftest import HANG
 
 
 def loop_conv_counts(x, weight, stride, padding, dilation, groups):
@@ -177,7 +178,7 @@ twenty = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(two, twenty)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1], timeout=300)
+                         cwd=Path(__file__).parents[1], timeout=HANG)
     two, twenty = map(int, out.stdout.split())
     assert twenty <= 1.10 * two
 

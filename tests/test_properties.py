@@ -818,7 +818,8 @@ def test_config_type_problem_is_none_exactly_for_what_parse_args_takes():
     property exercises through files)."""
     actions = {a.dest: a for a in PARSER._actions}
     cases = [("epochs", 3, None), ("epochs", True, "an integer"), ("epochs", 2.0, "an integer"),
-             ("lr", 1, None), ("lr", "0.1", "a number"), ("ignored_layers", ["fc"], None),
+             ("lr", 1, None), ("lr", "0.1", "a finite number"), ("lr", INF, "a finite number"),
+             ("ignored_layers", ["fc"], None),
              ("ignored_layers", "fc", "a list of names"), ("trail", 1, "true or false"),
              ("layer_scale", {"fc": 2}, None), ("data", 5, "a string"),
              ("epochs", None, "set (it has a default)")]

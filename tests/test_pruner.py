@@ -99,7 +99,7 @@ def test_layer_scale_sets_per_layer_thresholds(tiny_cnn):
     thresholds = {n: float(p.threshold) for n, _, p in pruner.parametrizations()}
     assert thresholds == pytest.approx({"conv1": 0.2, "conv2": 0.4, "fc": 0.0})
     pruner = snn_lats.SoftThresholdPruner(
-        type(tiny_cnn)(), final_threshold=0.4, schedule=lambda s: 0.1 * s,
+        type(tiny_cnn)(), schedule=lambda s: 0.1 * s,  # a callable takes no final_threshold
         layer_scale=lambda name, m: 2.0 if isinstance(m, nn.Linear) else 1.0,
     )
     with pytest.warns(UserWarning, match=r"'fc' is entirely pruned .* threshold d = 0\.2\b"):  # |θ| <= 0.044
@@ -204,7 +204,8 @@ def _resume_setup(schedule_kwargs):
     model = TinyCNN()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=40)
-    pruner = snn_lats.SoftThresholdPruner(model, optimizer=optimizer, total_steps=40, ignored_layers=["fc"],
+    steps = {} if schedule_kwargs["schedule"] == "lr" else {"total_steps": 40}  # "lr" with λ takes none
+    pruner = snn_lats.SoftThresholdPruner(model, optimizer=optimizer, ignored_layers=["fc"], **steps,
                                           **schedule_kwargs)
     return model, optimizer, lr_scheduler, pruner
 
@@ -324,11 +325,17 @@ def test_model_without_prunable_layers_is_an_error():
         snn_lats.SoftThresholdPruner("resnet50", final_threshold=0.1, total_steps=10)
 
 
-def test_optimizer_without_the_pruned_weights_is_an_error(tiny_cnn):
+def test_optimizer_without_the_pruned_weights_is_refused_before_the_model_is_prepared(tiny_cnn):
     optimizer = torch.optim.SGD(tiny_cnn.bn1.parameters(), lr=0.1)
-    pruner = snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, total_steps=10, optimizer=optimizer)
+    with pytest.raises(ValueError, match="optimizer does not hold the pruned weights of 3 layer"):
+        snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, total_steps=10, optimizer=optimizer)
+    assert not any(parametrize.is_parametrized(m) for m in tiny_cnn.modules())  # and it can be prepared now
+    snn_lats.SoftThresholdPruner(tiny_cnn, final_threshold=0.1, total_steps=10)
+    pruner = snn_lats.SoftThresholdPruner(TinyCNN(), final_threshold=0.1, total_steps=10)
+    pruner.optimizer = optimizer  # set later: refused at the step, which then leaves the pruner as it was
     with pytest.raises(ValueError, match="optimizer does not hold the pruned weights"):
         pruner.step()
+    assert pruner.step_count == 0
 
 
 def test_fast_and_tensor_threshold_paths_are_bit_identical():

@@ -75,7 +75,8 @@ def settings_case(kind):
         return (lambda **kw: SoftThresholdPruner(TinyCNN(), 0.1, "pgh", 10, beta=kw.get("beta", 0.5)),
                 {"beta": 0.1}, "beta=0.5; this one has beta=0.1")
     if kind == "schedule":
-        return (lambda **kw: SoftThresholdPruner(TinyCNN(), 0.1, kw.get("s", "s-lats"), 10, beta=0.5),
+        return (lambda **kw: SoftThresholdPruner(TinyCNN(), 0.1, kw.get("s", "s-lats"), 10,
+                                                 **({"beta": 0.5} if kw.get("s") == "pgh" else {})),
                 {"s": "pgh"}, "built with schedule='SLATSSchedule'; this one has schedule='PGHSchedule'")
     if kind == "gmp":
         return (lambda **kw: MagnitudePruner(TinyCNN(), pruning_ratio=kw.get("r", 0.5), total_steps=10),

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import torch
 
+from tests.conftest import HANG
+
 ROOT = Path(__file__).parents[1]
 WORKER = Path(__file__).with_name("resume_worker.py")
 
 
 def _run(*args):
-    subprocess.run([sys.executable, str(WORKER), *map(str, args)], check=True, cwd=ROOT, timeout=300,
+    subprocess.run([sys.executable, str(WORKER), *map(str, args)], check=True, cwd=ROOT, timeout=HANG,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 

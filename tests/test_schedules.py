@@ -102,8 +102,7 @@ def _run_lr_schedule(lr_scheduler_factory, total_steps, steps_per_epoch=None, **
     model = nn.Linear(4, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     lr_scheduler = lr_scheduler_factory(optimizer)
-    pruner = snn_lats.SoftThresholdPruner(model, schedule="lr", optimizer=optimizer, total_steps=total_steps,
-                                          **pruner_kwargs)
+    pruner = snn_lats.SoftThresholdPruner(model, schedule="lr", optimizer=optimizer, **pruner_kwargs)
     lambdas, thresholds = [], []
     for k in range(total_steps):
         optimizer.step()
@@ -217,9 +216,10 @@ def test_lats_is_the_constant_lambda_schedule_under_a_per_epoch_cosine_lr():
         model = nn.Linear(4, 4)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        solve = {"lr_scheduler": lr_scheduler} if schedule == "lr" else {}  # lats takes no LR scheduler
         pruner = snn_lats.SoftThresholdPruner(model, final_threshold=D, schedule=schedule,
                                               total_steps=epochs * spe, optimizer=optimizer,
-                                              lr_scheduler=lr_scheduler, steps_per_epoch=spe)
+                                              steps_per_epoch=spe, **solve)
         thresholds[schedule] = []
         for k in range(epochs * spe):
             optimizer.step()

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 import models
 import snn_lats
 from experiments.data import digits
+from tests.conftest import HANG
 
 LEGACY_DIR = Path(os.environ.get("SNN_LATS_SJ_LEGACY", Path(sys.prefix) / "sj-legacy"))
 
@@ -114,6 +115,6 @@ def test_spikingjelly_0_0_0_0_14_side_by_side():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LEGACY_DIR), str(Path(__file__).parents[1])])}
     script = Path(__file__).with_name("legacy_spikingjelly_check.py")
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=HANG)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "legacy spikingjelly OK" in result.stdout

@@ -27,6 +27,7 @@ from spikingjelly.activation_based.model import (
 from torch import nn
 
 from snn_lats.structured import GraphTraceError, OCSPruner, apply_structure, count_macs, structure_spec
+from tests.conftest import HANG
 
 LEGACY_DIR = Path(os.environ.get("SNN_LATS_SJ_LEGACY", Path(sys.prefix) / "sj-legacy"))
 TARGET = 0.4
@@ -295,7 +296,7 @@ def test_spikingjelly_0_0_0_0_14_resnets_with_if_and_lif():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LEGACY_DIR), str(Path(__file__).parents[1])])}
     script = Path(__file__).with_name("legacy_ocs_check.py")
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=HANG)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "legacy ocs OK" in result.stdout
     assert "SpikingResNet/IF: 14583808 -> 8751616 MACs" in result.stdout

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from experiments import plot_sweep, sweep
+from tests.conftest import HANG
 from tests.test_train import ENV, ROOT
 
 BASE = {"data": "digits", "model": "sew_resnet18", "T": 2, "neuron": "lif", "width_multiplier": 0.125,
@@ -27,17 +28,21 @@ def write_spec(tmp_path, methods, **extra):
 
 
 def run_sweep(config, **kw):
-    return subprocess.run([sys.executable, "-m", "experiments.sweep", "-c", str(config), *kw.pop("args", [])],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400, **kw)
+    """The sweep's command line; its runs on one thread each (tiny models: faster, above all on a loaded
+    machine; the sweep's default is cores / jobs)."""
+    return subprocess.run([sys.executable, "-m", "experiments.sweep", "-c", str(config), "--threads", "1",
+                           *kw.pop("args", [])],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=HANG, **kw)
 
 
 def test_a_killed_sweep_resumes_without_repeating_the_finished_run(tmp_path):
     config = write_spec(tmp_path, {"lr": {"final_threshold": [0.05]}, "gmp": {"pruning_ratio": [0.8]}})
     runs = tmp_path / "sweep" / "runs"
     first, second = runs / "lr_final_threshold=0.05_seed=0", runs / "gmp_pruning_ratio=0.8_seed=0"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", "-c", str(config)], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", "-c", str(config), "--threads", "1"],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + HANG
     while not (first / "result.json").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the run it had started

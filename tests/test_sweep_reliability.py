@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,8 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experiments import sweep
-from experiments.args import config_type_problem, get_args_parser, read_config
+from experiments.args import config_type_problem, finite_float, get_args_parser
+from experiments.args import parse_args as train_parse_args
 from experiments.methods import METHODS
+from tests.conftest import HANG
 from tests.test_sweep import BASE, write_spec
 from tests.test_train import ENV, ROOT
 
@@ -110,7 +113,7 @@ def test_a_sigkilled_sweep_takes_its_trainer_with_it(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", "-c", str(config)], cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline, trainer = time.time() + 180, None
+        deadline, trainer = time.time() + HANG, None
         while trainer is None and proc.poll() is None and time.time() < deadline:
             trainer = trainer_of(proc.pid)
             time.sleep(0.05)
@@ -118,7 +121,7 @@ def test_a_sigkilled_sweep_takes_its_trainer_with_it(tmp_path):
         assert os.getpgid(trainer) == proc.pid  # in the sweep's process group: Ctrl-C reaches it
         proc.kill()  # SIGKILL: no handler of the sweep runs
         proc.wait()
-        deadline = time.time() + 10
+        deadline = time.time() + HANG
         while alive(trainer) and time.time() < deadline:
             time.sleep(0.05)
         assert not alive(trainer), "the trainer outlived its sweep"
@@ -170,7 +173,7 @@ def test_a_real_trainer_refuses_a_directory_another_one_holds(tmp_path):
     with open(run_dir / ".lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = subprocess.run([sys.executable, "-m", "experiments.sweep", "-c", str(config)], cwd=ROOT,
-                                env=ENV, capture_output=True, text=True, timeout=300)
+                                env=ENV, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "SKIPPED dense_seed=0: " in result.stdout and "in use by another training process" in result.stdout
     assert not (run_dir / "summary.json").exists()
@@ -292,12 +295,13 @@ def test_keys_train_py_does_not_know_are_refused_with_close_matches(tmp_path):
 
 
 def test_values_are_checked_as_train_py_checks_config_values(tmp_path):
-    assert "base.lr must be a number, got 'fast'" in spec_error(tmp_path, base={**BASE, "lr": "fast"})
+    assert "base.lr must be a finite number, got 'fast'" in spec_error(tmp_path, base={**BASE, "lr": "fast"})
+    assert "base.lr must be a finite number, got inf" in spec_error(tmp_path, base={**BASE, "lr": math.inf})
     assert "base.epochs must be an integer, got 2.5" in spec_error(tmp_path, base={**BASE, "epochs": 2.5})
     assert "base.compile must be true or false" in spec_error(tmp_path, base={**BASE, "compile": "yes"})
-    assert "methods.gmp.pruning_ratio[1] must be a number, got 'x'" in spec_error(
+    assert "methods.gmp.pruning_ratio[1] must be a finite number, got 'x'" in spec_error(
         tmp_path, {"gmp": {"pruning_ratio": [0.8, "x"]}})
-    assert "methods.pgh.beta must be a number, got 'b'" in spec_error(
+    assert "methods.pgh.beta must be a finite number, got 'b'" in spec_error(
         tmp_path, {"pgh": {"final_threshold": [0.1], "beta": "b"}})
     assert "methods.gmp.pruning_ratio is an empty list" in spec_error(tmp_path,
                                                                       {"gmp": {"pruning_ratio": []}})
@@ -313,6 +317,13 @@ def test_values_are_checked_as_train_py_checks_config_values(tmp_path):
                                                  "gmp": {"ignored_layers": ["fc"], "pruning_ratio": 0.8}},
                                       base={**BASE, "final_threshold": 0.1}))
     assert len(sweep.expand(spec)) == 3
+    # values of the right type that train.py's own checks refuse: refused up front, naming the run
+    message = spec_error(tmp_path, {"gmp": {"pruning_ratio": [0.5, 1.5]}})
+    assert ("methods.gmp: experiments.train refuses run gmp_pruning_ratio=1.5_seed=0: --pruning-ratio must "
+            "be in [0, 1), got 1.5") in message
+    assert "refuses run dense_seed=0: --T must be >= 1" in spec_error(tmp_path, base={**BASE, "T": 0})
+    # the runs' GPU is where they run: a CUDA device is not checked on this machine
+    assert sweep.load_spec(write_spec(tmp_path, {"dense": {}}, base={**BASE, "device": "cuda"}))
 
 
 def test_malformed_yaml_and_a_file_that_is_not_a_mapping_are_one_line_errors(tmp_path, capsys):
@@ -332,7 +343,7 @@ def test_malformed_yaml_and_a_file_that_is_not_a_mapping_are_one_line_errors(tmp
 def test_the_command_line_gives_a_one_line_error_for_a_bad_sweep_file(tmp_path):
     config = write_spec(tmp_path, {"dense": {}}, base={**BASE, "lerning_rate": 0.1})
     result = subprocess.run([sys.executable, "-m", "experiments.sweep", "-c", str(config), "--dry-run"],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "unknown key 'lerning_rate'" in result.stderr and str(config) in result.stderr
 
@@ -362,17 +373,17 @@ def dry_run(text: str) -> tuple[int, str, str, str, int | None]:
 
 
 def train_takes(spec: dict, folder: Path) -> None:
-    """train.py reads the base.yaml of ``spec`` and each run's options as the sweep gives them (the types and
-    spellings: what train.py checks of its values beyond them is its own)."""
+    """train.py takes the base.yaml of ``spec`` and each run's options as the sweep gives them, with every
+    check of its own (types, spellings and ranges): a sweep that starts never has a run train.py refuses. The
+    device is checked where the runs run."""
     base = folder / "base.yaml"
     base.write_text(yaml.safe_dump(spec["base"], sort_keys=False))
     for run in sweep.expand(spec):
         command = sweep.train_command(run, base, folder / "run")
-        parser, err = get_args_parser(), io.StringIO()
+        err = io.StringIO()
         with contextlib.redirect_stderr(err):
             try:
-                parser.set_defaults(**read_config(parser, str(base)))
-                args = parser.parse_args(command[3:])
+                args = train_parse_args(command[3:], device_here=False)
             except SystemExit:
                 raise AssertionError(f"train.py refuses {run.name}: {err.getvalue()}") from None
         assert (args.method, args.seed) == (run.method, run.seed)
@@ -413,8 +424,10 @@ def fitting(key: str):
         return st.booleans()
     if action.nargs == "*":
         return st.lists(st.sampled_from(["fc", "conv1"]), max_size=2)
-    if action.type in (int, float):
-        return st.integers(0, 5) if action.type is int else st.floats(0.01, 1.0)
+    if action.type in (int, finite_float):  # mostly in range, sometimes a value train.py refuses
+        edge = st.sampled_from([-1, 0, 10**9] if action.type is int else [0.0, -0.5, 1.5, 1e308, math.inf,
+                                                                           math.nan])
+        return mostly(st.integers(0, 5) if action.type is int else st.floats(0.01, 1.0), edge)
     return st.sampled_from(["cpu", "x"])
 
 
@@ -485,8 +498,8 @@ def test_an_unknown_key_is_named(key, where):
 def test_a_value_of_the_wrong_type_is_named(key, value):
     action = TRAIN_ACTIONS[key]
     code, _, err, path, _ = dry_run(yaml.safe_dump({"base": {**BASE, key: value}, "methods": {"dense": {}}}))
-    if config_type_problem(action, value) is None:
-        assert code == 0, err
+    if config_type_problem(action, value) is None:  # of the right type: runs, or train.py's range check
+        assert code == 0 or "experiments.train refuses run dense_seed=0: " in err, err
     else:
         assert code == 2 and f"base.{key} must be" in err and path in err, err
 

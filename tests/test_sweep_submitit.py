@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from experiments import sweep
+from tests.conftest import HANG
 from tests.test_sweep import write_spec
 from tests.test_sweep_reliability import FAKE_MEASURE
 from tests.test_train import ENV, ROOT
@@ -155,7 +156,7 @@ def test_a_job_killed_after_its_first_checkpoint_continues_from_it_on_the_rerun(
                             stderr=subprocess.DEVNULL, start_new_session=True)  # the job's processes too
     checkpoint = run_dir / "checkpoint_last.pth"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + HANG
         while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert (run_dir / "checkpoint_last.pth").exists(), "the job wrote no checkpoint"

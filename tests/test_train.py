@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from experiments import methods, train
+from tests.conftest import HANG
 
 ROOT = Path(__file__).parents[1]
 TINY = ["--data", "digits", "--model", "sew_resnet18", "--T", "2", "--neuron", "lif",
@@ -21,11 +22,25 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 def _run(args, **kw):
     return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=300, **kw)
+                          capture_output=True, text=True, timeout=HANG, **kw)
 
 
 def _model_state(path):
     return torch.load(path, weights_only=True)["model"]
+
+
+STOP_IN_EPOCH_2 = """
+import sys
+from experiments import train, utils
+update = utils.Progress.update
+def stop(self, step, *args):
+    update(self, step, *args)
+    if self.epoch == 1 and step == 3:
+        print("stopped in epoch 2", flush=True)
+        sys.stdin.read()  # until killed
+utils.Progress.update = stop
+sys.exit(train.cli(sys.argv[1:]))
+"""
 
 
 def test_resume_after_a_real_kill_is_bit_identical(tmp_path):
@@ -33,17 +48,17 @@ def test_resume_after_a_real_kill_is_bit_identical(tmp_path):
     result = _run([*TINY, "--epochs", "4", "--output-dir", str(straight)])
     assert result.returncode == 0, result.stderr[-2000:]
 
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, "--epochs", "4",
-                             "--output-dir", str(killed)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (killed / "checkpoint_last.pth").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)  # a real kill, somewhere in epoch 2 (or later)
+    # the run stops in the middle of epoch 2 (after its step 3, the optimizer stepped, the epoch unfinished)
+    # until it is killed: the kill point is the same however slow the machine is
+    proc = subprocess.Popen([sys.executable, "-c", STOP_IN_EPOCH_2, *TINY, "--epochs", "4",
+                             "--output-dir", str(killed)], cwd=ROOT, env=ENV, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert any(line.startswith("stopped in epoch 2") for line in proc.stdout), "the run ended before epoch 2"
+    proc.send_signal(signal.SIGKILL)  # a real kill
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     stopped_at = torch.load(killed / "checkpoint_last.pth", weights_only=True)["epoch"]
-    assert stopped_at < 3, "the run finished before it could be killed"
+    assert stopped_at == 0  # epoch 1's checkpoint: epoch 2 had begun
 
     result = _run([*TINY, "--epochs", "4", "--output-dir", str(killed), "--resume", "auto"])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -108,7 +123,7 @@ def test_ddp_two_processes_on_gloo_agree_with_each_other_and_with_one_process(tm
                              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
                              "-m", "experiments.train", *LEARNS, "--batch-size", "32",
                              "--output-dir", str(two)],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(two / f"rank{r}_state.pth", weights_only=True) for r in (0, 1))
     assert rank0["threshold"] == rank1["threshold"] > 0

@@ -1,5 +1,6 @@
 """The training script's failure paths: what a kill leaves behind, a resume that would change the run, and bad
 configuration, each a clear one-line error before anything is written."""
+import errno
 import json
 import re
 
@@ -74,7 +75,8 @@ def test_a_resume_that_changes_the_run_is_refused_naming_the_keys(tmp_path):
     ("epochs: 2.5\n", "epochs must be an integer, got 2.5"),
     ("epochs: true\n", "epochs must be an integer, got True"),
     ("batch_size: 32.5\n", "batch_size must be an integer, got 32.5"),
-    ("lr: [0.1]\n", r"lr must be a number, got \[0.1\]"),
+    ("lr: [0.1]\n", r"lr must be a finite number, got \[0.1\]"),
+    ("lr: .inf\n", r"lr must be a finite number, got inf"),
     ("model: 3\n", "model must be a string, got 3"),
     ("trail: 1\n", "trail must be true or false, got 1"),
     ("ignored_layers: fc\n", "ignored_layers must be a list of names, got 'fc'"),
@@ -133,3 +135,92 @@ def test_a_second_trainer_on_the_same_output_dir_is_refused(tmp_path, capsys):
     finally:
         held.close()
     train.main([*FAST, "--epochs", "1", "--output-dir", str(out)])  # free again
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "inf"], "argument --lr: must be a finite number, got 'inf'"),  # nan, 0, -0.1 were refused
+    (["--lr", "x"], "argument --lr: must be a number, got 'x'"),
+    (["--final-threshold", "nan"], "argument --final-threshold: must be a finite number, got 'nan'"),
+    (["--T", "0"], "--T must be >= 1 (time steps), got 0"),  # was a traceback from the model
+    (["--momentum", "-0.5"], "--momentum must be >= 0, got -0.5"),  # was torch's ValueError
+    (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1], got 1.5"),
+    (["--width-multiplier", "0"], "--width-multiplier must be > 0, got 0.0"),
+    (["--freeze-epoch", "-1"], "--freeze-epoch must be >= 0, got -1"),
+])
+def test_numbers_the_pipeline_cannot_use_are_refused_before_anything_is_built(tmp_path, capsys, argv,
+                                                                              message):
+    with pytest.raises(SystemExit) as exc:
+        train.cli([*FAST, *argv, "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.endswith(f"python -m experiments.train: error: {message}\n"), err
+    assert not (tmp_path / "out").exists()
+
+
+def _one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m experiments.train: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_what_only_the_pipeline_can_refuse_is_one_line_and_exit_2_before_anything_is_written(tmp_path,
+                                                                                               capsys):
+    out = tmp_path / "out"
+    # a typo the pruner catches (ignored_layers), a pretrained file that is no checkpoint
+    assert train.cli([*FAST, "--ignored-layers", "fcc", "--output-dir", str(out)]) == 2
+    assert "ignored_layers: 'fcc' names no module of the model; did you mean ['fc']?" in \
+        _one_line_error(capsys.readouterr().err)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint at all")
+    assert train.cli([*FAST, "--pretrained", str(junk), "--output-dir", str(out)]) == 2
+    assert f"checkpoint {str(junk)!r} is corrupt or truncated" in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
+class _FullDisk:
+    """``open`` as on a disk that fills up: checkpoint writes after the first ``keep`` fail with ENOSPC."""
+
+    def __init__(self, real, keep: int):
+        self.real, self.keep = real, keep
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        f = self.real(path, mode, *args, **kwargs)
+        if "w" in mode and "checkpoint" in str(path):
+            self.keep -= 1
+            if self.keep < 0:
+                def fail(data):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                f.write = fail
+        return f
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_line_naming_the_file_and_the_run_resumes(tmp_path,
+                                                                                                monkeypatch,
+                                                                                                capsys):
+    import snn_lats.io
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(snn_lats.io, "open", _FullDisk(open, keep=2), raising=False)  # epoch 1's best, last
+    assert train.cli([*FAST, "--epochs", "2", "--output-dir", str(out)]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert f"cannot write {out / 'checkpoint_best.pth'}: No space left on device; free some space" in line \
+        or f"cannot write {out / 'checkpoint_last.pth'}: No space left on device; free some space" in line
+    assert "then continue with --resume auto" in line
+    assert torch.load(out / "checkpoint_last.pth", weights_only=True)["epoch"] == 0  # epoch 1's, whole
+    assert not list(out.glob("*.tmp.*"))
+    monkeypatch.undo()
+    assert train.cli([*FAST, "--epochs", "2", "--output-dir", str(out), "--resume", "auto"]) == 0
+    assert torch.load(out / "checkpoint_last.pth", weights_only=True)["epoch"] == 1
+
+
+def test_a_read_only_output_folder_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    from experiments import utils
+
+    def refuse(folder):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder / ".lock"))
+
+    monkeypatch.setattr(utils, "lock_run_dir", refuse)  # as root, chmod cannot make a folder read-only
+    out = tmp_path / "ro"
+    assert train.cli([*FAST, "--epochs", "1", "--output-dir", str(out)]) == 2
+    assert f"cannot write in --output-dir {out}: Permission denied; make the folder writable" in \
+        _one_line_error(capsys.readouterr().err)

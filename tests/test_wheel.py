@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import HANG
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # about 2 minutes on 2 shared cores (four fresh interpreters import torch)
 
@@ -32,7 +34,7 @@ NOT_COPIED = (".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache
               ".gl", ".ruff_cache")
 
 
-def _run(cmd, cwd, env, timeout=600):
+def _run(cmd, cwd, env, timeout=HANG):
     return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

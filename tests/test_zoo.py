@@ -24,6 +24,7 @@ import snn_lats
 from snn_lats.metrics import measure
 from snn_lats.snn import use_fused_neurons
 from snn_lats.structured import OCSPruner, apply_structure, count_macs
+from tests.conftest import HANG
 
 from .zoo_cases import CASES
 from .zoo_reference import LAYERS, brute_force_counts
@@ -188,7 +189,7 @@ def test_the_families_of_spikingjelly_0_0_0_0_14_pass_the_same_matrix():
     env = {**os.environ, LEGACY_ENV: "1", "PYTHONPATH": os.pathsep.join([str(LEGACY_DIR), str(root)])}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::FutureWarning",
            str(Path(__file__).relative_to(root))]
-    result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     passed = int(summary.split(" passed")[0].split()[-1])

@@ -18,6 +18,7 @@ from spikingjelly.activation_based.model import spiking_vgg as sj_spiking_vgg
 
 import models
 from experiments import train
+from tests.conftest import HANG
 
 ROOT = Path(__file__).parents[1]
 LEGACY_DIR = Path(os.environ.get("SNN_LATS_SJ_LEGACY", Path(sys.prefix) / "sj-legacy"))
@@ -202,7 +203,7 @@ def test_registry_has_no_import_cycle():
     result = subprocess.run([sys.executable, "-c",
                              "import models.spikformer, models._registry; import models; "
                              "print(len(models.list_models()))"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=HANG)
     assert result.returncode == 0, result.stderr
 
 
@@ -277,7 +278,7 @@ def test_train_spikformer_one_epoch_prunes_its_conv1d_layers(tmp_path):
                              '"depths": 1}',
                              "--epochs", "1", "--batch-size", "32", "--max-steps-per-epoch", "4",
                              "--output-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=HANG)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     checkpoint = torch.load(out / "checkpoint_last.pth", weights_only=True)
     model = models.create_model("spikformer", **checkpoint["model_kwargs"])
@@ -321,6 +322,6 @@ print("legacy zoo OK")
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LEGACY_DIR), str(ROOT)])}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=HANG)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "legacy zoo OK" in result.stdout

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from snn_lats.checkpoint import load_checkpoint, load_plain_weights, model_state_from_checkpoint
 from snn_lats.cli.data import DATASETS, EXTRA, MissingExtraError, eval_split, require
 from snn_lats.cli.factory import UsageError, create, json_object, output_selector, registry
+from snn_lats.cli.types import finite_float
 from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, MetricsReport, measure
 
 PROG = "snn-lats-measure"
@@ -172,8 +173,9 @@ def get_args_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--max-batches", type=int, default=None)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--per-channel", action="store_true", help="also record per-channel firing rates")
-    parser.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per accumulate (default 45 nm)")
-    parser.add_argument("--e-mac", type=float, default=E_MAC_PJ,
+    parser.add_argument("--e-ac", type=finite_float, default=E_AC_PJ,
+                        help="pJ per accumulate (default 45 nm)")
+    parser.add_argument("--e-mac", type=finite_float, default=E_MAC_PJ,
                         help="pJ per multiply-accumulate (default 45 nm)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("runs/sparsity"))
@@ -189,6 +191,17 @@ def measure_command(argv: list[str] | None = None, prog: str = PROG) -> MetricsR
         parser.error(f"--batch-size must be > 0, got {args.batch_size}")
     if args.max_batches is not None and args.max_batches <= 0:
         parser.error(f"--max-batches must be > 0, got {args.max_batches}")
+    if args.workers < 0 or args.e_ac < 0 or args.e_mac < 0:
+        parser.error(f"--workers, --e-ac and --e-mac must be >= 0, got {args.workers}, {args.e_ac}, "
+                     f"{args.e_mac}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: exists and is not a directory")
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        parser.error(f"--device must be a torch device such as cpu or cuda, got {args.device!r}")
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        parser.error(f"--device {args.device}: not a device this machine has (cpu, or cuda with a GPU)")
 
     try:  # the user's errors as one line, exit code 2 (what argparse does for its own)
         loader = DataLoader(eval_split(args.data, args.data_path), batch_size=args.batch_size,
@@ -210,15 +223,20 @@ def measure_command(argv: list[str] | None = None, prog: str = PROG) -> MetricsR
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(exc).split())}\n")
 
-    args.out.mkdir(parents=True, exist_ok=True)
     print(report)
-    report.to_json(args.out / "sparsity.json")
-    report.to_csv(args.out / "sparsity.csv")
-    written = [args.out / "sparsity.json", args.out / "sparsity.csv"]
-    if dense is not None:
-        dense.to_json(args.out / "sparsity_dense.json")
-        written.append(args.out / "sparsity_dense.json")
-    for path in [*written, *plot(report, dense, args.out)]:
+    try:  # a read-only or full disk: one line naming the file (the reports are written atomically)
+        args.out.mkdir(parents=True, exist_ok=True)
+        report.to_json(args.out / "sparsity.json")
+        report.to_csv(args.out / "sparsity.csv")
+        written = [args.out / "sparsity.json", args.out / "sparsity.csv"]
+        if dense is not None:
+            dense.to_json(args.out / "sparsity_dense.json")
+            written.append(args.out / "sparsity_dense.json")
+        written += plot(report, dense, args.out)
+    except OSError as exc:
+        parser.exit(2, f"{parser.prog}: error: cannot write the report in --out {args.out}: "
+                       f"{exc.strerror or exc}\n")
+    for path in written:
         print(f"wrote {path}")
     return report
 

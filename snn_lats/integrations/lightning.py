@@ -20,7 +20,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from .._checks import check_bool, check_int
+from .._checks import check_bool, check_int, check_type
 from ..schedules import needs_total_steps, schedule_name
 from ..soft_threshold import SoftThresholdPruner
 
@@ -89,9 +89,16 @@ class SoftThresholdPruning(Callback):
         return self.pruner.state_dict() if self.pruner is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (``{}``: saved before the pruner existed, nothing to restore). Before
+        ``setup`` it is kept until the pruner exists; a state that cannot be a pruner's is refused now."""
+        check_type("state_dict", state_dict, dict, "a dict (the callback's state_dict())")
         if not state_dict:
             return
-        if self.pruner is None:  # restored before setup: apply once the pruner exists
+        if self.pruner is None:  # restored before setup: apply once the pruner exists, checked whole then
+            missing = sorted(set(SoftThresholdPruner.STATE_KEYS) - state_dict.keys())
+            if missing:
+                raise ValueError(f"state_dict is not a SoftThresholdPruner's state: it is missing the keys "
+                                 f"{missing}")
             self._pending_state = state_dict
         else:
             self.pruner.load_state_dict(state_dict)
