@@ -21,7 +21,7 @@ def test_a_kill_between_the_two_checkpoint_writes_leaves_the_best_checkpoint_the
                                                                                                    monkeypatch):
     accuracies = iter([50.0, 60.0, 55.0, 70.0, 65.0, 80.0])  # epoch 2 is a new best: both files are written
 
-    def evaluate(model, loader, device):
+    def evaluate(model, loader, device, output=None):
         return {"loss": 1.0, "acc1": next(accuracies), "acc5": 90.0, "firing_rate": 0.1, "layer_firing": {}}
 
     saved = train.save_checkpoint
@@ -43,7 +43,7 @@ def test_a_kill_between_the_two_checkpoint_writes_leaves_the_best_checkpoint_the
 
     monkeypatch.setattr(train, "save_checkpoint", saved)
     accuracies = iter([60.0, 55.0])  # epochs 2 and 3 again, as a resumed run sees them
-    monkeypatch.setattr(train, "evaluate", lambda model, loader, device: {
+    monkeypatch.setattr(train, "evaluate", lambda model, loader, device, output=None: {
         "loss": 1.0, "acc1": next(accuracies), "acc5": 90.0, "firing_rate": 0.1, "layer_firing": {}})
     train.main([*FAST, "--epochs", "3", "--output-dir", str(out), "--resume", "auto"])
     summary = json.loads((out / "summary.json").read_text())
