@@ -14,14 +14,30 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .. import spiking
 from .._checks import check_bool, check_choice, check_classes, check_int, check_number, check_type, shown
 from ..io import atomic_write
 from ..outputs import OutputSelector, check_output_selector, select_output
 from ..training_flags import preserved_training_flags
-from .firing import SPIKING_NEURON_TYPES, new_batch, recording_firing
+from .energy import (
+    LemaireCosts,
+    Tally,
+    check_energy,
+    costs_dict,
+    neuron_energy,
+    neuron_energy_spikingjelly,
+    not_modeled,
+    product_energy,
+    spikingjelly_scope,
+    synapse_energy,
+    synapse_energy_spikingjelly,
+)
+from .firing import SPIKING_NEURON_TYPES, firing_counters, new_batch, recording
+from .membrane import MembraneCounter, new_membrane_batch, recording_membranes
 from .products import ProductCounter, counted_layer_weight, synaptic_weights
+from .storage import WEIGHT_BITS, WEIGHT_FORMATS, weight_footprint
 from .synops import CONV_TYPES, LAYER_TYPES, SynapseCounter
 
 # Energy per operation in pJ at 45 nm (Horowitz, ISSCC 2014), the values SNN papers use.
@@ -122,6 +138,11 @@ def measure(
     products: bool = True,
     sample_dim: int | None = None,
     output: OutputSelector = None,
+    energy: str = "proxy",
+    weight_format: str = "dense",
+    weight_bits: int = 32,
+    energy_costs: LemaireCosts | None = None,
+    neurobench: bool = False,
 ) -> MetricsReport:
     """Run ``model`` in eval mode over ``batches`` and count, per layer and in total:
 
@@ -133,10 +154,26 @@ def measure(
     - ``macs``: multiply-accumulates with nonzero weights, for layers fed by real values (the encoding layer,
       and every layer of an ANN); every output position counts, zero padding included, as in dense MAC counts;
     - ``dense_macs``: the same network dense and non-spiking: one pass per sample with every weight;
-    - ``energy_pj`` = ``e_ac_pj``·SOPs + ``e_mac_pj``·MACs, and ``dense_energy_pj`` = ``e_mac_pj``·dense MACs;
-    - ``ops_ratio`` = (SOPs + MACs) / dense MACs and ``energy_ratio``;
+    - ``energy_pj`` = ``e_ac_pj``·SOPs + ``e_mac_pj``·MACs, and ``dense_energy_pj`` = ``e_mac_pj``·dense MACs:
+      the compute-only proxy (Horowitz 2014), reported whatever ``energy`` is;
+    - ``ops_ratio`` = (SOPs + MACs) / dense MACs and ``energy_ratio`` (the proxy's);
     - ``firing_rate`` of every spiking neuron layer: overall, ``firing_rate_per_step``, and with
       ``per_channel=True`` ``firing_rate_per_channel``.
+
+    ``energy`` picks the energy model of ``total["energy"]`` and of each row's ``"energy"``: ``"proxy"`` (the
+    fields above), ``"lemaire"`` (memory-aware, after Lemaire et al. 2022: compute, addressing and SRAM
+    accesses of inputs, weights and biases, membrane potentials and outputs, each byte priced by its buffer's
+    size; see :mod:`snn_lats.metrics.energy`) with the weights stored as ``weight_format`` (``"dense"``: every
+    fan-out weight read, zeros included; ``"bitmask"``: nonzeros plus one bit per weight; ``"csr"``: nonzeros
+    plus indices and row pointers) at ``weight_bits`` (32, 16 or 8) bits per value, or
+    ``"lemaire-spikingjelly"`` (SpikingJelly 2.0's ``estimate_lemaire_energy``, rule for rule, dense 32-bit).
+    ``energy_costs`` (a :class:`~snn_lats.metrics.energy.LemaireCosts`) overrides the Lemaire costs. The
+    modules a Lemaire setting does not model are listed in ``total["energy"]["not_modeled"]``.
+    ``total["footprint"]`` gives the weights' bytes under every format and bit width
+    (:func:`snn_lats.metrics.storage.weight_footprint`), and ``total["per_sample"]`` the per-sample figures.
+
+    ``neurobench=True`` also counts what NeuroBench 2.3's definitions need (nonzero input × weight pairs,
+    its all-ones pass, membranes that changed; :meth:`MetricsReport.to_neurobench`).
 
     With ``products=True`` (the default) a torch dispatch mode also counts the matrix products that belong to
     no counted layer (spiking attention's spike @ spike and counts @ spike), one row each, named
@@ -171,94 +208,167 @@ def measure(
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     check_type("batches", batches, Iterable, "an iterable of inputs or (input, target) pairs")
-    e_ac_pj = check_number("e_ac_pj", e_ac_pj, minimum=0)
-    e_mac_pj = check_number("e_mac_pj", e_mac_pj, minimum=0)
-    per_channel = check_bool("per_channel", per_channel)
-    neuron_types = check_classes("neuron_types", neuron_types, nn.Module, "nn.Module")
     max_batches = check_int("max_batches", max_batches, minimum=1, optional=True)
     check_type("reference", reference, nn.Module, "a torch.nn.Module", optional=True)
-    products = check_bool("products", products)
-    sample_dim = check_choice("sample_dim", sample_dim, (None, 0, 1))
-    output = check_output_selector("output", output)
-    synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules()
-                if isinstance(m, LAYER_TYPES)}
-    if not synapses and not products:
-        raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer to measure")
-    both = [n for n in synapses if isinstance(synapses[n].module, neuron_types)]
-    if both:  # its neuron row would replace its synapse row, and the totals lose its weights
-        raise ValueError(f"neuron_types {tuple(t.__name__ for t in neuron_types)} match layers that are "
-                         f"counted as synapses ({both[:3]}): a layer is a neuron or a conv/linear layer, "
-                         "not both")
-
+    session = MeasureSession(model, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj, per_channel=per_channel,
+                             neuron_types=neuron_types, products=products, sample_dim=sample_dim,
+                             output=output, energy=energy, weight_format=weight_format,
+                             weight_bits=weight_bits, energy_costs=energy_costs, neurobench=neurobench)
     if reference is not None:  # before anything runs
-        _check_reference(reference, synapses)
-    hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(i[0], o))
-             for c in synapses.values()]
-    counter = ProductCounter(model, {id(c.module) for c in synapses.values()}) if products else None
-    weights = synaptic_weights(model)
-    if counter is not None:  # weights seen as an operand of a counted product count (x @ self.weight)
-        counter.operand_params = {p.untyped_storage().data_ptr(): k for k, (_, _, _, p) in weights.items()
-                                  if p is not None}
-    stateful = spiking.has_state(model)
-    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
-    samples = correct = labelled = seen = 0
+        _check_reference(reference, session.synapses)
     one_sample = None  # the reference's dense MACs are counted on it
-    guard = counter.paused if counter is not None else contextlib.nullcontext
-    try:
-        with preserved_training_flags(model), \
-                recording_firing(model, neuron_types, per_channel, guard=guard) as neurons, \
-                (counter.tracking(model) if counter is not None else contextlib.nullcontext()):
-            model.eval()
-            if stateful:
-                spiking.reset_state(model)  # state the caller's last forward left
-            for batch in batches:
-                if max_batches is not None and seen >= max_batches:
-                    break
-                x, y = _split_batch(batch)
-                x = x.to(device)
-                dim = (1 if x.dim() == 5 else 0) if sample_dim is None else sample_dim
-                _check_batch(x, dim, seen)
-                for c in synapses.values():
-                    c.batch_samples = x.shape[dim]
-                out = _forward(model, x, seen)
-                if stateful:
-                    spiking.reset_state(model)
-                new_batch(neurons)
-                if reference is not None and one_sample is None:
-                    one_sample = x.narrow(dim, 0, 1)
-                samples += x.shape[dim]
-                seen += 1
-                if seen == 1 and not synapses and not counter.rows:
-                    raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer and "
-                                     "ran no matrix product: nothing to measure")
-                if y is not None:
-                    logits = select_output(out, output)
-                    logits = logits.mean(0) if logits.dim() == 3 else logits
-                    correct += int((logits.argmax(-1).cpu() == y.cpu()).sum())
-                    labelled += len(y)
-    finally:
-        for h in hooks:
-            h.remove()
-        if stateful:
-            spiking.reset_state(model)  # none left behind, also after an error
-    if seen == 0:
+    with session:
+        for batch in batches:
+            if max_batches is not None and session.batches >= max_batches:
+                break
+            x, y = _split_batch(batch)
+            session.run(x, y)
+            if reference is not None and one_sample is None:
+                one_sample = session.last_input.narrow(session.last_sample_dim, 0, 1)
+    if session.batches == 0:
         raise ValueError("batches is empty: nothing to measure (check the data loader and its batch size)")
-    report = _report(synapses, counter, neurons, samples, e_ac_pj, e_mac_pj,
-                     correct / labelled if labelled else None)
-    _coverage(report, synapses, counter, weights)
+    report = session.report()
     if reference is not None:
         ref = measure(reference, [one_sample.to(next(reference.parameters()).device)], e_ac_pj=e_ac_pj,
                       e_mac_pj=e_mac_pj, neuron_types=neuron_types, products=products,
                       sample_dim=sample_dim, output=output).total
         t = report.total
         nonzero = sum(r["nonzero_weights"] for r in report.layers.values() if r["type"] != "neuron")
-        dense = ref["dense_macs"] * samples
+        dense = ref["dense_macs"] * session.samples
         t["reference"] = {
             "weights": ref["weights"], "weight_sparsity": 1 - nonzero / ref["weights"], "dense_macs": dense,
             "dense_energy_pj": e_mac_pj * dense, "ops_ratio": (t["sops"] + t["macs"]) / dense,
             "energy_ratio": t["energy_pj"] / (e_mac_pj * dense) if e_mac_pj else None,
         }
     return report
+
+
+class MeasureSession:
+    """The counters of one measurement, fed batch by batch: what :func:`measure` runs, and what the NeuroBench
+    wrapper keeps across its calls (:mod:`snn_lats.integrations.neurobench`).
+
+    Built from ``measure``'s options (checked here, before anything is hooked). While open (``with session``)
+    the model is in eval mode with every counting hook in place; :meth:`run` measures one batch (state reset
+    before and after) and returns the model's output; on close, hooks go, and every training flag and
+    ``store_v_seq`` is restored. Counts accumulate across openings; :meth:`report` reads them at any time.
+    """
+
+    def __init__(self, model: nn.Module, *, e_ac_pj: float = E_AC_PJ, e_mac_pj: float = E_MAC_PJ,
+                 per_channel: bool = False, neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES,
+                 products: bool = True, sample_dim: int | None = None, output: OutputSelector = None,
+                 energy: str = "proxy", weight_format: str = "dense", weight_bits: int = 32,
+                 energy_costs: LemaireCosts | None = None, neurobench: bool = False):
+        check_type("model", model, nn.Module, "a torch.nn.Module")
+        self.e_ac_pj = check_number("e_ac_pj", e_ac_pj, minimum=0)
+        self.e_mac_pj = check_number("e_mac_pj", e_mac_pj, minimum=0)
+        self.per_channel = check_bool("per_channel", per_channel)
+        self.neuron_types = check_classes("neuron_types", neuron_types, nn.Module, "nn.Module")
+        self.products = check_bool("products", products)
+        self.sample_dim = check_choice("sample_dim", sample_dim, (None, 0, 1))
+        self.output = check_output_selector("output", output)
+        check_energy(energy, weight_format, weight_bits, energy_costs)
+        self.energy, self.weight_format, self.weight_bits = energy, weight_format, weight_bits
+        self.costs = energy_costs or LemaireCosts()
+        self.neurobench = check_bool("neurobench", neurobench)
+        self.model = model
+        self.synapses = {n: SynapseCounter.for_module(m) for n, m in model.named_modules()
+                         if isinstance(m, LAYER_TYPES)}
+        if not self.synapses and not self.products:
+            raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer to measure")
+        both = [n for n in self.synapses if isinstance(self.synapses[n].module, self.neuron_types)]
+        if both:  # its neuron row would replace its synapse row, and the totals lose its weights
+            raise ValueError(f"neuron_types {tuple(t.__name__ for t in self.neuron_types)} match layers that "
+                             f"are counted as synapses ({both[:3]}): a layer is a neuron or a conv/linear "
+                             "layer, not both")
+        for c in self.synapses.values():
+            c.neurobench = self.neurobench
+        self.counter = (ProductCounter(model, {id(c.module) for c in self.synapses.values()})
+                        if self.products else None)
+        self.weights = synaptic_weights(model)
+        if self.counter is not None:  # weights seen as an operand of a counted product count (x @ weight)
+            self.counter.operand_params = {p.untyped_storage().data_ptr(): k
+                                           for k, (_, _, _, p) in self.weights.items() if p is not None}
+        self.neurons = firing_counters(model, self.neuron_types, self.per_channel)
+        self.membranes = ({n: MembraneCounter(c.module) for n, c in self.neurons.items()}
+                          if self.neurobench else {})
+        self.stateful = spiking.has_state(model)
+        self.device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
+        self.samples = self.correct = self.labelled = self.batches = 0
+        self.last_input: torch.Tensor | None = None
+        self.last_sample_dim = 0
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> MeasureSession:
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(preserved_training_flags(self.model))
+            guard = self.counter.paused if self.counter is not None else contextlib.nullcontext
+            stack.enter_context(recording(self.neurons, guard=guard))
+            if self.membranes:
+                stack.enter_context(recording_membranes(self.membranes, guard=guard))
+            # the layers' hooks go before the op counter's: they run while it still sees the layer running,
+            # so their own sums are not counted as the model's
+            hooks = [c.module.register_forward_hook(lambda m, i, o, c=c: c.update(i[0], o))
+                     for c in self.synapses.values()]
+            stack.callback(lambda: [h.remove() for h in hooks])
+            if self.counter is not None:
+                stack.enter_context(self.counter.tracking(self.model))
+            if self.stateful:  # none left behind on exit, also after an error
+                stack.callback(spiking.reset_state, self.model)
+            self.model.eval()
+            if self.stateful:
+                spiking.reset_state(self.model)  # state the caller's last forward left
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def run(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        """Measure one batch (the session must be open); returns the model's output."""
+        if self._stack is None:
+            raise RuntimeError("MeasureSession.run needs an open session: use `with session:`")
+        x = x.to(self.device)
+        dim = (1 if x.dim() == 5 else 0) if self.sample_dim is None else self.sample_dim
+        _check_batch(x, dim, self.batches)
+        for c in self.synapses.values():
+            c.batch_samples = x.shape[dim]
+        out = _forward(self.model, x, self.batches)
+        if self.stateful:
+            spiking.reset_state(self.model)
+        new_batch(self.neurons)
+        new_membrane_batch(self.membranes)
+        self.last_input, self.last_sample_dim = x, dim
+        self.samples += x.shape[dim]
+        self.batches += 1
+        if self.batches == 1 and not self.synapses and not self.counter.rows:
+            raise ValueError("model has no nn.Conv1d, nn.Conv2d, nn.Conv3d or nn.Linear layer and ran no "
+                             "matrix product: nothing to measure")
+        if y is not None:
+            logits = select_output(out, self.output)
+            logits = logits.mean(0) if logits.dim() == 3 else logits
+            self.correct += int((logits.argmax(-1).cpu() == y.cpu()).sum())
+            self.labelled += len(y)
+        return out
+
+    def report(self) -> MetricsReport:
+        """The report of every batch run so far (see :func:`measure` for the fields)."""
+        if self.batches == 0:
+            raise ValueError("no batch was measured: nothing to report")
+        report = _report(self.synapses, self.counter, self.neurons, self.samples, self.e_ac_pj,
+                         self.e_mac_pj, self.correct / self.labelled if self.labelled else None)
+        _coverage(report, self.synapses, self.counter, self.weights)
+        _energy(report, self)
+        _footprint(report, self)
+        _per_sample(report)
+        if self.neurobench:
+            _neurobench(report, self)
+        return report
 
 
 def _check_batch(x: torch.Tensor, dim: int, index: int) -> None:
@@ -449,3 +559,123 @@ def _coverage(report, synapses, counter, weights) -> None:
                    f"not counted: {missed}")
         report.notes.append(message)
         warnings.warn(message, stacklevel=4)  # the caller of measure
+
+
+def _energy(report: MetricsReport, s: MeasureSession) -> None:
+    """``total["energy"]`` and each row's ``"energy"`` under the session's energy model."""
+    t = report.total
+    if s.energy == "proxy":
+        t["energy"] = {"model": "proxy", "total_pj": t["energy_pj"],
+                       "per_sample_pj": t["energy_pj"] / t["samples"], "e_ac_pj": s.e_ac_pj,
+                       "e_mac_pj": s.e_mac_pj,
+                       "formula": "e_ac_pj * SOPs + e_mac_pj * MACs (compute only; Horowitz 2014, 45 nm)"}
+        return
+    costs, exact = s.costs, s.energy == "lemaire"
+    if exact:
+        writes_output = not spiking.is_spiking(s.model)
+    else:
+        covered, _, base = spikingjelly_scope()
+        has_neurons = base is not None and any(isinstance(m, base) for m in s.model.modules())
+    total = Tally()
+    for name, c in s.synapses.items():
+        tally = (synapse_energy(c, s.weight_format, s.weight_bits, costs, writes_output) if exact
+                 else synapse_energy_spikingjelly(c, costs, has_neurons))
+        report.layers[name]["energy"] = tally.result(costs)
+        total.add(tally)
+    rows = s.counter.rows if s.counter is not None else {}
+    if exact:
+        for name, row in rows.items():
+            tally = product_energy(row, t["samples"], t["time_steps"] or 1.0, costs)
+            report.layers[name]["energy"] = tally.result(costs)
+            total.add(tally)
+    for name, c in s.neurons.items():
+        if not exact and not isinstance(c.module, covered):
+            continue  # listed in not_modeled, as SpikingJelly omits it
+        tally = neuron_energy(c, costs) if exact else neuron_energy_spikingjelly(c, costs)
+        report.layers[name]["energy"] = tally.result(costs)
+        total.add(tally)
+    result = total.result(costs)
+    missing = not_modeled(s.model, s.energy, {id(c.module) for c in s.synapses.values()}, s.neurons,
+                          rows if not exact else ())
+    t["energy"] = {"model": s.energy, "weight_format": s.weight_format, "weight_bits": s.weight_bits,
+                   **result, "per_sample_pj": result["total_pj"] / t["samples"], "costs": costs_dict(costs),
+                   "not_modeled": missing}
+    if missing:
+        listed = ", ".join(f"{m['type']} x{m['count']}" for m in missing)
+        report.notes.append(f"energy model {s.energy!r} leaves out: {listed} (total['energy']['not_modeled'] "
+                            "says why)")
+
+
+def _footprint(report: MetricsReport, s: MeasureSession) -> None:
+    """``total["footprint"]``: the weights' bytes under every format and width; the chosen ones per layer."""
+    fp = weight_footprint(s.model)
+    fmt, bits = s.weight_format, s.weight_bits
+    report.total["footprint"] = {
+        "weight_format": fmt, "weight_bits": bits, "bytes": fp.bytes(fmt, bits), "nnz": fp.nnz,
+        "weights": fp.numel,
+        "table": {f"{f}{b}": fp.bytes(f, b) for f in WEIGHT_FORMATS for b in WEIGHT_BITS},
+    }
+    for name, layer in fp.layers.items():
+        if name in report.layers:
+            report.layers[name]["footprint_bytes"] = layer.bytes(fmt, bits)
+
+
+PER_SAMPLE_FIELDS = ("sops", "macs", "dense_macs", "energy_pj", "dense_energy_pj", "spikes", "neuron_updates")
+
+
+def _per_sample(report: MetricsReport) -> None:
+    t = report.total
+    n = t["samples"]
+    t["per_sample"] = {k: t[k] / n for k in PER_SAMPLE_FIELDS}
+    t["per_sample"]["model_energy_pj"] = t["energy"]["per_sample_pj"]
+    for row in report.layers.values():
+        energy = row.get("energy")
+        if energy is not None:
+            row["energy_per_sample_pj"] = energy["total_pj"] / n
+        elif row["type"] != "neuron":
+            row["energy_per_sample_pj"] = row["energy_pj"] / n
+        if row["type"] != "neuron":
+            row["sops_per_sample"] = row["sops"] / n
+            row["macs_per_sample"] = row["macs"] / n
+
+
+def _deployed_parameters(model: nn.Module) -> tuple[int, int]:
+    """(parameters, bytes of parameters and buffers) of ``model`` as squashed: a parametrized tensor counts as
+    one plain parameter of its value; its parametrization's own tensors (original, mask, threshold) vanish."""
+    count = size = 0
+    for name, m in model.named_modules():
+        if "parametrizations" in name.split("."):
+            continue
+        tensors = list(m.named_parameters(recurse=False))
+        if parametrize.is_parametrized(m):
+            tensors += [(p, getattr(m, p)) for p in m.parametrizations]
+        for _, p in tensors:
+            count += p.numel()
+            size += p.numel() * p.element_size()
+        size += sum(b.numel() * b.element_size() for b in m.buffers(recurse=False))
+    return count, size
+
+
+def _neurobench(report: MetricsReport, s: MeasureSession) -> None:
+    """What NeuroBench 2.3's definitions need (:meth:`MetricsReport.to_neurobench`)."""
+    acs = macs = dense = 0.0
+    for c in s.synapses.values():
+        for g in c.groups.values():
+            if g.nb_spiking:
+                acs += g.nb_pairs
+            else:
+                macs += g.nb_pairs
+            dense += g.nb_dense
+    unsupported = [n for n, c in s.membranes.items() if not c.supported]
+    if unsupported:
+        report.notes.append("NeuroBench's MembraneUpdates needs each step's membrane, which "
+                            f"{unsupported[:3]} do not keep: it is left out")
+    parameters, footprint = _deployed_parameters(s.model)
+    syn = [r for r in report.layers.values() if r["type"] in ("conv", "linear")]
+    report.total["neurobench"] = {
+        "effective_acs": acs, "effective_macs": macs, "dense": dense,
+        "membrane_updates": None if unsupported else sum(c.updates for c in s.membranes.values()),
+        "connection_zeros": sum(r["weights"] - r["nonzero_weights"] for r in syn),
+        "connection_weights": sum(r["weights"] for r in syn),
+        "footprint": footprint, "parameter_count": parameters,
+    }
