@@ -455,8 +455,12 @@ def not_modeled(model: nn.Module, energy: str, counted: set[int], neuron_names: 
             continue  # a container: its leaves are visited
         if energy == "lemaire" and isinstance(m, FREE_TYPES):
             continue
-        why = ("no Lemaire rule (fold BatchNorm into the conv before deployment: its cost is then the bias's)"
-               if energy == "lemaire" else "SpikingJelly omits modules outside the paper's scope")
+        if energy != "lemaire":
+            why = "SpikingJelly omits modules outside the paper's scope"
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            why = "no Lemaire rule: folded into the conv before deployment, its cost is the bias's"
+        else:
+            why = "no Lemaire rule for it: its compute and memory traffic are left out"
         add(type(m).__name__, name, why)
     if energy == "lemaire-spikingjelly":
         for row in product_rows:

@@ -64,37 +64,125 @@ class MetricsReport:
         atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
     def to_csv(self, path: str | os.PathLike) -> None:
-        """One row per layer plus a ``total`` row; list-valued fields are left out. Written atomically
-        (:func:`snn_lats.io.atomic_write`)."""
+        """One row per layer plus a ``total`` row; list-valued fields are left out; ``model_energy_pj`` and
+        its components are the report's energy model's (the proxy's ``energy_pj`` where that is the model).
+        Written atomically (:func:`snn_lats.io.atomic_write`)."""
         columns = ["layer", "type", *SYNAPSE_FIELDS, "selected", "dense_ops", "firing_rate", "spikes",
-                   "neuron_updates", "weight_coverage", "mac_coverage"]
+                   "neuron_updates", "weight_coverage", "mac_coverage", "sops_per_sample", "macs_per_sample",
+                   "energy_per_sample_pj", "model_energy_pj", *ENERGY_PARTS, "footprint_bytes"]
         cover = self.total.get("coverage") or {}
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, columns, extrasaction="ignore")
         writer.writeheader()
         for name, row in self.layers.items():
-            writer.writerow({"layer": name, **row})
-        writer.writerow({"layer": "total", "type": "total", **self.total,
-                         "weight_coverage": cover.get("weights"), "mac_coverage": cover.get("macs")})
+            writer.writerow({"layer": name, **row, **_energy_columns(row)})
+        t = self.total
+        per_sample = t.get("per_sample") or {}
+        energy = t.get("energy") or {}
+        writer.writerow({"layer": "total", "type": "total", **t,
+                         "weight_coverage": cover.get("weights"), "mac_coverage": cover.get("macs"),
+                         "sops_per_sample": per_sample.get("sops"), "macs_per_sample": per_sample.get("macs"),
+                         "energy_per_sample_pj": energy.get("per_sample_pj"),
+                         "model_energy_pj": energy.get("total_pj"),
+                         **{k: energy.get(k) for k in ENERGY_PARTS},
+                         "footprint_bytes": (t.get("footprint") or {}).get("bytes")})
         atomic_write(path, text.getvalue())
 
+    def to_neurobench(self) -> dict[str, Any]:
+        """NeuroBench 2.3's metrics, by its names and under its definitions, per sample, next to snn_lats's
+        own figures under their labels (``measure(..., neurobench=True)`` records what this needs).
+
+        ``neurobench``: ``ConnectionSparsity`` (zero weights of the conv/linear layers, rounded as NeuroBench
+        rounds it), ``ActivationSparsity`` (zero neuron outputs), ``SynapticOperations`` (``Effective_ACs``:
+        nonzero input × nonzero weight pairs of calls whose inputs are all in {-1, 0, 1}, ``Effective_MACs``
+        the same for other calls (a SEW ADD 2 counts once), ``Dense``: NeuroBench's all-ones pass, padding
+        taps skipped, modules only), ``MembraneUpdates`` (membranes that changed, each batch's first step
+        counting all), ``Footprint`` (bytes of every parameter and buffer of the deployed, squashed model)
+        and ``ParameterCount``. ``snn_lats``: SOPs and MACs by snn_lats's rules (integer inputs by value, the
+        products outside layers included), dense MACs, neuron updates, the energy and footprint of the
+        report's model and format. ``definitions`` says where the two differ (docs/metrics.md has the table).
+        """
+        nb = self.total.get("neurobench")
+        if nb is None:
+            raise ValueError("this report has no NeuroBench counts: measure the model with neurobench=True")
+        t = self.total
+        n = t["samples"]
+        zeros, weights = nb["connection_zeros"], nb["connection_weights"]
+        # NeuroBench divides an int64 tensor by an int (float32 in torch) and rounds to 4 decimals
+        connection = round(float(torch.tensor(zeros) / weights), 4) if weights else None
+        updates = t["neuron_updates"]
+        energy, footprint = t["energy"], t["footprint"]
+        return {
+            "neurobench": {
+                "ConnectionSparsity": connection,
+                "ActivationSparsity": 1 - t["spikes"] / updates if updates else 0.0,
+                "SynapticOperations": {"Effective_MACs": nb["effective_macs"] / n,
+                                       "Effective_ACs": nb["effective_acs"] / n, "Dense": nb["dense"] / n},
+                "MembraneUpdates": None if nb["membrane_updates"] is None else nb["membrane_updates"] / n,
+                "Footprint": nb["footprint"],
+                "ParameterCount": nb["parameter_count"],
+            },
+            "snn_lats": {
+                "weight_sparsity": t["weight_sparsity"],
+                "firing_rate": t["firing_rate"],
+                "sops_per_sample": t["sops"] / n,
+                "macs_per_sample": t["macs"] / n,
+                "dense_macs_per_sample": t["dense_macs"] / n,
+                "neuron_updates_per_sample": updates / n,
+                "energy_model": energy["model"],
+                "energy_per_sample_pj": energy["per_sample_pj"],
+                "proxy_energy_per_sample_pj": t["energy_pj"] / n,
+                "weight_format": footprint["weight_format"],
+                "weight_bits": footprint["weight_bits"],
+                "footprint_bytes": footprint["bytes"],
+            },
+            "definitions": NEUROBENCH_DIFFERENCES,
+        }
+
     def __str__(self) -> str:
+        model = (self.total.get("energy") or {}).get("model", "proxy")
+        extra = model != "proxy"
         lines = [f"{'layer':<28} {'kind':<8} {'w.sparsity':>10} {'fire rate':>9} {'SOPs':>12} {'MACs':>12} "
-                 f"{'dense MACs':>12} {'energy uJ':>10}"]
+                 f"{'dense MACs':>12} {'proxy uJ':>10}" + (f" {model + ' uJ':>22}" if extra else "")]
         for name, r in self.layers.items():
+            energy = f" {r['energy']['total_pj'] / 1e6:22.4g}" if extra and "energy" in r else ""
             if r["type"] == "neuron":
-                lines.append(f"{name:<28} {'neuron':<8} {'':>10} {r['firing_rate']:9.4f}")
+                lines.append(f"{name:<28} {'neuron':<8} {'':>10} {r['firing_rate']:9.4f} {'':>12} {'':>12} "
+                             f"{'':>12} {'':>10}{energy}" if energy else
+                             f"{name:<28} {'neuron':<8} {'':>10} {r['firing_rate']:9.4f}")
             else:
                 sparsity = "" if r["weight_sparsity"] is None else f"{r['weight_sparsity']:10.4f}"
                 lines.append(f"{name:<28} {r['input_kind'] or '-':<8} {sparsity:>10} {'':>9} "
                              f"{r['sops']:12.4g} {r['macs']:12.4g} {r['dense_macs']:12.4g} "
-                             f"{r['energy_pj'] / 1e6:10.4g}")
+                             f"{r['energy_pj'] / 1e6:10.4g}{energy}")
         t = self.total
         rate = "" if t["firing_rate"] is None else f"{t['firing_rate']:9.4f}"
+        total_energy = f" {t['energy']['total_pj'] / 1e6:22.4g}" if extra and "energy" in t else ""
         lines.append(f"{'total':<28} {'':<8} {t['weight_sparsity']:10.4f} {rate:>9} {t['sops']:12.4g} "
-                     f"{t['macs']:12.4g} {t['dense_macs']:12.4g} {t['energy_pj'] / 1e6:10.4g}")
-        lines.append(f"energy {t['energy_pj'] / 1e6:.4g} uJ = {t['energy_ratio']:.4f} x the dense ANN "
+                     f"{t['macs']:12.4g} {t['dense_macs']:12.4g} {t['energy_pj'] / 1e6:10.4g}{total_energy}")
+        lines.append(f"proxy energy {t['energy_pj'] / 1e6:.4g} uJ = {t['energy_ratio']:.4f} x the dense ANN "
                      f"({t['dense_energy_pj'] / 1e6:.4g} uJ) over {t['samples']} samples")
+        per = t.get("per_sample")
+        if per:
+            lines.append(f"per sample: {per['sops']:.6g} SOPs, {per['macs']:.6g} MACs, {per['spikes']:.6g} "
+                         f"spikes, proxy energy {per['energy_pj'] / 1e6:.4g} uJ")
+        e = t.get("energy")
+        if e and extra:
+            lines.append(
+                f"energy ({e['model']}, {e['weight_format']} {e['weight_bits']}-bit weights): "
+                f"{e['total_pj'] / 1e6:.4g} uJ, {e['per_sample_pj'] / 1e6:.4g} uJ per sample = compute "
+                f"{e['ops_pj'] / 1e6:.4g} + addressing {e['addressing_pj'] / 1e6:.4g} + memory "
+                f"{e['memory_pj'] / 1e6:.4g} (inputs/outputs {e['inout_pj'] / 1e6:.4g}, weights "
+                f"{e['params_pj'] / 1e6:.4g}, potentials {e['potential_pj'] / 1e6:.4g}) uJ")
+            lines += [f"energy not modeled: {m['type']} x{m['count']} ({', '.join(m['names'])}): {m['why']}"
+                      for m in e["not_modeled"]]
+        fp = t.get("footprint")
+        if fp:
+            table = fp["table"]
+            lines.append(f"weight footprint: {fp['bytes']:,} bytes as {fp['weight_format']} "
+                         f"{fp['weight_bits']}-bit ({fp['nnz']:,} of {fp['weights']:,} weights nonzero; "
+                         f"dense 32-bit {table['dense32']:,}, bitmask 8-bit {table['bitmask8']:,}, CSR 8-bit "
+                         f"{table['csr8']:,})")
         ref = t.get("reference")
         if ref:
             lines.append(f"against the unpruned architecture ({ref['weights']:,} weights, "
@@ -111,8 +199,32 @@ class MetricsReport:
             listed = {u["name"] for u in cover["uncounted"]}  # their ops are on their line already
             lines += [f"not counted: {u['op']} in {u['module']} ({u['dense_macs']:.4g} dense MACs)"
                       for u in cover["uncounted_ops"] if u["module"] not in listed]
-        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"note: {n}" for n in self.notes if not n.startswith("energy model ")]
         return "\n".join(lines)
+
+
+ENERGY_PARTS = ("ops_pj", "addressing_pj", "inout_pj", "params_pj", "potential_pj")
+NEUROBENCH_DIFFERENCES = {
+    "spiking": "NeuroBench: a call whose inputs are all in {-1, 0, 1}; snn_lats: binary / integer / real "
+               "per layer",
+    "integer inputs": "NeuroBench: Effective_MACs, one per nonzero pair (a 2 counts once); snn_lats: SOPs "
+                      "by value (a 2 counts twice)",
+    "real inputs": "NeuroBench: nonzero input x nonzero weight, padding skipped; snn_lats: output positions "
+                   "x nonzero weights, padding included",
+    "dense": "NeuroBench: an all-ones pass, padding taps skipped, modules only; snn_lats: one dense ANN "
+             "pass, padding included, products outside layers included",
+    "products outside layers": "NeuroBench's module hooks cannot see them; snn_lats counts them as rows",
+    "membrane updates": "NeuroBench: membranes that changed; snn_lats: neurons x time steps",
+    "footprint": "NeuroBench: dense bytes of every parameter and buffer; snn_lats: the weights under a "
+                 "storage format and bit width",
+}
+
+
+def _energy_columns(row: dict[str, Any]) -> dict[str, Any]:
+    energy = row.get("energy")
+    if energy is None:
+        return {"model_energy_pj": row.get("energy_pj")}
+    return {"model_energy_pj": energy["total_pj"], **{k: energy[k] for k in ENERGY_PARTS}}
 
 
 def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
