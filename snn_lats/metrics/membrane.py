@@ -11,7 +11,7 @@ wrapper (:mod:`snn_lats.integrations.neurobench`) feeds the same pairs to NeuroB
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -20,7 +20,8 @@ from torch import nn
 from ..spiking import is_multi_step
 
 
-def _current_v(module: nn.Module) -> torch.Tensor | float | None:
+def current_v(module: nn.Module) -> torch.Tensor | float | None:
+    """A copy of the neuron's membrane ``v`` (a tensor, or the float it holds before its first step)."""
     v = getattr(module, "v", None)
     return v.detach().clone() if isinstance(v, torch.Tensor) else v
 
@@ -65,22 +66,34 @@ class MembraneCounter:
 
 
 @contextlib.contextmanager
+def storing_v_seq(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """``store_v_seq=True`` on every multi-step neuron of ``modules`` that has it; restored on exit."""
+    stored = {}
+    for m in modules:
+        if is_multi_step(m) and hasattr(m, "store_v_seq"):
+            stored[m] = m.store_v_seq
+            m.store_v_seq = True
+    try:
+        yield
+    finally:
+        for m, value in stored.items():
+            m.store_v_seq = value
+
+
+@contextlib.contextmanager
 def recording_membranes(
     counters: dict[str, MembraneCounter],
     guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Iterator[None]:
     """Count NeuroBench's membrane updates of every counter's neuron while open (hooks removed and
     ``store_v_seq`` restored on exit). Call :func:`new_membrane_batch` after each batch."""
-    hooks, stored = [], {}
+    hooks = []
     for c in counters.values():
         m = c.module
-        if is_multi_step(m) and hasattr(m, "store_v_seq"):
-            stored[m] = m.store_v_seq
-            m.store_v_seq = True
 
         def before(module, args, c=c):
             with guard():
-                c._before.append(_current_v(module))
+                c._before.append(current_v(module))
 
         def after(module, args, out, c=c):
             with guard():
@@ -95,12 +108,11 @@ def recording_membranes(
         hooks.append(m.register_forward_pre_hook(before))
         hooks.append(m.register_forward_hook(after))
     try:
-        yield
+        with storing_v_seq(c.module for c in counters.values()):
+            yield
     finally:
         for h in hooks:
             h.remove()
-        for m, value in stored.items():
-            m.store_v_seq = value
 
 
 def new_membrane_batch(counters: dict[str, MembraneCounter]) -> None:
