@@ -115,10 +115,12 @@ class MetricsReport:
         return {
             "neurobench": {
                 "ConnectionSparsity": connection,
-                "ActivationSparsity": 1 - t["spikes"] / updates if updates else 0.0,
+                # without spiking neurons (an ANN) NeuroBench counts ReLU zeros, which measure does not see
+                "ActivationSparsity": 1 - t["spikes"] / updates if updates else None,
                 "SynapticOperations": {"Effective_MACs": nb["effective_macs"] / n,
                                        "Effective_ACs": nb["effective_acs"] / n, "Dense": nb["dense"] / n},
-                "MembraneUpdates": None if nb["membrane_updates"] is None else nb["membrane_updates"] / n,
+                "MembraneUpdates": (None if nb["membrane_updates"] is None or not updates
+                                    else nb["membrane_updates"] / n),
                 "Footprint": nb["footprint"],
                 "ParameterCount": nb["parameter_count"],
             },
