@@ -329,3 +329,31 @@ def test_without_borders_the_exact_setting_reads_what_spikingjelly_reads():
     for key in ("weight_read_bytes", "potential_read_bytes", "potential_write_bytes", "adds", "acc_addr",
                 "mac_addr", "input_read_bytes"):
         assert exact[key] == sj[key], key
+
+
+def test_one_pass_prices_every_model_and_spikingjelly_rules_meet_the_exact_ones_without_borders():
+    """MeasureSession.report(energy=, weight_format=, weight_bits=) reprices the same counts: equal to a fresh
+    measure under that setting. With one-sample buffers, SpikingJelly's rules on a border-free 1x1 conv and IF
+    neurons are the exact dense 32-bit rules (what experiments/energy_table.py's gap split relies on)."""
+    from snn_lats.metrics import MeasureSession
+    from snn_lats.metrics.energy import Tally, neuron_energy_spikingjelly, synapse_energy_spikingjelly
+
+    torch.manual_seed(10)
+    net = nn.Sequential(layer.Conv2d(4, 6, 1, step_mode="m"), neuron.IFNode(step_mode="m"))
+    x = (torch.rand(2, 3, 4, 5, 5) > 0.5).float()
+    session = MeasureSession(net, energy="lemaire")
+    with session:
+        session.run(x)
+    for fmt, bits in (("csr", 8), ("bitmask", 16)):
+        again = measure(net, [x], energy="lemaire", weight_format=fmt, weight_bits=bits).total["energy"]
+        assert session.report(weight_format=fmt, weight_bits=bits).total["energy"] == again
+    with pytest.raises(ValueError, match="weight_bits must be one of"):
+        session.report(weight_bits=0)
+    costs = LemaireCosts()
+    rules = Tally()
+    rules.add(synapse_energy_spikingjelly(session.synapses["0"], costs, True, buffers="sample"))
+    rules.add(neuron_energy_spikingjelly(session.neurons["1"], costs, buffers="sample"))
+    exact = session.report().total["energy"]
+    assert rules.result(costs)["total_pj"] == pytest.approx(exact["total_pj"], rel=1e-12)
+    batch = session.report(energy="lemaire-spikingjelly").total["energy"]["total_pj"]
+    assert batch > exact["total_pj"]  # the batch's buffers cost more per byte

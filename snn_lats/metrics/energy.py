@@ -345,11 +345,14 @@ def spikingjelly_scope() -> tuple[tuple[type, ...], tuple[type, ...], type | Non
     return covered, ((lif,) if lif is not None else ()), getattr(neuron, "BaseNode", None)
 
 
-def synapse_energy_spikingjelly(c: SynapseCounter, costs: LemaireCosts, model_has_neurons: bool) -> Tally:
+def synapse_energy_spikingjelly(c: SynapseCounter, costs: LemaireCosts, model_has_neurons: bool,
+                                buffers: str = "batch") -> Tally:
     """SpikingJelly 2.0's ``synaptic_rule`` for one layer: only 0/1 inputs are spikes (integers are dense
     inputs); a spike reaches C_out/g·Πk weights and potentials whatever the border, and Π⌈k/s⌉ of them count
     as synops and adds; buffers are the whole batch's (outputs over T for potentials), the parameters' (every
-    parameter of the module, 32-bit) and the FIFO's."""
+    parameter of the module, 32-bit) and the FIFO's. ``buffers="sample"`` sizes the input, output and
+    potential buffers for one sample instead, as the exact setting does (to tell the two rules apart)."""
+    check_choice("buffers", buffers, ("batch", "sample"))
     m = c.module
     conv = isinstance(m, CONV_TYPES)
     params_buffer = sum(p.numel() for p in m.parameters(recurse=False)) * WORD_BYTES
@@ -369,6 +372,7 @@ def synapse_energy_spikingjelly(c: SynapseCounter, costs: LemaireCosts, model_ha
         out_bytes = g.out_elements * WORD_BYTES
         in_bytes = g.in_elements * WORD_BYTES
         n = g.calls
+        per_pass = g.time_steps * g.samples if buffers == "sample" else 1
         if g.kind == "binary":
             active = g.events  # 0/1 values: the nonzero count
             fanout = active * fanout_per_spike
@@ -379,7 +383,7 @@ def synapse_energy_spikingjelly(c: SynapseCounter, costs: LemaireCosts, model_ha
             t.access("input_read", active * WORD_BYTES, costs.fifo_bytes, costs)
             t.access("weight_read", fanout * WORD_BYTES, params_buffer, costs)
             steps = g.in_shape[0] if multi else 1
-            potentials = out_bytes // max(steps, 1)
+            potentials = out_bytes // max(steps, 1) if buffers == "batch" else out_bytes / per_pass
             t.access("potential_read", fanout * WORD_BYTES, potentials, costs)
             t.access("potential_write", fanout * WORD_BYTES, potentials, costs)
         else:
@@ -387,20 +391,23 @@ def synapse_energy_spikingjelly(c: SynapseCounter, costs: LemaireCosts, model_ha
             t.macs += uses
             t.acc_addr += (g.in_elements + g.out_elements + (m.out_channels * _kernel_elements(m)
                                                              if conv else 0)) * n
-            t.access("input_read", (uses * WORD_BYTES) if conv else in_bytes * n, in_bytes, costs)
+            t.access("input_read", (uses * WORD_BYTES) if conv else in_bytes * n, in_bytes / per_pass,
+                     costs)
             t.access("weight_read", uses * WORD_BYTES, params_buffer, costs)
             if not model_has_neurons:
-                t.access("output_write", out_bytes * n, out_bytes, costs)
+                t.access("output_write", out_bytes * n, out_bytes / per_pass, costs)
         if bias:
             t.adds += g.out_elements * n
             t.access("bias_read", g.out_elements * n * WORD_BYTES, params_buffer, costs)
     return t
 
 
-def neuron_energy_spikingjelly(c: FiringCounter, costs: LemaireCosts) -> Tally:
+def neuron_energy_spikingjelly(c: FiringCounter, costs: LemaireCosts, buffers: str = "batch") -> Tally:
     """SpikingJelly 2.0's ``neuron_rule`` (IFNode, LIFNode and their subclasses): potentials read and written
-    once per update, the buffer the whole batch's neurons of one step; spikes written to the FIFO and one add
-    each; one multiply-accumulate per LIF update."""
+    once per update, the buffer the whole batch's neurons of one step (one sample's with
+    ``buffers="sample"``); spikes written to the FIFO and one add each; one multiply-accumulate per LIF
+    update."""
+    check_choice("buffers", buffers, ("batch", "sample"))
     _, leaky_types, _ = spikingjelly_scope()
     leaky = isinstance(c.module, leaky_types)
     multi = getattr(c.module, "step_mode", "s") == "m"
@@ -409,8 +416,9 @@ def neuron_energy_spikingjelly(c: FiringCounter, costs: LemaireCosts) -> Tally:
         steps = shape[0] if multi else 1
         numel = math.prod(shape)
         buffer = numel // max(steps, 1) * WORD_BYTES
-        t.access("potential_read", buffer * steps * calls, buffer, costs)
-        t.access("potential_write", buffer * steps * calls, buffer, costs)
+        size = buffer if buffers == "batch" else buffer / (shape[1] if multi else shape[0])
+        t.access("potential_read", buffer * steps * calls, size, costs)
+        t.access("potential_write", buffer * steps * calls, size, costs)
         t.access("output_write", spikes * WORD_BYTES, costs.fifo_bytes, costs)
         t.adds += spikes
         t.macs += numel * calls if leaky else 0

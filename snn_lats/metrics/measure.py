@@ -470,15 +470,22 @@ class MeasureSession:
             self.labelled += len(y)
         return out
 
-    def report(self) -> MetricsReport:
-        """The report of every batch run so far (see :func:`measure` for the fields)."""
+    def report(self, *, energy: str | None = None, weight_format: str | None = None,
+               weight_bits: int | None = None) -> MetricsReport:
+        """The report of every batch run so far (see :func:`measure` for the fields), under the session's
+        energy model or, given here, another one: the counts do not depend on it, so one pass prices every
+        model, format and width."""
         if self.batches == 0:
             raise ValueError("no batch was measured: nothing to report")
+        energy = self.energy if energy is None else energy
+        weight_format = self.weight_format if weight_format is None else weight_format
+        weight_bits = self.weight_bits if weight_bits is None else weight_bits
+        check_energy(energy, weight_format, weight_bits, self.costs)
         report = _report(self.synapses, self.counter, self.neurons, self.samples, self.e_ac_pj,
                          self.e_mac_pj, self.correct / self.labelled if self.labelled else None)
         _coverage(report, self.synapses, self.counter, self.weights)
-        _energy(report, self)
-        _footprint(report, self)
+        _energy(report, self, energy, weight_format, weight_bits)
+        _footprint(report, self, weight_format, weight_bits)
         _per_sample(report)
         if self.neurobench:
             _neurobench(report, self)
@@ -675,16 +682,17 @@ def _coverage(report, synapses, counter, weights) -> None:
         warnings.warn(message, stacklevel=4)  # the caller of measure
 
 
-def _energy(report: MetricsReport, s: MeasureSession) -> None:
-    """``total["energy"]`` and each row's ``"energy"`` under the session's energy model."""
+def _energy(report: MetricsReport, s: MeasureSession, energy: str, weight_format: str,
+            weight_bits: int) -> None:
+    """``total["energy"]`` and each row's ``"energy"`` under an energy model."""
     t = report.total
-    if s.energy == "proxy":
+    if energy == "proxy":
         t["energy"] = {"model": "proxy", "total_pj": t["energy_pj"],
                        "per_sample_pj": t["energy_pj"] / t["samples"], "e_ac_pj": s.e_ac_pj,
                        "e_mac_pj": s.e_mac_pj,
                        "formula": "e_ac_pj * SOPs + e_mac_pj * MACs (compute only; Horowitz 2014, 45 nm)"}
         return
-    costs, exact = s.costs, s.energy == "lemaire"
+    costs, exact = s.costs, energy == "lemaire"
     if exact:
         writes_output = not spiking.is_spiking(s.model)
     else:
@@ -692,7 +700,7 @@ def _energy(report: MetricsReport, s: MeasureSession) -> None:
         has_neurons = base is not None and any(isinstance(m, base) for m in s.model.modules())
     total = Tally()
     for name, c in s.synapses.items():
-        tally = (synapse_energy(c, s.weight_format, s.weight_bits, costs, writes_output) if exact
+        tally = (synapse_energy(c, weight_format, weight_bits, costs, writes_output) if exact
                  else synapse_energy_spikingjelly(c, costs, has_neurons))
         report.layers[name]["energy"] = tally.result(costs)
         total.add(tally)
@@ -709,21 +717,21 @@ def _energy(report: MetricsReport, s: MeasureSession) -> None:
         report.layers[name]["energy"] = tally.result(costs)
         total.add(tally)
     result = total.result(costs)
-    missing = not_modeled(s.model, s.energy, {id(c.module) for c in s.synapses.values()}, s.neurons,
+    missing = not_modeled(s.model, energy, {id(c.module) for c in s.synapses.values()}, s.neurons,
                           rows if not exact else ())
-    t["energy"] = {"model": s.energy, "weight_format": s.weight_format, "weight_bits": s.weight_bits,
+    t["energy"] = {"model": energy, "weight_format": weight_format, "weight_bits": weight_bits,
                    **result, "per_sample_pj": result["total_pj"] / t["samples"], "costs": costs_dict(costs),
                    "not_modeled": missing}
     if missing:
         listed = ", ".join(f"{m['type']} x{m['count']}" for m in missing)
-        report.notes.append(f"energy model {s.energy!r} leaves out: {listed} (total['energy']['not_modeled'] "
+        report.notes.append(f"energy model {energy!r} leaves out: {listed} (total['energy']['not_modeled'] "
                             "says why)")
 
 
-def _footprint(report: MetricsReport, s: MeasureSession) -> None:
+def _footprint(report: MetricsReport, s: MeasureSession, weight_format: str, weight_bits: int) -> None:
     """``total["footprint"]``: the weights' bytes under every format and width; the chosen ones per layer."""
     fp = weight_footprint(s.model)
-    fmt, bits = s.weight_format, s.weight_bits
+    fmt, bits = weight_format, weight_bits
     report.total["footprint"] = {
         "weight_format": fmt, "weight_bits": bits, "bytes": fp.bytes(fmt, bits), "nnz": fp.nnz,
         "weights": fp.numel,
