@@ -753,6 +753,33 @@ def _times(a: float, b: float) -> str:
     return f"{a / b:.1f}×"
 
 
+ENERGY_SWEEP_CSVS = {"sew_resnet18": ("sweep_fmnist_sew18.csv",), "resnet18": ("sweep_fmnist_resnet18.csv",),
+                     "spikformer": ("sweep_fmnist_spikformer.csv", "sweep_fmnist_spikformer_extend.csv")}
+
+
+def energy_reproduction() -> str:
+    """Each energy run's Acc@1 beside the same (model, method, strength, seed) in the committed sweep CSVs."""
+    same, differ, new = [], [], []
+    for r in energy_rows():
+        found = [row for name in ENERGY_SWEEP_CSVS[r["model"]] for row in rows(name)
+                 if row["method"] == r["method"] and (row["strength"] or "") == (r["strength"] or "")
+                 and int(row["seed"]) == int(r["seed"])]
+        label = f"{ENERGY_FAMILIES[r['model']]} {energy_run(r)}"
+        if not found:
+            new.append(f"{label} ({r['acc1']:.2f} %)")
+        elif abs(float(found[0]["acc1"]) - r["acc1"]) < 0.005:
+            same.append(f"{label} {r['acc1']:.2f} %")
+        else:
+            differ.append(f"{label} {r['acc1']:.2f} % against {float(found[0]['acc1']):.2f} %")
+    text = "The runs that reproduce their sweep's row to the hundredth of a point: " + ", ".join(same) + "."
+    if differ:
+        text += (" Those that do not: " + "; ".join(differ) + " (something in that model's training path "
+                 "changed since its sweep was run; not chased here).")
+    if new:
+        text += " Not in any sweep: " + ", ".join(new) + "."
+    return para(text)
+
+
 def energy_pruning() -> str:
     out = []
     sew, sew_p = energy_pick("sew_resnet18", "dense"), energy_pick("sew_resnet18", "pruned")
@@ -886,6 +913,7 @@ REGIONS: dict[str, Callable[[], str]] = {
     "spikformer-dense": lambda: sweep_dense("spikformer", sops_digits=3, energy=".2f"),
     "spikformer-runs": spikformer_runs,
     "spikformer-levels": spikformer_levels,
+    "energy-runs": energy_reproduction,
     "energy-table": energy_table,
     "energy-pruning": energy_pruning,
     # docs/metrics.md
