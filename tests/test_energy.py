@@ -18,12 +18,7 @@ from tests.zoo_reference import loop_fanout, loop_output_rows
 FORMATS = ("dense", "bitmask", "csr")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread is faster
 
 
 def test_memory_cost_is_the_piecewise_line_through_the_breakpoints():
@@ -264,8 +259,9 @@ def test_bad_energy_arguments_fail_before_anything_runs(kwargs, match):
 # ---------------------------------------------------------------------------------------------------------
 # SpikingJelly 2.0's estimate_lemaire_energy, run beside the compatibility setting
 
-analytical = pytest.importorskip("spikingjelly.activation_based.op_counter.analytical_energy",
-                                 reason="SpikingJelly 2.0's op_counter (estimate_lemaire_energy) is not here")
+def _analytical():
+    return pytest.importorskip("spikingjelly.activation_based.op_counter.analytical_energy",
+                               reason="SpikingJelly 2.0's op_counter (estimate_lemaire_energy) is not here")
 
 
 def _plain_snn():
@@ -290,6 +286,7 @@ SJ_CASES = {
 
 @pytest.mark.parametrize("case", list(SJ_CASES))
 def test_compatibility_setting_reproduces_spikingjelly(case):
+    analytical = _analytical()
     torch.manual_seed(8)
     net, x = SJ_CASES[case]()
     net.eval()

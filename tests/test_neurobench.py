@@ -41,12 +41,7 @@ WORKLOAD = [ActivationSparsity, SynapticOperations, MembraneUpdates, Classificat
 ARGMAX = [lambda logits: logits.argmax(-1)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread is faster
 
 
 def _sew():
