@@ -6,8 +6,11 @@
 A plain pass is what a validation loop does: eval mode, no_grad, forward, reset_net after each batch. A
 measured pass is one measure() call over the same batches (hooks, exact SOP counts, firing rates, per-layer
 masks and the dispatch mode that counts module-less matrix products included); ``products=False`` times it
-without that mode. Each repeat times every variant, rotating which goes first; the table gives medians and
-their ratio to the plain pass, and an A/A column (plain against plain) for the noise floor.
+without that mode; "lemaire" is measure(energy="lemaire", weight_format="csr", weight_bits=8) (the
+memory-aware energy and the footprint, priced from the same counts) and "neurobench" adds
+``neurobench=True`` (NeuroBench's pair counts and each step's membrane). Each repeat times every variant,
+rotating which goes first; the table gives medians and their ratio to the plain pass, and an A/A column
+(plain against plain) for the noise floor.
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ CONFIGS = {
 }
 
 
+LEMAIRE = dict(energy="lemaire", weight_format="csr", weight_bits=8)
+
+
 @torch.no_grad()
 def plain_pass(model, batches):
     model.eval()
@@ -47,7 +53,9 @@ def bench(config, device, repeats, batches_per_pass):
     batches = [torch.rand(batch, *shape, device=device) * 4 for _ in range(batches_per_pass)]
     runs = {"plain": lambda: plain_pass(model, batches), "control": lambda: plain_pass(model, batches),
             "measured": lambda: measure(model, batches),
-            "no_products": lambda: measure(model, batches, products=False)}
+            "no_products": lambda: measure(model, batches, products=False),
+            "lemaire": lambda: measure(model, batches, **LEMAIRE),
+            "neurobench": lambda: measure(model, batches, **LEMAIRE, neurobench=True)}
     for fn in runs.values():
         fn()
     times = {k: [] for k in runs}
@@ -60,6 +68,8 @@ def bench(config, device, repeats, batches_per_pass):
             "plain_ms": med["plain"] * 1e3, "measured_ms": med["measured"] * 1e3,
             "no_products_ms": med["no_products"] * 1e3, "ratio": med["measured"] / med["plain"],
             "no_products_ratio": med["no_products"] / med["plain"],
+            "lemaire_ms": med["lemaire"] * 1e3, "lemaire_ratio": med["lemaire"] / med["plain"],
+            "neurobench_ms": med["neurobench"] * 1e3, "neurobench_ratio": med["neurobench"] / med["plain"],
             "control_ratio": med["control"] / med["plain"]}
 
 
@@ -77,13 +87,14 @@ def main() -> None:
     device = device_from_args(parser, args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"{'config':<24} {'batch':>5} {'plain ms':>9} {'measured ms':>12} {'ratio':>6} "
-          f"{'no products':>11} {'A/A':>6}")
+          f"{'no products':>11} {'lemaire':>8} {'neurobench':>10} {'A/A':>6}")
     rows = []
     for config in args.configs:
         row = bench(config, device, args.repeats, args.batches_per_pass)
         rows.append(row)
         print(f"{config:<24} {row['batch']:>5} {row['plain_ms']:9.1f} {row['measured_ms']:12.1f} "
-              f"{row['ratio']:6.3f} {row['no_products_ratio']:11.3f} {row['control_ratio']:6.3f}", flush=True)
+              f"{row['ratio']:6.3f} {row['no_products_ratio']:11.3f} {row['lemaire_ratio']:8.3f} "
+              f"{row['neurobench_ratio']:10.3f} {row['control_ratio']:6.3f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
 

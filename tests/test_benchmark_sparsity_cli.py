@@ -177,3 +177,50 @@ def test_cli_measures_a_users_spiking_transformer_with_its_matmuls(tmp_path, cap
     assert "/matmul." in capsys.readouterr().out
     for name in ("weight_density.png", "operations.png", "firing_rate.png"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_cli_memory_aware_energy_with_neurobench_writes_everything(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = models.create_model("sew_resnet18", **KWARGS)
+    snn_lats.SoftThresholdPruner(model, final_threshold=0.1, schedule="constant", compensate=False,
+                                 ignored_layers=["fc"])
+    _save(tmp_path / "pruned.pth", model.state_dict(), model_name="sew_resnet18", model_kwargs=KWARGS)
+    out = tmp_path / "out"
+    report = benchmark_sparsity.main(["--checkpoint", str(tmp_path / "pruned.pth"), "--max-batches", "2",
+                                      "--batch-size", "16", "--energy", "lemaire", "--weight-format", "csr",
+                                      "--weight-bits", "8", "--neurobench", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "energy (lemaire, csr 8-bit weights)" in printed and "per sample" in printed
+    assert "NeuroBench 2.3 (its definitions, per sample)" in printed and "energy not modeled" in printed
+    for name in ("sparsity.json", "sparsity.csv", "neurobench.json", "energy.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "sparsity.json").read_text())
+    energy = saved["total"]["energy"]
+    assert (energy["model"], energy["weight_format"], energy["weight_bits"]) == ("lemaire", "csr", 8)
+    assert energy["per_sample_pj"] == pytest.approx(energy["total_pj"] / 32)
+    assert saved["total"]["footprint"]["bytes"] == saved["total"]["footprint"]["table"]["csr8"]
+    assert json.loads((out / "neurobench.json").read_text()) == json.loads(json.dumps(report.to_neurobench()))
+    rows = (out / "sparsity.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for column in ("model_energy_pj", "params_pj", "potential_pj", "energy_per_sample_pj", "sops_per_sample",
+                   "footprint_bytes"):
+        assert column in header, column
+    total = dict(zip(header, rows[-1].split(","), strict=True))
+    assert float(total["model_energy_pj"]) == pytest.approx(energy["total_pj"])
+
+
+def test_cli_energy_errors_come_before_anything_is_measured(tmp_path, capsys):
+    model = models.create_model("sew_resnet18", **KWARGS)
+    _save(tmp_path / "snn.pth", model.state_dict(), model_name="sew_resnet18", model_kwargs=KWARGS)
+    ann_kwargs = dict(stem="cifar", in_channels=1, num_classes=10, width_multiplier=0.125)
+    _save(tmp_path / "ann.pth", models.create_model("resnet18", **ann_kwargs).state_dict(),
+          model_name="resnet18", model_kwargs=ann_kwargs)
+    out = tmp_path / "out"
+    base = ["--checkpoint", str(tmp_path / "snn.pth"), "--max-batches", "1", "--out", str(out)]
+    assert "--weight-format: invalid choice: 'coo'" in _fails([*base, "--weight-format", "coo"], capsys)
+    assert "--weight-bits: invalid choice: 0" in _fails([*base, "--weight-bits", "0"], capsys)
+    assert "reads dense 32-bit weights" in _fails([*base, "--energy", "lemaire-spikingjelly",
+                                                   "--weight-format", "csr"], capsys)
+    ann = ["--checkpoint", str(tmp_path / "ann.pth"), "--max-batches", "1", "--out", str(out), "--neurobench"]
+    assert "--neurobench: the model has no SpikingJelly neuron" in _fails(ann, capsys)
+    assert not out.exists()

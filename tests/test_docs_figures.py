@@ -20,6 +20,7 @@ def test_every_region_is_used_and_every_input_is_committed():
         used += docs.rewrite((docs.ROOT / doc).read_text(), doc)[1]
     assert sorted(used) == sorted(docs.REGIONS), "each region appears exactly once in the docs"
     inputs = {c for s in docs.SWEEPS.values() for c in s.csvs} | set(docs.COMPARISON_CSVS)
+    inputs |= set(docs.ENERGY_CSVS)
     inputs |= {name for _, name, _ in docs.LTP_RUNS} | {"demo_digits_log.csv", "demo_digits_summary.json",
                                                                    "demo_digits_sparsity.json"}
     missing = sorted(name for name in inputs if not (docs.RESULTS / name).is_file())

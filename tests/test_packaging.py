@@ -33,10 +33,12 @@ DISTRIBUTION = {
     "PIL": "pillow",
     "nir": "nir",
     "nirtorch": "nirtorch",
+    "neurobench": "neurobench",
 }
 # modules that exist for one extra: they may import its package at module level, and no module outside them
 # may import them at module level (so `import snn_lats` and its subpackages work without the extra)
-EXTRA_MODULES = {"snn_lats/integrations/lightning.py": "lightning"}
+EXTRA_MODULES = {"snn_lats/integrations/lightning.py": "lightning",
+                 "snn_lats/integrations/neurobench.py": "neurobench"}
 
 
 def normalise(name: str) -> str:

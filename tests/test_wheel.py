@@ -80,7 +80,8 @@ def test_the_wheel_holds_the_package_and_its_tool_and_nothing_of_the_repository(
     assert "snn_lats" in tops and {"experiments", "models", "tests"}.isdisjoint(tops), sorted(tops)
     for path in ("snn_lats/__init__.py", "snn_lats/cli/__init__.py", "snn_lats/cli/measure.py",
                  "snn_lats/cli/data.py", "snn_lats/metrics/__init__.py", "snn_lats/cli/export.py",
-                 "snn_lats/export/__init__.py", "snn_lats/metrics/storage.py"):
+                 "snn_lats/export/__init__.py", "snn_lats/metrics/storage.py", "snn_lats/metrics/energy.py",
+                 "snn_lats/metrics/membrane.py", "snn_lats/integrations/neurobench.py"):
         assert path in names, path
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()

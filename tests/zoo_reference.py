@@ -168,3 +168,77 @@ def brute_force_counts(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     return {"sops": counts.sops + counts.matmul_sops + counts.sum_sops, "macs": counts.macs,
             "matmul_sops": counts.matmul_sops, "sum_sops": counts.sum_sops,
             "mask_selected": counts.mask_selected}
+
+
+def loop_fanout(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0, dilation: int = 1,
+                groups: int = 1) -> dict[str, float]:
+    """Walk every input unit of a 2-D conv (``weight`` [C_out, C_in/g, kh, kw]) or, for a 2-D ``weight``, a
+    linear layer, one spike at a time (an integer n is n spikes), and every weight it reaches.
+
+    ``x`` is [N, C, H, W] (conv) or [N, features] (linear). Returns ``events`` (spikes), ``lists`` (spike ×
+    kernel tap that lands on the output grid; one per spike for a linear layer), ``reached`` (spike × weight
+    that lands on the output grid, zero weights included) and ``nonzero`` (those with a nonzero weight)."""
+    counts = {"events": 0.0, "lists": 0.0, "reached": 0.0, "nonzero": 0.0}
+    if weight.dim() == 2:
+        for n in range(x.shape[0]):
+            for i in range(x.shape[1]):
+                units = abs(float(x[n, i]))
+                counts["events"] += units
+                counts["lists"] += units
+                for o in range(weight.shape[0]):
+                    counts["reached"] += units
+                    counts["nonzero"] += units * float(weight[o, i] != 0)
+        return counts
+    n_samples, c_in, h, w = x.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    per_group = c_out // groups
+    h_out = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    w_out = (w + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    for n in range(n_samples):
+        for c in range(c_in):
+            for r in range(h):
+                for s in range(w):
+                    units = abs(float(x[n, c, r, s]))
+                    if units == 0:
+                        continue
+                    counts["events"] += units
+                    for ki in range(kh):
+                        for kj in range(kw):
+                            # the output this tap lands on: r = i*stride + ki*dilation - padding
+                            i, ri = divmod(r + padding - ki * dilation, stride)
+                            j, sj = divmod(s + padding - kj * dilation, stride)
+                            if ri or sj or not (0 <= i < h_out and 0 <= j < w_out):
+                                continue
+                            counts["lists"] += units
+                            group = c // c_in_g
+                            for o in range(group * per_group, (group + 1) * per_group):
+                                counts["reached"] += units
+                                counts["nonzero"] += units * float(weight[o, c % c_in_g, ki, kj] != 0)
+    return counts
+
+
+def loop_output_rows(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0,
+                     dilation: int = 1, groups: int = 1) -> dict[str, float]:
+    """A real-valued input read output by output (a dense-activation layer): ``outputs`` (output elements,
+    each one row of the weight matrix), ``dense`` (weights read at every output, padding taps included) and
+    ``nonzero`` (the nonzero ones), for the same conv or linear ``weight`` as :func:`loop_fanout`."""
+    if weight.dim() == 2:
+        rows = x.shape[0]
+        return {"outputs": float(rows * weight.shape[0]), "dense": float(rows * weight.numel()),
+                "nonzero": float(rows * int((weight != 0).sum()))}
+    n_samples, _, h, w = x.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    h_out = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    w_out = (w + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    counts = {"outputs": 0.0, "dense": 0.0, "nonzero": 0.0}
+    for _n in range(n_samples):
+        for o in range(c_out):
+            for _i in range(h_out):
+                for _j in range(w_out):
+                    counts["outputs"] += 1
+                    for c in range(c_in_g):
+                        for ki in range(kh):
+                            for kj in range(kw):
+                                counts["dense"] += 1
+                                counts["nonzero"] += float(weight[o, c, ki, kj] != 0)
+    return counts

@@ -24,13 +24,22 @@ it stores "model_name" and "model_kwargs" (as the training pipeline's checkpoint
 channel-pruned model's "structure" rebuilds its widths. A bad import path, a missing
 factory, kwargs the factory does not take, or a checkpoint that does not fit the model is a one-line error
 (exit code 2). Prints a per-layer table and writes sparsity.json, sparsity.csv and plots (per-layer weight
-density, firing rate and operations, pruned against dense) into --out. --dense-checkpoint adds a dense model's
-firing rates and SOPs to the plots. For a channel-pruned (OCS) checkpoint the report adds weight sparsity and
-energy against the unpruned architecture.
+density, firing rate, operations and energy by component, pruned against dense) into --out.
+
+Energy: --energy proxy (default; E_AC·SOPs + E_MAC·MACs, compute only), lemaire (memory-aware, after Lemaire
+et al. 2022: compute, addressing and SRAM traffic of inputs, weights, potentials and outputs) with
+--weight-format dense|bitmask|csr and --weight-bits 32|16|8, or lemaire-spikingjelly (SpikingJelly 2.0's
+estimate_lemaire_energy, reproduced). The footprint (weight bytes under every format and width) and the
+per-sample figures are always reported. --neurobench adds NeuroBench 2.3's metrics under its definitions
+(neurobench.json: MetricsReport.to_neurobench) for a SpikingJelly model; docs/metrics.md has every formula.
+
+--dense-checkpoint adds a dense model's firing rates, SOPs and energy to the plots. For a channel-pruned (OCS)
+checkpoint the report adds weight sparsity and energy against the unpruned architecture.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -38,11 +47,21 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from snn_lats import spiking
 from snn_lats.checkpoint import load_checkpoint, load_plain_weights, model_state_from_checkpoint
 from snn_lats.cli.data import DATASETS, EXTRA, MissingExtraError, eval_split, require
 from snn_lats.cli.factory import UsageError, create, json_object, output_selector, registry
 from snn_lats.cli.types import finite_float
-from snn_lats.metrics import E_AC_PJ, E_MAC_PJ, MetricsReport, measure
+from snn_lats.io import atomic_write
+from snn_lats.metrics import (
+    E_AC_PJ,
+    E_MAC_PJ,
+    ENERGY_MODELS,
+    WEIGHT_BITS,
+    WEIGHT_FORMATS,
+    MetricsReport,
+    measure,
+)
 
 PROG = "snn-lats-measure"
 
@@ -83,7 +102,9 @@ def run(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace, de
         else:
             batches = tqdm(loader, desc=desc, total=min(len(loader), args.max_batches or len(loader)))
     return measure(model, batches, e_ac_pj=args.e_ac, e_mac_pj=args.e_mac, per_channel=args.per_channel,
-                   max_batches=args.max_batches, reference=reference, output=args.output)
+                   max_batches=args.max_batches, reference=reference, output=args.output, energy=args.energy,
+                   weight_format=args.weight_format, weight_bits=args.weight_bits,
+                   neurobench=args.neurobench)
 
 
 def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[Path]:
@@ -132,6 +153,8 @@ def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
 
+    written.append(_plot_energy(plt, report, dense, out))
+
     if neurons:
         fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(neurons)), 4))
         if dense:
@@ -147,6 +170,48 @@ def plot(report: MetricsReport, dense: MetricsReport | None, out: Path) -> list[
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     return written
+
+
+ENERGY_PARTS = (("ops_pj", "compute"), ("addressing_pj", "addressing"), ("inout_pj", "inputs/outputs"),
+                ("params_pj", "weights and biases"), ("potential_pj", "potentials"))
+
+
+def _plot_energy(plt, report: MetricsReport, dense: MetricsReport | None, out: Path) -> Path:
+    """energy.png: each row's energy by component (the proxy's: compute only), and the dense model's total
+    beside it when there is one."""
+    rows = {n: r for n, r in report.layers.items() if r.get("energy") or r["type"] != "neuron"}
+    names = list(rows)
+    model = report.total["energy"]["model"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4.5))
+    idx = range(len(names))
+    width = 0.4 if dense else 0.8
+    shift = 0.2 if dense else 0.0
+    if model == "proxy":
+        ax.bar([i + shift for i in idx], [r["energy_pj"] / 1e6 for r in rows.values()], width=width,
+               label="compute (proxy)", color="#1f77b4")
+    else:
+        bottom = [0.0] * len(names)
+        for key, label in ENERGY_PARTS:
+            values = [r["energy"][key] / 1e6 if r.get("energy") else 0.0 for r in rows.values()]
+            ax.bar([i + shift for i in idx], values, width=width, bottom=bottom, label=label)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    if dense:
+        def total(name):
+            r = dense.layers.get(name) or {}
+            return (r.get("energy") or {}).get("total_pj", r.get("energy_pj", 0.0)) / 1e6
+        ax.bar([i - shift for i in idx], [total(n) for n in names], width=width, label="dense model",
+               color="#bbbbbb")
+    ax.set_xticks(list(idx), names, rotation=90, fontsize=7)
+    ax.set_ylabel("energy (uJ, all samples)")
+    e = report.total["energy"]
+    what = model if model == "proxy" else f"{model}, {e['weight_format']} {e['weight_bits']}-bit weights"
+    ax.set_title(f"energy per layer by component ({what})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "energy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def get_args_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -177,6 +242,18 @@ def get_args_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="pJ per accumulate (default 45 nm)")
     parser.add_argument("--e-mac", type=finite_float, default=E_MAC_PJ,
                         help="pJ per multiply-accumulate (default 45 nm)")
+    parser.add_argument("--energy", choices=ENERGY_MODELS, default="proxy",
+                        help="energy model: proxy (compute only), lemaire (memory-aware, with "
+                             "--weight-format and --weight-bits) or lemaire-spikingjelly (SpikingJelly 2.0's "
+                             "estimate)")
+    parser.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="dense",
+                        help="how weights are stored and read: dense (every weight, zeros included), bitmask "
+                             "(nonzeros + 1 bit per weight) or csr (nonzeros + indices + row pointers)")
+    parser.add_argument("--weight-bits", type=int, choices=WEIGHT_BITS, default=32,
+                        help="bits per stored weight value")
+    parser.add_argument("--neurobench", action="store_true",
+                        help="also report NeuroBench 2.3's metrics under its definitions (neurobench.json); "
+                             "a SpikingJelly model only")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("runs/sparsity"))
     return parser
@@ -202,6 +279,9 @@ def measure_command(argv: list[str] | None = None, prog: str = PROG) -> MetricsR
         parser.error(f"--device must be a torch device such as cpu or cuda, got {args.device!r}")
     if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
         parser.error(f"--device {args.device}: not a device this machine has (cpu, or cuda with a GPU)")
+    if args.energy == "lemaire-spikingjelly" and (args.weight_format, args.weight_bits) != ("dense", 32):
+        parser.error("--energy lemaire-spikingjelly reproduces SpikingJelly's estimate, which reads dense "
+                     "32-bit weights: use --energy lemaire for --weight-format/--weight-bits")
 
     try:  # the user's errors as one line, exit code 2 (what argparse does for its own)
         loader = DataLoader(eval_split(args.data, args.data_path), batch_size=args.batch_size,
@@ -215,6 +295,9 @@ def measure_command(argv: list[str] | None = None, prog: str = PROG) -> MetricsR
     except (ValueError, OSError, MissingExtraError) as exc:  # UsageError, bad checkpoint, missing file/extra
         what = f"{type(exc).__name__}: " if isinstance(exc, OSError) else ""
         parser.exit(2, f"{parser.prog}: error: {what}{' '.join(str(exc).split())}\n")
+    if args.neurobench and not spiking.is_spiking(model):
+        parser.exit(2, f"{parser.prog}: error: --neurobench: the model has no SpikingJelly neuron; "
+                       "NeuroBench measures an ANN itself (neurobench.models.TorchModel)\n")
     try:  # a batch the model cannot run, a reference that does not fit: one line, as above
         report = run(model, loader, args, "pruned", None if reference is None else reference.to(args.device))
         dense = None
@@ -229,6 +312,9 @@ def measure_command(argv: list[str] | None = None, prog: str = PROG) -> MetricsR
         report.to_json(args.out / "sparsity.json")
         report.to_csv(args.out / "sparsity.csv")
         written = [args.out / "sparsity.json", args.out / "sparsity.csv"]
+        if args.neurobench:
+            atomic_write(args.out / "neurobench.json", json.dumps(report.to_neurobench(), indent=2))
+            written.append(args.out / "neurobench.json")
         if dense is not None:
             dense.to_json(args.out / "sparsity_dense.json")
             written.append(args.out / "sparsity_dense.json")
@@ -236,9 +322,30 @@ def measure_command(argv: list[str] | None = None, prog: str = PROG) -> MetricsR
     except OSError as exc:
         parser.exit(2, f"{parser.prog}: error: cannot write the report in --out {args.out}: "
                        f"{exc.strerror or exc}\n")
+    if args.neurobench:
+        print(neurobench_summary(report))
     for path in written:
         print(f"wrote {path}")
     return report
+
+
+def neurobench_summary(report: MetricsReport) -> str:
+    """NeuroBench's metrics (its definitions) beside snn_lats's, per sample, in a few lines."""
+    nb = report.to_neurobench()
+    b, o = nb["neurobench"], nb["snn_lats"]
+    ops = b["SynapticOperations"]
+    updates = "n/a" if b["MembraneUpdates"] is None else f"{b['MembraneUpdates']:.6g}"
+    return "\n".join([
+        "NeuroBench 2.3 (its definitions, per sample): "
+        f"ConnectionSparsity {b['ConnectionSparsity']}, ActivationSparsity {b['ActivationSparsity']}, "
+        f"Effective_ACs {ops['Effective_ACs']:.6g}, Effective_MACs {ops['Effective_MACs']:.6g}, "
+        f"Dense {ops['Dense']:.6g}, MembraneUpdates {updates}, Footprint {b['Footprint']:,} B, "
+        f"ParameterCount {b['ParameterCount']:,}",
+        f"snn_lats (per sample): SOPs {o['sops_per_sample']:.6g}, MACs {o['macs_per_sample']:.6g}, "
+        f"dense MACs {o['dense_macs_per_sample']:.6g}, neuron updates {o['neuron_updates_per_sample']:.6g}, "
+        f"energy ({o['energy_model']}) {o['energy_per_sample_pj'] / 1e6:.4g} uJ, footprint "
+        f"{o['footprint_bytes']:,} B ({o['weight_format']} {o['weight_bits']}-bit)",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,8 @@ class FiringCounter:
     channel_spikes: torch.Tensor | None = None
     channel_elements: int = 0
     step_in_batch: int = 0  # single-step mode: how many calls since the last reset
+    # (output shape, multi-step) -> [calls, spikes]: what the energy models need per call
+    groups: dict[tuple, list] = field(default_factory=dict)
 
     @torch.no_grad()
     def update(self, out: torch.Tensor) -> None:
@@ -44,6 +46,9 @@ class FiringCounter:
             self.step_in_batch += 1
             numel = out.numel()
             channel_dim = 1
+        group = self.groups.setdefault((tuple(out.shape), multi), [0, 0.0])
+        group[0] += 1
+        group[1] += sum(per_step)
         for t, spikes in zip(steps, per_step, strict=True):
             while len(self.spikes_per_step) <= t:
                 self.spikes_per_step.append(0.0)
@@ -79,21 +84,21 @@ class FiringCounter:
         return result
 
 
+def firing_counters(model: nn.Module, neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES,
+                    per_channel: bool = False) -> dict[str, FiringCounter]:
+    """``{name: FiringCounter}`` for every spiking neuron layer of ``model`` (empty counters; see
+    :func:`recording`)."""
+    return {n: FiringCounter(m, per_channel) for n, m in model.named_modules()
+            if isinstance(m, tuple(neuron_types))}
+
+
 @contextlib.contextmanager
-def recording_firing(
-    model: nn.Module,
-    neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES,
-    per_channel: bool = False,
+def recording(
+    counters: dict[str, FiringCounter],
     guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Iterator[dict[str, FiringCounter]]:
-    """``{name: FiringCounter}`` for every spiking neuron layer, filled by forward hooks while the context is
-    open. Each update runs inside ``guard()`` (``measure`` passes its op counter's ``paused``).
-
-    Call :func:`new_batch` after each batch (where the state reset goes) so single-step counters restart at
-    time step 0.
-    """
-    counters = {n: FiringCounter(m, per_channel) for n, m in model.named_modules()
-                if isinstance(m, tuple(neuron_types))}
+    """Fill ``counters`` through forward hooks while the context is open (they keep their counts after it,
+    and count on when opened again). Each update runs inside ``guard()``."""
 
     def hook(counter):
         def update(module, args, out):
@@ -107,6 +112,23 @@ def recording_firing(
     finally:
         for h in hooks:
             h.remove()
+
+
+@contextlib.contextmanager
+def recording_firing(
+    model: nn.Module,
+    neuron_types: Sequence[type[nn.Module]] = SPIKING_NEURON_TYPES,
+    per_channel: bool = False,
+    guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Iterator[dict[str, FiringCounter]]:
+    """``{name: FiringCounter}`` for every spiking neuron layer, filled by forward hooks while the context is
+    open. Each update runs inside ``guard()`` (``measure`` passes its op counter's ``paused``).
+
+    Call :func:`new_batch` after each batch (where the state reset goes) so single-step counters restart at
+    time step 0.
+    """
+    with recording(firing_counters(model, neuron_types, per_channel), guard) as counters:
+        yield counters
 
 
 def new_batch(counters: dict[str, FiringCounter]) -> None:

@@ -90,6 +90,11 @@ class ProductRow:
     executed_dense_macs: int = 0  # matmul: I·K·J over every batch matrix and call (all time steps)
     executed_dense_ops: int = 0  # mask: elementwise products; sum: summed elements (all time steps)
     selected: int = 0  # mask: nonzero results
+    # for the energy models: matmul: Σ m(x) of the spike or integer operand (the events; 0 for real × real),
+    # elements of the other operand and of the output; sum: elements of the output (all calls)
+    events: float = 0.0
+    executed_operand_elements: int = 0
+    executed_out_elements: int = 0
     kinds: tuple[str | None, ...] = (None, None)
     calls: int = 0
 
@@ -114,11 +119,18 @@ def _weighted_sum(x: torch.Tensor, kind: str, lo: float, hi: float, dim: int) ->
 
 def product_count(a: torch.Tensor, b: torch.Tensor) -> tuple[float, str, str]:
     """Σ_{n,i,k,j} m(a[n,i,k])·m(b[n,k,j]) for a [n, I, K] and b [n, K, J], and both operands' kinds."""
+    count, ka, kb, _ = _product_count(a, b)
+    return count, ka, kb
+
+
+def _product_count(a: torch.Tensor, b: torch.Tensor) -> tuple[float, str, str, float]:
+    """:func:`product_count` and the events: Σ m(x) of the first spike or integer operand (0 if neither)."""
     ka, *range_a = classify(a)
     kb, *range_b = classify(b)
     col = _weighted_sum(a, ka, *range_a, dim=-2)  # [n, K]
     row = _weighted_sum(b, kb, *range_b, dim=-1)  # [n, K]
-    return float((col * row).sum()), ka, kb
+    events = float(col.sum()) if ka != "real" else float(row.sum()) if kb != "real" else 0.0
+    return float((col * row).sum()), ka, kb, events
 
 
 class ProductCounter(TorchDispatchMode):
@@ -194,7 +206,7 @@ class ProductCounter(TorchDispatchMode):
             if factors is not None:
                 self._mask(str(packet).removeprefix("aten."), factors, out)
             elif mine and packet in SUM_OPS:
-                self._sum(str(packet).removeprefix("aten."), args)
+                self._sum(str(packet).removeprefix("aten."), args, out)
         elif packet in PRODUCT_OPS:
             first, layout = PRODUCT_OPS[packet]
             a, b = _as_batched(args[first], args[first + 1], layout)
@@ -240,10 +252,13 @@ class ProductCounter(TorchDispatchMode):
                 param = self.operand_params.get(t.untyped_storage().data_ptr())
                 if param is not None:
                     self.seen_params.add(param)
+        row.executed_out_elements += a.shape[0] * a.shape[1] * b.shape[2]
         if a.numel() == 0 or b.numel() == 0:
             return
-        count, ka, kb = product_count(a, b)
+        count, ka, kb, events = _product_count(a, b)
         row.kinds = (_wider(row.kinds[0], ka), _wider(row.kinds[1], kb))
+        row.events += events
+        row.executed_operand_elements += b.numel() if ka != "real" else a.numel()
         if ka == kb == "real":
             row.macs += count
         else:
@@ -286,7 +301,7 @@ class ProductCounter(TorchDispatchMode):
         row.executed_dense_ops += out.numel()
         row.selected += int(torch.count_nonzero(out))
 
-    def _sum(self, op: str, args) -> None:
+    def _sum(self, op: str, args, out) -> None:
         """A sum of spikes or integers: Σ|x| accumulates over the summed elements."""
         x = args[0]
         if not isinstance(x, torch.Tensor) or x.numel() == 0 or x.is_complex():
@@ -297,6 +312,7 @@ class ProductCounter(TorchDispatchMode):
         row = self._row("sum", op)
         row.kinds = (_wider(row.kinds[0], kind),)
         row.executed_dense_ops += x.numel()
+        row.executed_out_elements += out.numel() if isinstance(out, torch.Tensor) else 1
         row.sops += float(exact_sum((x.abs() if lo < 0 else x).reshape(-1), 0, bound=max(abs(lo), abs(hi))))
 
 

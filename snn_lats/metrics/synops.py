@@ -51,12 +51,18 @@ def classify_and_sum(x: torch.Tensor) -> tuple[str, torch.Tensor | None]:
     anyway; nothing is converted to float64. For x in [0, 1], x − x² is 0 exactly at 0 and 1 and stays > 0 in
     floating point for every value in between (x² rounds to at most x, and the subtraction is exact).
     """
+    kind, summed, _, _ = _classify_and_sum(x)
+    return kind, summed
+
+
+def _classify_and_sum(x: torch.Tensor) -> tuple[str, torch.Tensor | None, float, float]:
+    """:func:`classify_and_sum` with the input's min and max."""
     kind, lo, hi = classify(x)
     if kind == "real":
-        return "real", None
+        return "real", None, lo, hi
     if x.dtype == torch.bool:
-        return kind, x.sum(0, dtype=torch.float64)
-    return kind, exact_sum(x.abs() if lo < 0 else x, 0, bound=max(abs(lo), abs(hi)))
+        return kind, x.sum(0, dtype=torch.float64), lo, hi
+    return kind, exact_sum(x.abs() if lo < 0 else x, 0, bound=max(abs(lo), abs(hi))), lo, hi
 
 
 def exact_sum(x: torch.Tensor, dim: int | tuple[int, ...], bound: float) -> torch.Tensor:
@@ -84,6 +90,42 @@ def _wider(a: str | None, b: str) -> str:
 
 
 @dataclass
+class CallGroup:
+    """The calls of one layer with one input kind and one input/output shape, summed: what the energy models
+    and NeuroBench's definitions need beyond the SOP count (:mod:`snn_lats.metrics.energy`).
+
+    ``events`` = Σ|x| (spikes, an integer n counted n times), ``taps`` = Σ over events of the kernel taps that
+    land on the output grid (border-aware; = ``events`` for a linear layer), so that a spike's dense fan-out,
+    zeros included, is ``taps · C_out/groups``. ``nb_pairs`` (only when NeuroBench figures are asked for):
+    nonzero input × nonzero weight pairs, padding skipped, NeuroBench's count for any input kind; ``nb_dense``
+    its all-ones count (every weight, every input, padding taps skipped).
+    """
+
+    kind: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    time_steps: int  # passes in one call: T for a multi-step or time-major call, else 1
+    samples: int  # samples in one call (T·B for a [T·B, ...] call of a plain layer)
+    nb_spiking: bool  # every input value in {-1, 0, 1}: NeuroBench counts the call as ACs
+    calls: int = 0
+    events: float = 0.0
+    taps: float = 0.0
+    sops: float = 0.0
+    macs: float = 0.0
+    dense_macs: int = 0  # weights × output positions × images: every weight, zero padding included
+    nb_pairs: float = 0.0
+    nb_dense: float = 0.0
+
+    @property
+    def in_elements(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def out_elements(self) -> int:
+        return math.prod(self.out_shape)
+
+
+@dataclass
 class SynapseCounter:
     """Per-layer accumulator: accumulates (SOPs) from spike or integer inputs, MACs from real inputs."""
 
@@ -98,6 +140,9 @@ class SynapseCounter:
     calls: int = field(default=0)
     executed_dense_macs: int = 0  # weights x output positions over every call (all time steps): for coverage
     batch_samples: int | None = None  # the model input's sample count, set by measure before each batch
+    neurobench: bool = False  # also count NeuroBench's nonzero pairs and all-ones pass (CallGroup)
+    groups: dict[tuple, CallGroup] = field(default_factory=dict)
+    _nb_dense_cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     @torch.no_grad()
@@ -117,6 +162,7 @@ class SynapseCounter:
     @torch.no_grad()
     def update(self, x: torch.Tensor, out: torch.Tensor) -> None:
         m = self.module
+        in_shape, out_shape = tuple(x.shape), tuple(out.shape)
         if is_multi_step(m):
             time_steps, samples = x.shape[0], x.shape[1]
         elif self._time_major(x):  # [T, B, ...] into a plain layer (a clock_driven model's head)
@@ -134,17 +180,53 @@ class SynapseCounter:
             x = x.reshape(-1, m.in_features)
             self.dense_macs_per_sample = self.weights * (x.shape[0] // (time_steps * samples))
             positions, images = 1, x.shape[0]
-        self.executed_dense_macs += self.weights * positions * images
+        dense = self.weights * positions * images
+        self.executed_dense_macs += dense
         pairs = self.nonzero * positions * images
-        kind, summed = classify_and_sum(x)
+        kind, summed, lo, hi = _classify_and_sum(x)
         self.kind = _wider(self.kind, kind)
         self.calls += 1
+        nb_spiking = kind != "real" and lo >= -1 and hi <= 1
+        key = (kind, nb_spiking, in_shape, out_shape)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = CallGroup(kind, in_shape, out_shape, time_steps, samples, nb_spiking)
+        group.calls += 1
+        group.dense_macs += dense
         if kind == "real":
             self.macs += pairs
-        elif conv:
-            self.sops += float((self._unfolded(summed) * self.fanout).sum())
+            group.macs += pairs
+            sops = 0.0
         else:
-            self.sops += float((summed * self.fanout).sum())
+            unfolded = self._unfolded(summed) if conv else summed
+            sops = float((unfolded * self.fanout).sum())
+            self.sops += sops
+            group.sops += sops
+            group.events += float(summed.sum())
+            group.taps += float(unfolded.sum())
+        if self.neurobench:
+            self._count_neurobench(group, x, kind, sops, conv)
+
+    def _count_neurobench(self, group: CallGroup, x: torch.Tensor, kind: str, sops: float,
+                          conv: bool) -> None:
+        """NeuroBench's counts of one call (x as reshaped by update): nonzero pairs and the all-ones pass."""
+        if kind == "binary":
+            group.nb_pairs += sops  # each spike is one nonzero input
+        else:
+            nonzero = (x != 0).sum(0, dtype=torch.float64)
+            group.nb_pairs += float(((self._unfolded(nonzero) if conv else nonzero) * self.fanout).sum())
+        images = x.shape[0]
+        if conv:
+            key = tuple(x.shape[1:])
+            per_image = self._nb_dense_cache.get(key)
+            if per_image is None:  # valid taps of every input channel over the output grid, all weights
+                ones = torch.ones(key, dtype=torch.float64, device=x.device)
+                m = self.module
+                per_image = self._nb_dense_cache[key] = float(self._unfolded(ones).sum()) * (
+                    m.out_channels // m.groups)
+            group.nb_dense += per_image * images
+        else:
+            group.nb_dense += float(self.weights) * images
 
     def _time_major(self, x: torch.Tensor) -> bool:
         """A plain linear layer's input laid out [T, B, ...]: its second dimension is the batch's sample count
