@@ -59,7 +59,7 @@ def test_the_slug_rule_on_headings_this_repository_uses():
 @pytest.mark.slow
 def test_the_readme_training_loop_runs_as_written_from_the_repository_root(tmp_path):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Use it in your training loop", 1)[1].split("\n## ")[0]
+    section = text.split("## Use it in your training loop", 1)[1].split("\n##")[0]  # to ## or ###
     code = "".join(b.split("```", 1)[0] for b in section.split("```python\n")[1:])  # its blocks, in order
     assert "import torch, snn_lats, models" in code and "pruner.step()" in code
     # as a user pastes it into `python` in the clone's root: stdin, so the working directory is on sys.path

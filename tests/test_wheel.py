@@ -139,7 +139,7 @@ def readme_training_loop() -> str:
     """The loop's code block of README.md's "Use it in your training loop" section, as it stands (the block
     before it builds the registry's model and the digits, which the wheel does not ship)."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Use it in your training loop", 1)[1].split("\n## ")[0]
+    section = text.split("## Use it in your training loop", 1)[1].split("\n##")[0]  # to ## or ###
     blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
     code = next(b for b in blocks if "pruner.step()" in b)
     assert "pruner.step()" in code and "snn_lats.sparsity_report(model)" in code, code
