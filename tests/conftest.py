@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
 from torch import nn
 
 # The suite's tensors are tiny: one intra-op thread per process is several times faster than two on a shared
@@ -10,6 +11,12 @@ from torch import nn
 # inherit it through the environment. OMP_NUM_THREADS set by the caller wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# Property tests draw the same examples on every run (a verdict never depends on the draw, and CI is
+# reproducible); SNN_LATS_PROPERTY_SCALE=N (the files scale their example counts by it) hunts from a random
+# seed instead. A test's own settings(...) inherits this profile.
+settings.register_profile("snn_lats", derandomize="SNN_LATS_PROPERTY_SCALE" not in os.environ, database=None)
+settings.load_profile("snn_lats")
 
 # How long a test waits for a subprocess, or for a file a subprocess writes, before calling it hung: far more
 # than any of them takes on a machine oversubscribed several times over (no verdict depends on wall time),

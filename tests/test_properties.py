@@ -337,6 +337,7 @@ OCS_ARGS = {
 @pytest.mark.filterwarnings("ignore:OCSPruner. .* left unpruned:UserWarning")
 @given(kwargs=st.fixed_dictionaries({}, optional=OCS_ARGS),
        inputs=st.sampled_from(["image", "image", "image", "wrong shape", "string"]))
+@example(kwargs={"ignored_layers": ["conv1"]}, inputs="image")  # one rankable group left: refused, named
 def test_ocs_pruner_arguments(kwargs, inputs):
     model = TinyCNN()
     example_inputs = {"image": torch.randn(1, 1, 8, 8), "wrong shape": torch.randn(1, 3, 8, 8),

@@ -284,7 +284,8 @@ class OCSPruner(Pruner):
         if len(self.groups) == 1 and reachable >= self.target_flops_reduction - self.flops_tolerance:
             raise ValueError(f"OCSPruner: {model_name} has one prunable channel group "
                              f"({self.groups[0].key}), whose channels OCS cannot rank: the FLOPs-cost weight "
-                             f"of a single group is π = 1, so every score ŝ = s·(1 − π) is 0{skipped}")
+                             f"of a single group is π = 1, so every score ŝ = s·(1 − π) is 0{skipped}; "
+                             f"{self._ignored_remedy()}")
         if reachable >= self.target_flops_reduction - self.flops_tolerance:
             return
         why = [f"{len(self.groups)} channel group(s) are prunable, each keeping at least its floor "
@@ -296,7 +297,12 @@ class OCSPruner(Pruner):
                        f"{' ...' if len(self.ignored_layers) > 4 else ''})")
         raise ValueError(f"OCSPruner: target_flops_reduction {self.target_flops_reduction} is out of reach "
                          f"for {model_name}: at most {reachable:.4f} of its {self.dense_flops:,} MACs can be "
-                         f"removed, because {'; '.join(why)}{skipped}")
+                         f"removed, because {'; '.join(why)}{skipped}; lower target_flops_reduction, or "
+                         f"{self._ignored_remedy()}")
+
+    def _ignored_remedy(self) -> str:
+        ignored = f" (now {self.ignored_layers})" if self.ignored_layers else ""
+        return f"ignore fewer layers with ignored_layers{ignored}"
 
     @staticmethod
     def _channel_mask(group: ChannelGroup, unit_mask: torch.Tensor) -> torch.Tensor:
