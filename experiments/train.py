@@ -434,23 +434,17 @@ def build_model(args, kwargs: dict, structure: dict | None, pretrained, world: i
 
 
 def create_model(args, kwargs: dict, structure: dict | None = None) -> torch.nn.Module:
-    """The registry model --model names, or the user's PACKAGE.MODULE:FACTORY model (snn_lats.cli.factory)."""
-    if factory.is_factory(args.model):
-        return factory.create(args.model, kwargs, structure)
-    return models.create_model(args.model, structure=structure, **kwargs)
+    """The registry model --model names, or the user's PACKAGE.MODULE:FACTORY model (snn_lats.cli.factory,
+    which builds both)."""
+    return factory.create(args.model, kwargs, structure)
 
 
 def check_logits(args, model, example, num_classes: int) -> None:
     """A user's model must give [batch, num_classes] logits (averaged over T inside), else a clear error now
-    rather than a shape error inside cross_entropy."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = select_output(model(example), args.output)
-    finally:
-        spiking.reset_state(model)
-        model.train(was_training)
+    rather than a shape error inside cross_entropy. One eval-mode forward, state reset, every module's own
+    training flag kept (layer_geometry's evaluation pass)."""
+    _, _, output = layer_geometry(model, example)
+    logits = select_output(output, args.output)
     if tuple(logits.shape) != (example.shape[0], num_classes):
         raise factory.UsageError(
             f"--model {args.model} gives logits of shape {tuple(logits.shape)} for an input of shape "

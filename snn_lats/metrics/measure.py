@@ -427,6 +427,10 @@ class MeasureSession:
             stack.callback(lambda: [h.remove() for h in hooks])
             if self.counter is not None:
                 stack.enter_context(self.counter.tracking(self.model))
+            from ..structured.flops import LayerTrace  # lazily: snn_lats.structured imports torch-pruning
+
+            self._trace = LayerTrace(self.model)  # names the layer a failing forward was in
+            stack.callback(self._trace.remove)
             if self.stateful:  # none left behind on exit, also after an error
                 stack.callback(spiking.reset_state, self.model)
             self.model.eval()
@@ -452,7 +456,7 @@ class MeasureSession:
         _check_batch(x, dim, self.batches)
         for c in self.synapses.values():
             c.batch_samples = x.shape[dim]
-        out = _forward(self.model, x, self.batches)
+        out = _forward(self.model, x, self.batches, self._trace)
         if self.stateful:
             spiking.reset_state(self.model)
         new_batch(self.neurons)
@@ -505,11 +509,11 @@ def _check_batch(x: torch.Tensor, dim: int, index: int) -> None:
                          "input mean nothing")
 
 
-def _forward(model: nn.Module, x: torch.Tensor, index: int) -> Any:
-    """``model(x)``; a failure becomes one sentence that names the batch, its shape and the layer."""
-    from ..structured.flops import LayerTrace, describe_layer
+def _forward(model: nn.Module, x: torch.Tensor, index: int, trace) -> Any:
+    """``model(x)``; a failure becomes one sentence that names the batch, its shape and the layer (``trace``,
+    a ``LayerTrace`` the session keeps on the model)."""
+    from ..structured.flops import describe_layer
 
-    trace = LayerTrace(model)
     try:
         return model(x)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
@@ -517,8 +521,6 @@ def _forward(model: nn.Module, x: torch.Tensor, index: int) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"the model's forward failed on batch {index} (input of shape {tuple(x.shape)}) in "
                          f"{where}: {first}") from exc
-    finally:
-        trace.remove()
 
 
 def _check_reference(reference: nn.Module, synapses: dict[str, SynapseCounter]) -> None:

@@ -120,10 +120,6 @@ def is_multi_step(model: nn.Module) -> bool:
     return any(mode == "m" for mode in step_mode_modules(model).values())
 
 
-def _is_neuron(module: nn.Module) -> bool:
-    return spiking.is_neuron(module)
-
-
 def fixed_multi_step(model: nn.Module) -> bool:
     """Multi-step neurons that cannot switch to single-step mode (SpikingJelly's clock_driven MultiStep*)."""
     return any(spiking.is_multi_step(m) and not isinstance(getattr(m, "step_mode", None), str)
@@ -212,7 +208,7 @@ class _TimeStepProbe:
         self.steps, self.where = 1, None
         names = {m: n for n, m in model.named_modules()}
         self._handles = [m.register_forward_pre_hook(self._hook(names[m])) for m in model.modules()
-                         if _is_neuron(m) and spiking.is_multi_step(m)]
+                         if spiking.is_neuron(m) and spiking.is_multi_step(m)]
 
     def _hook(self, name):
         def hook(module, args):
@@ -360,7 +356,7 @@ def _neurons_in_train_mode(forward: ForwardFn, output: OutputSelector = None) ->
     returning the output tensor that ``output`` selects."""
     def run(model, inputs):
         for m in model.modules():
-            if _is_neuron(m):
+            if spiking.is_neuron(m):
                 m.train()
         return select_output(forward(model, inputs), output)
     return run
