@@ -35,6 +35,8 @@ def reference(model: nn.Module, x: torch.Tensor, steps: int):
 
     def hook(name):
         def record(module, inputs, output):
+            if multi and x.dim() == 5 and x.shape[0] != x.shape[0] * x.shape[1] == output.shape[0]:
+                output = output.reshape(*x.shape[:2], *output.shape[1:])  # [T*B, ...] in a SeqToANNContainer
             records.setdefault(name, []).extend(output.unbind(0) if multi else [output])
         return record
 

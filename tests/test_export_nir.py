@@ -93,6 +93,17 @@ def sequential_multistep(neuron_cls) -> nn.Module:
     return net
 
 
+def seq_to_ann_container_lif() -> nn.Module:
+    """SpikingJelly's tutorial CSNN: plain conv-BN layers inside SeqToANNContainer, multi-step LIF nodes (a BN
+    inside the container folds into its conv like any other)."""
+    return nn.Sequential(
+        layer.SeqToANNContainer(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)),
+        neuron.LIFNode(step_mode="m"),
+        layer.SeqToANNContainer(nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)),
+        neuron.LIFNode(step_mode="m"),
+        layer.SeqToANNContainer(nn.Flatten(), nn.Linear(8 * 4 * 4, 10)), neuron.LIFNode(step_mode="m"))
+
+
 def sequential_singlestep_if() -> nn.Module:
     net = nn.Sequential(
         layer.Conv2d(1, 8, 3, padding=1), layer.BatchNorm2d(8), neuron.IFNode(),
@@ -115,6 +126,7 @@ FAMILIES = {
     "sequential_multistep_lif": (lambda: sequential_multistep(neuron.LIFNode), (4, 1, 1, 8, 8), 4,
                                  ("spikingjelly", "snntorch")),
     "sequential_singlestep_if": (sequential_singlestep_if, (1, 1, 8, 8), 4, ("spikingjelly", "norse")),
+    "seq_to_ann_container_lif": (seq_to_ann_container_lif, (4, 1, 1, 8, 8), 4, ("spikingjelly", "snntorch")),
     "spiking_vgg11_bn_lif": (zoo("spiking_vgg11_bn", neuron_type="lif", **VGG), (1, 1, 32, 32), 3,
                              ("spikingjelly", "snntorch")),
     "spiking_vgg11_bn_if": (zoo("spiking_vgg11_bn", **VGG), (1, 1, 32, 32), 3, ("spikingjelly",)),

@@ -328,7 +328,6 @@ class _Rewriter:
     def on_call_module(self, node: fx.Node) -> None:
         module = self.model.get_submodule(node.target)
         what = f"{_name(node.target)} ({type(module).__name__})"
-        self.calls[node.target] = self.calls.get(node.target, 0) + 1
         x = self.input_of(node, what)
         if x is None:
             return
@@ -342,6 +341,8 @@ class _Rewriter:
     def module_chain(self, target: str, module: nn.Module, x: fx.Node, state: str,
                      step_shape: tuple[int, ...], what: str) -> fx.Node | None:
         """The new node(s) for ``module`` applied to ``x`` (one time step of shape ``step_shape``)."""
+        # counted here, so that the layers inside a step container (SeqToANNContainer) count too
+        self.calls[target] = self.calls.get(target, 0) + 1
         kind = module_kind(module)
         if kind is None and type(module) is nn.Sequential:
             kind = "container"  # inside a step container
