@@ -43,6 +43,7 @@ def first_tensor(out: object) -> torch.Tensor | None:
 def select_output(out: object, output: OutputSelector = None) -> torch.Tensor:
     """The tensor ``output`` selects from a model's output ``out`` (see the module); a ValueError that says
     what the output holds when it selects no tensor."""
+    output = check_output_selector("output", output)
     if output is None:
         found = first_tensor(out)
     elif callable(output):

@@ -84,6 +84,8 @@ def reset_state(model: nn.Module) -> None:
     without 2.x's cache of resettable modules (stale after a module swap). As ``reset_net`` does, a module
     that is no ``MemoryModule`` but has a ``reset()`` is reset too; those are named in one warning.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got a {type(model).__name__}")
     others = []
     for name, m in model.named_modules():
         if isinstance(m, MEMORY_TYPES):

@@ -332,4 +332,16 @@ def test_the_clients_on_spikingjelly_0_0_0_0_14_clock_driven_pass_the_same_matri
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     per_client = 6  # the parametrized tests above
-    assert f"{per_client * len(NAMES) + 5} passed" in summary, summary
+    assert f"{per_client * len(NAMES) + 6} passed" in summary, summary
+
+
+def test_bad_selectors_and_models_are_named():
+    from snn_lats.outputs import select_output
+
+    with pytest.raises(TypeError, match=r"output must be None .* got 1.5"):
+        select_output((torch.zeros(1), None), 1.5)
+    with pytest.raises(ValueError, match=r"a tuple of \['NoneType', 'str'\]\) has no tensor at all"):
+        select_output((None, "hook"))
+    assert select_output({"hook": None, "logits": torch.ones(2)}, "logits").tolist() == [1.0, 1.0]
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module, got a str"):
+        spiking.reset_state("net")
